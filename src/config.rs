@@ -1,0 +1,587 @@
+//! Configuration: the TOML schema of DESIGN.md's contract, parsed into types that cannot hold a
+//! bad value. Every error names the file, line, column and key.
+
+use crate::tls::{self, MinVersion, ServerTls};
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use toml::Spanned;
+
+/// Where the configuration lives when `--config` is not given.
+pub const DEFAULT_PATH: &str = "/etc/starttls-proxy/starttls-proxy.toml";
+
+/// A validated configuration, with certificates already loaded.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it came from (relative paths inside it are resolved against its directory).
+    pub source: PathBuf,
+    /// Name the proxy uses when it speaks for itself (its own replies, self-signed certificate).
+    pub hostname: String,
+    /// How long SIGTERM waits for sessions to finish.
+    pub shutdown_grace: Duration,
+    /// The certificate served to inbound clients.
+    pub tls: Option<Arc<ServerTls>>,
+    /// `/metrics` and `/healthz` endpoint.
+    pub admin: Option<Admin>,
+    pub limits: Limits,
+    pub inbound: Vec<Arc<Inbound>>,
+}
+
+/// The admin HTTP endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    pub listen: SocketAddr,
+}
+
+/// Per-listener limits and timeouts (RFC 5321 §4.5.3.2 style).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Concurrent sessions per listener; past it new clients get `421 4.7.0`.
+    pub max_connections: usize,
+    /// From our `220 Ready to start TLS` to a finished handshake.
+    pub handshake_timeout: Duration,
+    /// Silence from either peer after which a session is closed.
+    pub idle_timeout: Duration,
+    /// Connecting to the backend.
+    pub connect_timeout: Duration,
+    /// Longest command or reply line, CRLF included; longer gets `500 5.5.2`.
+    pub max_line_length: usize,
+    /// Protocol errors (over-long lines) tolerated per session before `421` and close.
+    pub max_errors: u32,
+}
+
+/// One `[[inbound]]` listener: internet senders in front, the legacy MTA behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inbound {
+    /// Label in logs and metrics.
+    pub name: String,
+    pub listen: SocketAddr,
+    /// The plaintext MTA the sessions are relayed to.
+    pub backend: SocketAddr,
+    /// MAIL/RCPT before STARTTLS are refused with `530 5.7.0`.
+    pub require_tls: bool,
+    /// Sender domains that must arrive over TLS (`450 4.7.1` otherwise).
+    pub require_tls_senders: DomainSet,
+    /// Recipient domains that must be reached over TLS (`450 4.7.1` otherwise).
+    pub require_tls_recipients: DomainSet,
+}
+
+impl Inbound {
+    /// Whether a plaintext session must have its envelope inspected before it may be spliced.
+    pub fn enforces_tls(&self) -> bool {
+        self.require_tls
+            || !self.require_tls_senders.is_empty()
+            || !self.require_tls_recipients.is_empty()
+    }
+}
+
+/// Domains as in the contract: `example.org` matches itself, `.example.org` its subdomains.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DomainSet {
+    exact: HashSet<String>,
+    suffixes: Vec<String>,
+}
+
+impl DomainSet {
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.suffixes.is_empty()
+    }
+
+    /// `domain` must already be lowercase without a trailing dot (as `Command::parse` gives it).
+    pub fn contains(&self, domain: &str) -> bool {
+        self.exact.contains(domain) || self.suffixes.iter().any(|s| domain.ends_with(s.as_str()))
+    }
+}
+
+/// A configuration error, positioned where the administrator must look.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based line and column, when the error is inside the file.
+    pub position: Option<(usize, usize)>,
+    /// Dotted key path, e.g. `inbound[0].backend`.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some((line, col)) = self.position {
+            write!(f, ":{line}:{col}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": key `{key}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads, parses and validates `path`, loading the certificates it names.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let source = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            position: None,
+            key: None,
+            message: format!("cannot read configuration: {e}"),
+        })?;
+        Config::parse(&source, path)
+    }
+
+    /// Parses configuration text as if read from `path`.
+    pub fn parse(source: &str, path: &Path) -> Result<Config, ConfigError> {
+        let ctx = Ctx { source, path };
+        let deserializer = toml::Deserializer::new(source);
+        let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            ConfigError {
+                file: path.to_owned(),
+                position: inner.span().map(|s| ctx.line_col(s.start)),
+                key: (key != ".").then_some(key),
+                message: inner.message().trim().to_string(),
+            }
+        })?;
+        raw.validate(&ctx)
+    }
+
+    /// A short human summary, printed by `check-config`.
+    pub fn summary(&self) -> String {
+        let mut out = format!("configuration {} is valid\n", self.source.display());
+        out += &format!("  hostname: {}\n", self.hostname);
+        if let Some(tls) = &self.tls {
+            out += &format!("  certificate: {}\n", tls.describe());
+        }
+        match &self.admin {
+            Some(a) => out += &format!("  admin: http://{}/metrics\n", a.listen),
+            None => out += "  admin: disabled\n",
+        }
+        for l in &self.inbound {
+            out += &format!(
+                "  inbound {}: {} -> {}{}\n",
+                l.name,
+                l.listen,
+                l.backend,
+                if l.require_tls { " (require_tls)" } else { "" }
+            );
+        }
+        out
+    }
+}
+
+/// Positions and paths for error messages.
+struct Ctx<'a> {
+    source: &'a str,
+    path: &'a Path,
+}
+
+impl Ctx<'_> {
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        let before = &self.source[..offset.min(self.source.len())];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (line, col)
+    }
+
+    fn error(
+        &self,
+        key: &str,
+        span: std::ops::Range<usize>,
+        message: impl fmt::Display,
+    ) -> ConfigError {
+        ConfigError {
+            file: self.path.to_owned(),
+            position: Some(self.line_col(span.start)),
+            key: Some(key.to_string()),
+            message: message.to_string(),
+        }
+    }
+
+    /// Relative paths are relative to the file's directory, not to the cwd. A leading
+    /// `${CREDENTIALS_DIRECTORY}` is systemd's credential directory (LoadCredential=), so the
+    /// unit can hand over a key the service user could not otherwise read.
+    fn resolve(&self, key: &str, value: &Spanned<String>) -> Result<PathBuf, ConfigError> {
+        const CREDENTIALS: &str = "${CREDENTIALS_DIRECTORY}";
+        if let Some(rest) = value.get_ref().strip_prefix(CREDENTIALS) {
+            let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
+                self.error(key, value.span(), "CREDENTIALS_DIRECTORY is not set (it comes from LoadCredential= in a systemd unit)")
+            })?;
+            return Ok(PathBuf::from(dir).join(rest.trim_start_matches('/')));
+        }
+        let p = Path::new(value.get_ref());
+        Ok(match self.path.parent() {
+            Some(dir) if p.is_relative() => dir.join(p),
+            _ => p.to_owned(),
+        })
+    }
+}
+
+/// A duration written as `"10s"`, `"5m"`, `"1h"`, `"250ms"` or `"1d"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfigDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for ConfigDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_duration(&text).map(ConfigDuration).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "invalid duration {text:?}: expected a whole number followed by ms, s, m, h or d, like \"10s\" or \"5m\""
+            ))
+        })
+    }
+}
+
+/// Parses `"<digits><unit>"`; `None` for anything else.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let digits_end = text.find(|c: char| !c.is_ascii_digit())?;
+    let value: u64 = text[..digits_end].parse().ok()?;
+    let unit_ms: u64 = match &text[digits_end..] {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    value.checked_mul(unit_ms).map(Duration::from_millis)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    hostname: Option<Spanned<String>>,
+    shutdown_grace: Option<ConfigDuration>,
+    tls: Option<Spanned<RawTls>>,
+    admin: Option<RawAdmin>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    inbound: Vec<Spanned<RawInbound>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    certificate: Option<Spanned<String>>,
+    private_key: Option<Spanned<String>>,
+    #[serde(default)]
+    min_version: MinVersion,
+    /// Serve a certificate generated in memory for `hostname` (demo, first boot); warns at start.
+    #[serde(default)]
+    self_signed: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: SocketAddr,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    #[serde(default = "default_max_connections")]
+    max_connections: Spanned<usize>,
+    #[serde(default = "default_handshake_timeout")]
+    handshake_timeout: ConfigDuration,
+    #[serde(default = "default_idle_timeout")]
+    idle_timeout: ConfigDuration,
+    #[serde(default = "default_connect_timeout")]
+    connect_timeout: ConfigDuration,
+    #[serde(default = "default_max_line_length")]
+    max_line_length: Spanned<usize>,
+    #[serde(default = "default_max_errors")]
+    max_errors: u32,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: default_max_connections(),
+            handshake_timeout: default_handshake_timeout(),
+            idle_timeout: default_idle_timeout(),
+            connect_timeout: default_connect_timeout(),
+            max_line_length: default_max_line_length(),
+            max_errors: default_max_errors(),
+        }
+    }
+}
+
+fn default_max_connections() -> Spanned<usize> {
+    Spanned::new(0..0, 10_000)
+}
+fn default_handshake_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(10))
+}
+fn default_idle_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(300))
+}
+fn default_connect_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(10))
+}
+fn default_max_line_length() -> Spanned<usize> {
+    // Postfix's line_length_limit; RFC 5321's 512 is too tight for SMTPUTF8 and ESMTP parameters.
+    Spanned::new(0..0, 2048)
+}
+fn default_max_errors() -> u32 {
+    10
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInbound {
+    name: Option<Spanned<String>>,
+    listen: Spanned<SocketAddr>,
+    backend: SocketAddr,
+    #[serde(default)]
+    require_tls: bool,
+    #[serde(default)]
+    require_tls_senders: Vec<Spanned<String>>,
+    #[serde(default)]
+    require_tls_recipients: Vec<Spanned<String>>,
+}
+
+impl RawConfig {
+    fn validate(self, ctx: &Ctx) -> Result<Config, ConfigError> {
+        let hostname = match self.hostname {
+            Some(h) => {
+                let span = h.span();
+                let name = h.into_inner();
+                if !is_valid_hostname(&name) {
+                    return Err(ctx.error(
+                        "hostname",
+                        span,
+                        format!("{name:?} is not a valid host name"),
+                    ));
+                }
+                name
+            }
+            None => system_hostname(),
+        };
+        let limits = self.limits.validate(ctx)?;
+        let tls = match self.tls {
+            Some(t) => {
+                let span = t.span();
+                Some(Arc::new(t.into_inner().load(ctx, span, &hostname)?))
+            }
+            None => None,
+        };
+        let mut names = HashSet::new();
+        let mut addrs = HashSet::new();
+        let mut inbound = Vec::new();
+        for (i, entry) in self.inbound.into_iter().enumerate() {
+            let span = entry.span();
+            let entry = entry.into_inner();
+            let key = format!("inbound[{i}]");
+            if tls.is_none() {
+                return Err(ctx.error(
+                    &key,
+                    span,
+                    "an inbound listener needs [tls] certificate and private_key (or tls.self_signed = true)",
+                ));
+            }
+            let listen_span = entry.listen.span();
+            let listen = *entry.listen.get_ref();
+            if !addrs.insert(listen) {
+                return Err(ctx.error(
+                    &format!("{key}.listen"),
+                    listen_span,
+                    format!("{listen} is used by another listener"),
+                ));
+            }
+            let name = match entry.name {
+                Some(n) => {
+                    let span = n.span();
+                    let n = n.into_inner();
+                    if n.is_empty()
+                        || !n
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                    {
+                        return Err(ctx.error(
+                            &format!("{key}.name"),
+                            span,
+                            "use letters, digits, '-', '_' and '.' only",
+                        ));
+                    }
+                    if !names.insert(n.clone()) {
+                        return Err(ctx.error(
+                            &format!("{key}.name"),
+                            span,
+                            format!("{n:?} is used by another listener"),
+                        ));
+                    }
+                    n
+                }
+                None => listen.to_string(),
+            };
+            inbound.push(Arc::new(Inbound {
+                name,
+                listen,
+                backend: entry.backend,
+                require_tls: entry.require_tls,
+                require_tls_senders: domain_set(
+                    ctx,
+                    &format!("{key}.require_tls_senders"),
+                    entry.require_tls_senders,
+                )?,
+                require_tls_recipients: domain_set(
+                    ctx,
+                    &format!("{key}.require_tls_recipients"),
+                    entry.require_tls_recipients,
+                )?,
+            }));
+        }
+        Ok(Config {
+            source: ctx.path.to_owned(),
+            hostname,
+            shutdown_grace: self.shutdown_grace.map_or(Duration::from_secs(30), |d| d.0),
+            tls,
+            admin: self.admin.map(|a| Admin { listen: a.listen }),
+            limits,
+            inbound,
+        })
+    }
+}
+
+impl RawLimits {
+    fn validate(self, ctx: &Ctx) -> Result<Limits, ConfigError> {
+        if *self.max_connections.get_ref() == 0 {
+            return Err(ctx.error(
+                "limits.max_connections",
+                self.max_connections.span(),
+                "must be at least 1",
+            ));
+        }
+        let line = *self.max_line_length.get_ref();
+        if !(512..=65_536).contains(&line) {
+            return Err(ctx.error(
+                "limits.max_line_length",
+                self.max_line_length.span(),
+                "must be between 512 (RFC 5321's minimum) and 65536",
+            ));
+        }
+        Ok(Limits {
+            max_connections: *self.max_connections.get_ref(),
+            handshake_timeout: self.handshake_timeout.0,
+            idle_timeout: self.idle_timeout.0,
+            connect_timeout: self.connect_timeout.0,
+            max_line_length: line,
+            max_errors: self.max_errors.max(1),
+        })
+    }
+}
+
+impl RawTls {
+    fn load(
+        self,
+        ctx: &Ctx,
+        table: std::ops::Range<usize>,
+        hostname: &str,
+    ) -> Result<ServerTls, ConfigError> {
+        match (self.certificate, self.private_key, self.self_signed) {
+            (None, None, true) => Ok(tls::self_signed(hostname, self.min_version)),
+            (Some(c), _, true) => Err(ctx.error(
+                "tls.certificate",
+                c.span(),
+                "set either certificate/private_key or self_signed = true, not both",
+            )),
+            (None, Some(k), true) => Err(ctx.error(
+                "tls.private_key",
+                k.span(),
+                "set either certificate/private_key or self_signed = true, not both",
+            )),
+            (Some(cert), Some(key), false) => {
+                let cert_path = ctx.resolve("tls.certificate", &cert)?;
+                let key_path = ctx.resolve("tls.private_key", &key)?;
+                tls::load_server(&cert_path, &key_path, self.min_version).map_err(|e| {
+                    let (name, span) = if e.is_about_key() {
+                        ("tls.private_key", key.span())
+                    } else {
+                        ("tls.certificate", cert.span())
+                    };
+                    ctx.error(name, span, e)
+                })
+            }
+            (Some(c), None, false) => Err(ctx.error(
+                "tls.private_key",
+                c.span(),
+                "missing: the certificate needs its private key",
+            )),
+            (None, Some(k), false) => Err(ctx.error(
+                "tls.certificate",
+                k.span(),
+                "missing: the private key needs its certificate",
+            )),
+            (None, None, false) => Err(ctx.error(
+                "tls.certificate",
+                table,
+                "missing: set certificate and private_key (or self_signed = true)",
+            )),
+        }
+    }
+}
+
+fn domain_set(
+    ctx: &Ctx,
+    key: &str,
+    entries: Vec<Spanned<String>>,
+) -> Result<DomainSet, ConfigError> {
+    let mut set = DomainSet::default();
+    for entry in entries {
+        let span = entry.span();
+        let text = entry
+            .into_inner()
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        let (suffix, name) = match text.strip_prefix('.') {
+            Some(rest) => (true, rest),
+            None => (false, text.as_str()),
+        };
+        if !is_valid_hostname(name) {
+            return Err(ctx.error(
+                key,
+                span,
+                format!("{text:?} is not a domain (use \"example.org\" or \".example.org\")"),
+            ));
+        }
+        if suffix {
+            set.suffixes.push(format!(".{name}"));
+        } else {
+            set.exact.insert(name.to_string());
+        }
+    }
+    Ok(set)
+}
+
+fn is_valid_hostname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
+}
+
+/// The kernel's host name, as `hostname` prints it.
+fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| is_valid_hostname(s))
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

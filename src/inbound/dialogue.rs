@@ -1,0 +1,314 @@
+//! The command dialogue before splicing: EHLO rewriting, STARTTLS interception and, when
+//! `require_tls*` applies to a plaintext session, envelope inspection.
+
+use super::{message, Context, InboundError};
+use crate::session::SessionRecord;
+use crate::smtp::{ehlo, reply, Command, LineError, LineReader, Reply};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How the dialogue ended.
+#[derive(Debug)]
+pub enum Step {
+    /// The client sent STARTTLS and got our 220; the handshake comes next.
+    StartTls,
+    /// Nothing left to decide; `pending` (the command that got us here, CRLF-terminated) goes
+    /// to the backend first.
+    Splice(Vec<u8>),
+    /// QUIT was relayed.
+    Quit,
+}
+
+/// One dialogue: before TLS, or inside TLS.
+pub struct Dialogue<'a> {
+    ctx: &'a Context,
+    tls_active: bool,
+    /// Plaintext with `require_tls*`: every MAIL/RCPT is checked, so the session is never spliced.
+    inspect: bool,
+    in_transaction: bool,
+    errors: u32,
+    draining: tokio::sync::watch::Receiver<bool>,
+}
+
+impl<'a> Dialogue<'a> {
+    pub fn new(ctx: &'a Context, tls_active: bool) -> Self {
+        Self {
+            ctx,
+            tls_active,
+            inspect: !tls_active && ctx.listener.enforces_tls(),
+            in_transaction: false,
+            errors: 0,
+            draining: ctx.draining.clone(),
+        }
+    }
+
+    /// Relays the backend's greeting, then runs the dialogue.
+    pub async fn greet_and_run<S: AsyncRead + AsyncWrite + Unpin>(
+        self,
+        client: &mut LineReader<S>,
+        backend: &mut LineReader<TcpStream>,
+        record: &mut SessionRecord,
+    ) -> Result<Step, InboundError> {
+        let greeting = self
+            .read_backend_reply(backend)
+            .await
+            .map_err(|e| match e {
+                InboundError::BackendLost(why) => InboundError::BackendUnreachable(
+                    self.ctx.listener.backend,
+                    format!("no greeting: {why}"),
+                ),
+                other => other,
+            })?;
+        self.send(client, &greeting, record).await?;
+        self.run(client, backend, record).await
+    }
+
+    pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+        mut self,
+        client: &mut LineReader<S>,
+        backend: &mut LineReader<TcpStream>,
+        record: &mut SessionRecord,
+    ) -> Result<Step, InboundError> {
+        loop {
+            let line = self.next_command(client, record).await?;
+            record.bytes_from_peer += line.len() as u64 + 2;
+            let command = Command::parse(&line);
+            if !self.inspect && !command.is_session_setup() && command != Command::Quit {
+                let mut pending = line;
+                pending.extend_from_slice(b"\r\n");
+                return Ok(Step::Splice(pending));
+            }
+            match command {
+                Command::Ehlo => {
+                    let reply = self.ehlo(&line, backend).await?;
+                    self.in_transaction = false;
+                    self.send(client, &reply, record).await?;
+                }
+                Command::StartTls { has_args: true } => {
+                    self.send(client, &reply::starttls_syntax(), record).await?
+                }
+                Command::StartTls { .. } if self.tls_active => {
+                    self.send(client, &reply::tls_already_active(), record)
+                        .await?
+                }
+                Command::StartTls { .. } if self.in_transaction => {
+                    self.send(client, &reply::starttls_in_transaction(), record)
+                        .await?
+                }
+                Command::StartTls { .. } if self.ctx.config.tls.is_none() => {
+                    self.send(client, &reply::tls_not_available(), record)
+                        .await?
+                }
+                Command::StartTls { .. } => {
+                    self.send(client, &reply::ready_to_start_tls(), record)
+                        .await?;
+                    return Ok(Step::StartTls);
+                }
+                Command::Quit => {
+                    let reply = self.forward(&line, backend).await?;
+                    self.send(client, &reply, record).await?;
+                    let _ = client.get_mut().shutdown().await;
+                    return Ok(Step::Quit);
+                }
+                Command::Mail { ref domain } => {
+                    if let Some(refusal) = self.refusal(domain.as_deref(), true) {
+                        self.send(client, &refusal, record).await?;
+                        continue;
+                    }
+                    let reply = self.forward(&line, backend).await?;
+                    self.in_transaction |= reply.is_positive();
+                    self.send(client, &reply, record).await?;
+                }
+                Command::Rcpt { ref domain } => {
+                    if let Some(refusal) = self.refusal(domain.as_deref(), false) {
+                        self.send(client, &refusal, record).await?;
+                        continue;
+                    }
+                    let reply = self.forward(&line, backend).await?;
+                    self.send(client, &reply, record).await?;
+                }
+                Command::Data => {
+                    let reply = self.forward(&line, backend).await?;
+                    self.send(client, &reply, record).await?;
+                    if reply.code == 354 {
+                        record.bytes_from_peer +=
+                            message::relay_data(self.ctx, client, backend).await?;
+                        let reply = self.read_backend_reply(backend).await?;
+                        self.in_transaction = false;
+                        self.send(client, &reply, record).await?;
+                    }
+                }
+                Command::Bdat { size, last } => {
+                    self.write_backend(backend, &line).await?;
+                    record.bytes_from_peer +=
+                        message::relay_chunk(self.ctx, client, backend, size).await?;
+                    let reply = self.read_backend_reply(backend).await?;
+                    if last || !reply.is_positive() {
+                        self.in_transaction = false;
+                    }
+                    self.send(client, &reply, record).await?;
+                }
+                Command::Rset | Command::Helo => {
+                    let reply = self.forward(&line, backend).await?;
+                    self.in_transaction = false;
+                    self.send(client, &reply, record).await?;
+                }
+                Command::Noop | Command::Other => {
+                    let reply = self.forward(&line, backend).await?;
+                    self.send(client, &reply, record).await?;
+                }
+            }
+        }
+    }
+
+    /// EHLO to the backend; STARTTLS offered by us. A backend that only knows HELO gets HELO,
+    /// and the client a synthesised EHLO reply so it can still upgrade.
+    async fn ehlo(
+        &mut self,
+        line: &[u8],
+        backend: &mut LineReader<TcpStream>,
+    ) -> Result<Reply, InboundError> {
+        let reply = self.forward(line, backend).await?;
+        let offer = !self.tls_active;
+        if reply.code == 250 {
+            return Ok(ehlo::rewrite(&reply, offer));
+        }
+        // 500/502: command unrecognised or not implemented (RFC 5321 §4.2.4); not for 421 etc.
+        if matches!(reply.code, 500 | 502) {
+            let mut helo = b"HELO".to_vec();
+            helo.extend_from_slice(line.get(4..).unwrap_or_default());
+            let helo_reply = self.forward(&helo, backend).await?;
+            if helo_reply.code == 250 {
+                return Ok(ehlo::synthesise(&helo_reply, offer));
+            }
+            return Ok(helo_reply);
+        }
+        Ok(reply)
+    }
+
+    /// The policy refusal for a MAIL (`is_sender`) or RCPT domain, if one applies.
+    fn refusal(&self, domain: Option<&str>, is_sender: bool) -> Option<Reply> {
+        if !self.inspect {
+            return None;
+        }
+        let listener = &self.ctx.listener;
+        if listener.require_tls {
+            self.ctx.metrics.policy_rejection("require_tls");
+            return Some(reply::must_issue_starttls());
+        }
+        let domain = domain?;
+        let (listed, reason) = if is_sender {
+            (
+                listener.require_tls_senders.contains(domain),
+                "sender_requires_tls",
+            )
+        } else {
+            (
+                listener.require_tls_recipients.contains(domain),
+                "recipient_requires_tls",
+            )
+        };
+        listed.then(|| {
+            self.ctx.metrics.policy_rejection(reason);
+            reply::encryption_required()
+        })
+    }
+
+    /// Reads the next command line; over-long lines get `500 5.5.2` and are skipped.
+    async fn next_command<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut LineReader<S>,
+        record: &mut SessionRecord,
+    ) -> Result<Vec<u8>, InboundError> {
+        let limits = &self.ctx.config.limits;
+        loop {
+            let read = tokio::time::timeout(
+                limits.idle_timeout,
+                client.read_line(limits.max_line_length),
+            );
+            let result = tokio::select! {
+                r = read => r,
+                _ = self.draining.wait_for(|d| *d) => return Err(InboundError::Draining),
+            };
+            match result {
+                Err(_) => return Err(InboundError::ClientIdle(limits.idle_timeout)),
+                Ok(Ok(line)) => return Ok(line),
+                Ok(Err(LineError::TooLong(_))) => {
+                    self.errors += 1;
+                    if self.errors >= limits.max_errors {
+                        return Err(InboundError::TooManyErrors);
+                    }
+                    self.send(client, &reply::line_too_long(), record).await?;
+                }
+                Ok(Err(LineError::Eof)) => return Err(InboundError::ClientClosed),
+                Ok(Err(LineError::Io(e))) => return Err(InboundError::ClientIo(e)),
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        line: &[u8],
+        backend: &mut LineReader<TcpStream>,
+    ) -> Result<Reply, InboundError> {
+        self.write_backend(backend, line).await?;
+        self.read_backend_reply(backend).await
+    }
+
+    async fn write_backend(
+        &self,
+        backend: &mut LineReader<TcpStream>,
+        line: &[u8],
+    ) -> Result<(), InboundError> {
+        let mut bytes = Vec::with_capacity(line.len() + 2);
+        bytes.extend_from_slice(line);
+        bytes.extend_from_slice(b"\r\n");
+        backend
+            .get_mut()
+            .write_all(&bytes)
+            .await
+            .map_err(|e| InboundError::BackendLost(e.to_string()))
+    }
+
+    async fn read_backend_reply(
+        &self,
+        backend: &mut LineReader<TcpStream>,
+    ) -> Result<Reply, InboundError> {
+        let limits = &self.ctx.config.limits;
+        match tokio::time::timeout(
+            limits.idle_timeout,
+            Reply::read(backend, limits.max_line_length),
+        )
+        .await
+        {
+            Err(_) => Err(InboundError::BackendLost(format!(
+                "no reply within {:?}",
+                limits.idle_timeout
+            ))),
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(crate::smtp::reply::ReplyError::Line(LineError::Eof))) => {
+                Err(InboundError::BackendLost("connection closed".into()))
+            }
+            Ok(Err(crate::smtp::reply::ReplyError::Line(LineError::Io(e)))) => {
+                Err(InboundError::BackendLost(e.to_string()))
+            }
+            Ok(Err(e)) => Err(InboundError::BackendProtocol(e.to_string())),
+        }
+    }
+
+    async fn send<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        client: &mut LineReader<S>,
+        reply: &Reply,
+        record: &mut SessionRecord,
+    ) -> Result<(), InboundError> {
+        let bytes = reply.to_bytes();
+        record.bytes_to_peer += bytes.len() as u64;
+        let stream = client.get_mut();
+        stream
+            .write_all(&bytes)
+            .await
+            .map_err(InboundError::ClientIo)?;
+        stream.flush().await.map_err(InboundError::ClientIo)
+    }
+}

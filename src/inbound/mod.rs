@@ -1,0 +1,209 @@
+//! One inbound session: internet client → proxy (STARTTLS terminated here) → plaintext backend.
+//!
+//! Phases, in the order bytes flow:
+//! connect backend → relay greeting → plaintext dialogue → STARTTLS → TLS dialogue → splice.
+//! The dialogues stop parsing at the first command that starts a mail transaction, unless
+//! `require_tls*` obliges the proxy to inspect a plaintext envelope.
+
+mod dialogue;
+mod message;
+mod starttls;
+
+use crate::config::{Config, Inbound};
+use crate::metrics::ListenerMetrics;
+use crate::session::SessionRecord;
+use crate::smtp::{reply, LineReader, Reply};
+use crate::splice::{self, RelayEnd};
+use dialogue::{Dialogue, Step};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// Called with the session record once TLS is up (the demo's sink uses it to print TLS facts).
+pub type Observer = Arc<dyn Fn(&SessionRecord) + Send + Sync>;
+
+/// What a session needs from the listener that accepted it; a snapshot, so a reload does not
+/// change a session halfway.
+#[derive(Clone)]
+pub struct Context {
+    pub config: Arc<Config>,
+    pub listener: Arc<Inbound>,
+    pub metrics: ListenerMetrics,
+    pub draining: watch::Receiver<bool>,
+    pub observer: Option<Observer>,
+}
+
+/// Why a session ended early. Variants say who failed: the client, the backend, TLS, or us.
+#[derive(Debug, thiserror::Error)]
+pub enum InboundError {
+    #[error("client closed the connection")]
+    ClientClosed,
+    #[error("client connection failed: {0}")]
+    ClientIo(io::Error),
+    #[error("client sent nothing for {0:?}")]
+    ClientIdle(Duration),
+    #[error("client made too many protocol errors")]
+    TooManyErrors,
+    #[error("bare LF in a message body")]
+    BareLf,
+    #[error("backend {0} unreachable: {1}")]
+    BackendUnreachable(SocketAddr, String),
+    #[error("backend connection lost: {0}")]
+    BackendLost(String),
+    #[error("backend broke protocol: {0}")]
+    BackendProtocol(String),
+    #[error("TLS handshake failed ({0}): {1}")]
+    Handshake(&'static str, String),
+    #[error("proxy is shutting down")]
+    Draining,
+}
+
+impl InboundError {
+    /// Label for `starttls_proxy_session_errors_total` and the log's `outcome`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::ClientClosed => "client_closed",
+            Self::ClientIo(_) => "client_error",
+            Self::ClientIdle(_) => "idle_timeout",
+            Self::TooManyErrors => "too_many_errors",
+            Self::BareLf => "bare_lf",
+            Self::BackendUnreachable(..) => "backend_unreachable",
+            Self::BackendLost(_) => "backend_lost",
+            Self::BackendProtocol(_) => "backend_protocol",
+            Self::Handshake(..) => "tls_handshake",
+            Self::Draining => "shutdown",
+        }
+    }
+
+    /// The reply the client gets before we close; `None` where the client cannot read one.
+    fn reply(&self, hostname: &str) -> Option<Reply> {
+        match self {
+            Self::ClientClosed | Self::ClientIo(_) | Self::Handshake(..) => None,
+            Self::ClientIdle(_) => Some(reply::idle_timeout(hostname)),
+            Self::TooManyErrors => Some(reply::too_many_errors(hostname)),
+            Self::BareLf => Some(reply::bare_lf(hostname)),
+            // RFC 5321 §3.8: 421 when the service must close; the client keeps its message.
+            Self::BackendUnreachable(..) => Some(reply::backend_unavailable(hostname)),
+            Self::BackendLost(_) | Self::BackendProtocol(_) => Some(reply::backend_lost(hostname)),
+            Self::Draining => Some(reply::shutting_down(hostname)),
+        }
+    }
+}
+
+/// Runs one session to its end and records it.
+pub async fn run(ctx: Context, client: TcpStream, peer: SocketAddr) {
+    let mut record = SessionRecord::new(&ctx.listener.name, "inbound", peer, ctx.listener.backend);
+    let result = session(&ctx, client, &mut record).await;
+    if let Err(e) = &result {
+        record.outcome = e.reason();
+        record.detail = Some(e.to_string());
+        // A client that hangs up early is normal SMTP life, not an error worth alerting on.
+        if !matches!(e, InboundError::ClientClosed) {
+            ctx.metrics.session_error(e.reason());
+        }
+    }
+    ctx.metrics.session_ended(
+        record.tls.is_some(),
+        record.bytes_from_peer + record.bytes_to_peer,
+    );
+    record.emit();
+}
+
+async fn session(
+    ctx: &Context,
+    client: TcpStream,
+    record: &mut SessionRecord,
+) -> Result<(), InboundError> {
+    let _ = client.set_nodelay(true);
+    let mut client = LineReader::new(client);
+    let backend = match connect_backend(ctx).await {
+        Ok(b) => b,
+        Err(e) => return refuse(&mut client, e, ctx).await,
+    };
+    record.next_hop_local = backend.local_addr().ok();
+    let mut backend = LineReader::new(backend);
+
+    let step = match Dialogue::new(ctx, false)
+        .greet_and_run(&mut client, &mut backend, record)
+        .await
+    {
+        Ok(step) => step,
+        Err(e) => return refuse(&mut client, e, ctx).await,
+    };
+    match step {
+        Step::Quit => Ok(()),
+        Step::Splice(pending) => splice(ctx, client, backend, pending, record).await,
+        Step::StartTls => {
+            let mut client = LineReader::new(starttls::handshake(ctx, client, record).await?);
+            if let Some(observer) = &ctx.observer {
+                observer(record);
+            }
+            match Dialogue::new(ctx, true)
+                .run(&mut client, &mut backend, record)
+                .await
+            {
+                Ok(Step::Splice(pending)) => splice(ctx, client, backend, pending, record).await,
+                Ok(_) => Ok(()),
+                Err(e) => refuse(&mut client, e, ctx).await,
+            }
+        }
+    }
+}
+
+async fn connect_backend(ctx: &Context) -> Result<TcpStream, InboundError> {
+    let addr = ctx.listener.backend;
+    let unreachable = |e: String| InboundError::BackendUnreachable(addr, e);
+    let stream = tokio::time::timeout(ctx.config.limits.connect_timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| unreachable("connect timed out".into()))?
+        .map_err(|e| unreachable(e.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// Sends the error's reply (if the client can take one), closes, and passes the error on.
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut LineReader<S>,
+    err: InboundError,
+    ctx: &Context,
+) -> Result<(), InboundError> {
+    if let Some(reply) = err.reply(&ctx.config.hostname) {
+        let stream = client.get_mut();
+        let _ = stream.write_all(&reply.to_bytes()).await;
+        let _ = stream.shutdown().await;
+    }
+    Err(err)
+}
+
+/// Nothing is left to decide: relay bytes until both sides close.
+async fn splice<S: AsyncRead + AsyncWrite + Unpin>(
+    ctx: &Context,
+    client: LineReader<S>,
+    backend: LineReader<TcpStream>,
+    pending: Vec<u8>,
+    record: &mut SessionRecord,
+) -> Result<(), InboundError> {
+    let (mut client, client_rest) = client.into_parts();
+    let (mut backend, backend_rest) = backend.into_parts();
+    let mut to_backend = pending;
+    to_backend.extend_from_slice(&client_rest);
+    let idle = ctx.config.limits.idle_timeout;
+    let outcome = splice::relay(&mut client, to_backend, &mut backend, backend_rest, idle).await;
+    record.bytes_from_peer += outcome.client_to_server;
+    record.bytes_to_peer += outcome.server_to_client;
+    match outcome.end {
+        RelayEnd::Closed => Ok(()),
+        RelayEnd::IdleTimeout => {
+            let mut client = LineReader::new(client);
+            refuse(&mut client, InboundError::ClientIdle(idle), ctx).await
+        }
+        RelayEnd::ClientError(e) => Err(InboundError::ClientIo(e)),
+        // Mid-stream: the client cannot tell a reply from message text, so it gets the close;
+        // it never saw a 250 for what the backend did not accept, and keeps its copy.
+        RelayEnd::ServerError(e) => Err(InboundError::BackendLost(e.to_string())),
+    }
+}

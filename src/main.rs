@@ -1,0 +1,88 @@
+//! Command line: parse arguments, call into the library, map failures to exit codes
+//! (1: runtime failure, 2: usage or configuration error).
+
+use clap::{Parser, Subcommand};
+use starttls_proxy::config::{Config, DEFAULT_PATH};
+use starttls_proxy::{demo, log, server};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "TLS-terminating SMTP proxy: STARTTLS in front of plaintext MTAs"
+)]
+struct Cli {
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = log::Format::Text)]
+    log_format: log::Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy until SIGTERM/SIGINT; SIGHUP reloads the configuration.
+    Run {
+        #[arg(long, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Validate a configuration (and its certificates) without starting anything.
+    CheckConfig {
+        #[arg(long, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Self-contained demo on loopback: the proxy in front of a built-in recording MTA.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    log::init(cli.log_format);
+    match cli.command {
+        Command::CheckConfig { config } => match Config::load(&config) {
+            Ok(config) => {
+                print!("{}", config.summary());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("starttls-proxy: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run { config: path } => {
+            let config = match Config::load(&path) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("starttls-proxy: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            runtime().block_on(async {
+                match server::run(&path, config).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("starttls-proxy: {e}");
+                        ExitCode::from(1)
+                    }
+                }
+            })
+        }
+        Command::Demo => runtime().block_on(async {
+            match demo::run().await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("starttls-proxy demo: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}

@@ -1,0 +1,164 @@
+//! Metric names (the contract in DESIGN.md) and the Prometheus recorder behind `/metrics`.
+
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+pub const CONNECTIONS_TOTAL: &str = "starttls_proxy_connections_total";
+pub const CONNECTIONS_ACTIVE: &str = "starttls_proxy_connections_active";
+pub const SESSIONS_TOTAL: &str = "starttls_proxy_sessions_total";
+pub const TLS_HANDSHAKES_TOTAL: &str = "starttls_proxy_tls_handshakes_total";
+pub const TLS_HANDSHAKE_FAILURES_TOTAL: &str = "starttls_proxy_tls_handshake_failures_total";
+pub const TLS_HANDSHAKE_DURATION_SECONDS: &str = "starttls_proxy_tls_handshake_duration_seconds";
+pub const POLICY_REJECTIONS_TOTAL: &str = "starttls_proxy_policy_rejections_total";
+pub const CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS: &str =
+    "starttls_proxy_certificate_expiry_timestamp_seconds";
+pub const BYTES_TOTAL: &str = "starttls_proxy_bytes_total";
+/// Extension: sessions that ended on an error, by a reason from a fixed set.
+pub const SESSION_ERRORS_TOTAL: &str = "starttls_proxy_session_errors_total";
+
+const HANDSHAKE_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the global recorder once per process and returns the handle that renders it.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(HANDSHAKE_BUCKETS)
+                .expect("bucket list is not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder is installed (an embedding program's): keep theirs.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!(CONNECTIONS_TOTAL, "Connections accepted");
+    describe_gauge!(CONNECTIONS_ACTIVE, "Sessions in progress");
+    describe_counter!(
+        SESSIONS_TOTAL,
+        "Sessions ended, by whether TLS was in place at the end"
+    );
+    describe_counter!(
+        TLS_HANDSHAKES_TOTAL,
+        "Completed TLS handshakes by version and cipher"
+    );
+    describe_counter!(
+        TLS_HANDSHAKE_FAILURES_TOTAL,
+        "Failed TLS handshakes by reason"
+    );
+    describe_histogram!(
+        TLS_HANDSHAKE_DURATION_SECONDS,
+        Unit::Seconds,
+        "TLS handshake duration"
+    );
+    describe_counter!(
+        POLICY_REJECTIONS_TOTAL,
+        "Commands refused because policy required TLS"
+    );
+    describe_gauge!(
+        CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS,
+        Unit::Seconds,
+        "notAfter of served certificates"
+    );
+    describe_counter!(BYTES_TOTAL, Unit::Bytes, "Bytes relayed, both ways");
+    describe_counter!(
+        SESSION_ERRORS_TOTAL,
+        "Sessions ended by an error, by reason"
+    );
+}
+
+/// Labels shared by every per-listener metric.
+#[derive(Debug, Clone)]
+pub struct ListenerMetrics {
+    pub listener: String,
+    pub direction: &'static str,
+}
+
+impl ListenerMetrics {
+    pub fn new(listener: &str, direction: &'static str) -> Self {
+        Self {
+            listener: listener.to_string(),
+            direction,
+        }
+    }
+
+    fn labels(&self) -> [(&'static str, String); 2] {
+        [
+            ("listener", self.listener.clone()),
+            ("direction", self.direction.to_string()),
+        ]
+    }
+
+    /// Makes the listener's series visible at zero before the first session.
+    pub fn register(&self) {
+        counter!(CONNECTIONS_TOTAL, &self.labels()).absolute(0);
+        gauge!(CONNECTIONS_ACTIVE, &self.labels()).increment(0.0);
+        counter!(BYTES_TOTAL, &self.labels()).absolute(0);
+        for tls in ["yes", "no"] {
+            let mut labels = self.labels().to_vec();
+            labels.push(("tls", tls.to_string()));
+            counter!(SESSIONS_TOTAL, &labels).absolute(0);
+        }
+    }
+
+    pub fn connection_opened(&self) {
+        counter!(CONNECTIONS_TOTAL, &self.labels()).increment(1);
+        gauge!(CONNECTIONS_ACTIVE, &self.labels()).increment(1.0);
+    }
+
+    pub fn connection_closed(&self) {
+        gauge!(CONNECTIONS_ACTIVE, &self.labels()).decrement(1.0);
+    }
+
+    pub fn session_ended(&self, tls: bool, bytes: u64) {
+        let mut labels = self.labels().to_vec();
+        labels.push(("tls", if tls { "yes" } else { "no" }.to_string()));
+        counter!(SESSIONS_TOTAL, &labels).increment(1);
+        counter!(BYTES_TOTAL, &self.labels()).increment(bytes);
+    }
+
+    pub fn handshake_ok(&self, version: &'static str, cipher: &'static str, took: Duration) {
+        let mut labels = self.labels().to_vec();
+        labels.push(("version", version.to_string()));
+        labels.push(("cipher", cipher.to_string()));
+        counter!(TLS_HANDSHAKES_TOTAL, &labels).increment(1);
+        histogram!(TLS_HANDSHAKE_DURATION_SECONDS, &self.labels()).record(took.as_secs_f64());
+    }
+
+    pub fn handshake_failed(&self, reason: &'static str, took: Duration) {
+        let mut labels = self.labels().to_vec();
+        labels.push(("reason", reason.to_string()));
+        counter!(TLS_HANDSHAKE_FAILURES_TOTAL, &labels).increment(1);
+        histogram!(TLS_HANDSHAKE_DURATION_SECONDS, &self.labels()).record(took.as_secs_f64());
+    }
+
+    pub fn policy_rejection(&self, reason: &'static str) {
+        let mut labels = self.labels().to_vec();
+        labels.push(("reason", reason.to_string()));
+        counter!(POLICY_REJECTIONS_TOTAL, &labels).increment(1);
+    }
+
+    pub fn session_error(&self, reason: &'static str) {
+        let mut labels = self.labels().to_vec();
+        labels.push(("reason", reason.to_string()));
+        counter!(SESSION_ERRORS_TOTAL, &labels).increment(1);
+    }
+}
+
+/// Publishes a served certificate's notAfter.
+pub fn certificate_expiry(label: &str, not_after: i64) {
+    gauge!(CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS, "certificate" => label.to_string())
+        .set(not_after as f64);
+}

@@ -1,0 +1,346 @@
+//! Listeners and their lifecycle: bind (socket2), accept, connection limits, reload, drain.
+
+use crate::config::{Config, Inbound};
+use crate::inbound::{self, Observer};
+use crate::metrics::{self, ListenerMetrics};
+use crate::smtp::reply;
+use crate::{admin, log};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+const BACKLOG: i32 = 1024;
+
+/// Start-up failures (exit code 1).
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+}
+
+/// A running proxy: its listeners, and the means to reload and drain it.
+pub struct Server {
+    config: Arc<Config>,
+    listeners: HashMap<SocketAddr, Listener>,
+    draining: watch::Sender<bool>,
+    draining_flag: Arc<AtomicBool>,
+    /// Each session holds a clone; when all are gone, the drain is over.
+    sessions: mpsc::Sender<()>,
+    sessions_done: mpsc::Receiver<()>,
+    observer: Option<Observer>,
+    admin: Option<(SocketAddr, JoinHandle<()>)>,
+}
+
+/// One bound inbound listener.
+struct Listener {
+    local_addr: SocketAddr,
+    context: watch::Sender<inbound::Context>,
+    accept_task: JoinHandle<()>,
+}
+
+impl Server {
+    /// Binds everything the configuration names; nothing is accepted on a partial set.
+    pub async fn start(config: Config, observer: Option<Observer>) -> Result<Server, ServerError> {
+        // Two descriptors per session: take all the kernel allows us.
+        if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+            log::warn("nofile_limit").field("error", e).emit();
+        }
+        let handle = metrics::install();
+        let (draining, _) = watch::channel(false);
+        let (sessions, sessions_done) = mpsc::channel(1);
+        let draining_flag = Arc::new(AtomicBool::new(false));
+        let admin = match &config.admin {
+            Some(a) => {
+                let listener = admin::bind(a.listen)
+                    .await
+                    .map_err(|e| ServerError::Bind(a.listen, e))?;
+                let addr = listener
+                    .local_addr()
+                    .map_err(|e| ServerError::Bind(a.listen, e))?;
+                Some((
+                    addr,
+                    tokio::spawn(admin::serve(listener, handle, draining_flag.clone())),
+                ))
+            }
+            None => None,
+        };
+        let mut server = Server {
+            config: Arc::new(config),
+            listeners: HashMap::new(),
+            draining,
+            draining_flag,
+            sessions,
+            sessions_done,
+            observer,
+            admin,
+        };
+        let config = server.config.clone();
+        server.apply(&config).await?;
+        log::info("ready")
+            .field("config", config.source.display())
+            .emit();
+        Ok(server)
+    }
+
+    /// Where each inbound listener is bound, by name (tests bind port 0).
+    pub fn inbound_addrs(&self) -> HashMap<String, SocketAddr> {
+        self.listeners
+            .values()
+            .map(|l| (l.context.borrow().listener.name.clone(), l.local_addr))
+            .collect()
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(addr, _)| *addr)
+    }
+
+    /// Applies a new configuration: sessions in progress keep the one they started with.
+    pub async fn reload(&mut self, config: Config) -> Result<(), ServerError> {
+        if config.admin.as_ref().map(|a| a.listen) != self.config.admin.as_ref().map(|a| a.listen) {
+            log::warn("reload")
+                .field("detail", "admin.listen changes take effect at restart")
+                .emit();
+        }
+        let config = Arc::new(config);
+        self.apply(&config).await?;
+        self.config = config;
+        Ok(())
+    }
+
+    /// Binds new listeners first (so a failure changes nothing), then retunes kept ones and
+    /// stops removed ones.
+    async fn apply(&mut self, config: &Arc<Config>) -> Result<(), ServerError> {
+        let mut fresh = HashMap::new();
+        for entry in &config.inbound {
+            if !self.listeners.contains_key(&entry.listen) {
+                fresh.insert(entry.listen, bind(entry.listen)?);
+            }
+        }
+        let wanted: Vec<SocketAddr> = config.inbound.iter().map(|l| l.listen).collect();
+        self.listeners.retain(|addr, listener| {
+            let keep = wanted.contains(addr);
+            if !keep {
+                listener.accept_task.abort();
+                log::info("stopped_listening").field("addr", addr).emit();
+            }
+            keep
+        });
+        for entry in &config.inbound {
+            let context = self.context(config, entry);
+            match self.listeners.get(&entry.listen) {
+                Some(listener) => {
+                    listener.context.send_replace(context);
+                }
+                None => {
+                    let socket = fresh.remove(&entry.listen).expect("bound above");
+                    let local_addr = socket
+                        .local_addr()
+                        .map_err(|e| ServerError::Bind(entry.listen, e))?;
+                    log::info("listening")
+                        .field("listener", &entry.name)
+                        .field("direction", "inbound")
+                        .field("addr", local_addr)
+                        .emit();
+                    let (tx, rx) = watch::channel(context);
+                    let accept_task = tokio::spawn(accept_loop(socket, rx, self.sessions.clone()));
+                    self.listeners.insert(
+                        entry.listen,
+                        Listener {
+                            local_addr,
+                            context: tx,
+                            accept_task,
+                        },
+                    );
+                }
+            }
+        }
+        if let Some(tls) = &config.tls {
+            if let Some(not_after) = tls.not_after {
+                metrics::certificate_expiry(&tls.label, not_after);
+            }
+        }
+        Ok(())
+    }
+
+    fn context(&self, config: &Arc<Config>, entry: &Arc<Inbound>) -> inbound::Context {
+        let metrics = ListenerMetrics::new(&entry.name, "inbound");
+        metrics.register();
+        inbound::Context {
+            config: config.clone(),
+            listener: entry.clone(),
+            metrics,
+            draining: self.draining.subscribe(),
+            observer: self.observer.clone(),
+        }
+    }
+
+    /// Stops accepting, tells sessions in a dialogue to say 421 and close, and waits for the
+    /// rest up to `shutdown_grace`. Returns how many sessions were cut off.
+    pub async fn shutdown(self) -> usize {
+        self.draining_flag.store(true, Ordering::Relaxed);
+        let _ = self.draining.send(true);
+        for listener in self.listeners.values() {
+            listener.accept_task.abort();
+        }
+        let grace = self.config.shutdown_grace;
+        log::info("draining")
+            .field("grace_ms", grace.as_millis())
+            .emit();
+        let Server {
+            sessions,
+            mut sessions_done,
+            ..
+        } = self;
+        let weak = sessions.downgrade();
+        drop(sessions);
+        match tokio::time::timeout(grace, sessions_done.recv()).await {
+            Ok(_) => 0,
+            Err(_) => weak.strong_count(),
+        }
+    }
+}
+
+fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    let fail = |e| ServerError::Bind(addr, e);
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
+    socket.set_reuse_address(true).map_err(fail)?;
+    socket.set_nodelay(true).map_err(fail)?;
+    socket.bind(&addr.into()).map_err(fail)?;
+    socket.listen(BACKLOG).map_err(fail)?;
+    socket.set_nonblocking(true).map_err(fail)?;
+    TcpListener::from_std(socket.into()).map_err(fail)
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    context: watch::Receiver<inbound::Context>,
+    sessions: mpsc::Sender<()>,
+) {
+    let active = Arc::new(AtomicUsize::new(0));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning; the backlog holds clients.
+                log::warn("accept_failed").field("error", e).emit();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let ctx = context.borrow().clone();
+        ctx.metrics.connection_opened();
+        if active.load(Ordering::Relaxed) >= ctx.config.limits.max_connections {
+            ctx.metrics.session_error("connection_limit");
+            ctx.metrics.connection_closed();
+            log::warn("connection_limit")
+                .field("listener", &ctx.listener.name)
+                .field("peer", peer)
+                .field("max_connections", ctx.config.limits.max_connections)
+                .emit();
+            tokio::spawn(turn_away(
+                stream,
+                reply::too_many_connections(&ctx.config.hostname).to_bytes(),
+            ));
+            continue;
+        }
+        active.fetch_add(1, Ordering::Relaxed);
+        let guard = SessionGuard {
+            active: active.clone(),
+            metrics: ctx.metrics.clone(),
+            _drain: sessions.clone(),
+        };
+        tokio::spawn(async move {
+            inbound::run(ctx, stream, peer).await;
+            drop(guard);
+        });
+    }
+}
+
+/// Releases a session's slot even if its task panics or is cancelled.
+struct SessionGuard {
+    active: Arc<AtomicUsize>,
+    metrics: ListenerMetrics,
+    _drain: mpsc::Sender<()>,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.active.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.connection_closed();
+    }
+}
+
+async fn turn_away(mut stream: TcpStream, reply: Vec<u8>) {
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = stream.write_all(&reply).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+/// `run`: serve until SIGTERM/SIGINT, reloading on SIGHUP.
+pub async fn run(path: &Path, config: Config) -> Result<(), ServerError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut server = Server::start(config, None).await?;
+    let (mut hup, mut term, mut int) = (
+        signal(SignalKind::hangup()).expect("signal handler"),
+        signal(SignalKind::terminate()).expect("signal handler"),
+        signal(SignalKind::interrupt()).expect("signal handler"),
+    );
+    notify_systemd("READY=1");
+    loop {
+        tokio::select! {
+            _ = hup.recv() => reload(&mut server, path).await,
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    notify_systemd("STOPPING=1");
+    let cut = server.shutdown().await;
+    log::info("stopped").field("sessions_cut", cut).emit();
+    Ok(())
+}
+
+async fn reload(server: &mut Server, path: &Path) {
+    notify_systemd("RELOADING=1");
+    match Config::load(path) {
+        Ok(config) => match server.reload(config).await {
+            Ok(()) => log::info("reloaded").field("config", path.display()).emit(),
+            Err(e) => log::error("reload_failed")
+                .field("error", e)
+                .field("detail", "old configuration kept")
+                .emit(),
+        },
+        Err(e) => log::error("reload_failed")
+            .field("error", e)
+            .field("detail", "old configuration kept")
+            .emit(),
+    }
+    notify_systemd("READY=1");
+}
+
+/// sd_notify(3) without libsystemd: one datagram to `$NOTIFY_SOCKET`, if systemd gave one.
+fn notify_systemd(state: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET").map(PathBuf::from) else {
+        return;
+    };
+    let addr = match path.to_str().and_then(|p| p.strip_prefix('@')) {
+        Some(abstract_name) => UnixAddr::from_abstract_name(abstract_name.as_bytes()),
+        None => UnixAddr::from_pathname(&path),
+    };
+    let sent = addr.and_then(|addr| UnixDatagram::unbound()?.send_to_addr(state.as_bytes(), &addr));
+    if let Err(e) = sent {
+        log::warn("sd_notify").field("error", e).emit();
+    }
+}

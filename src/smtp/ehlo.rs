@@ -1,0 +1,38 @@
+//! EHLO reply rewriting: the proxy, not the backend, decides whether STARTTLS is offered.
+
+use super::Reply;
+
+/// Rewrites a positive EHLO reply: drops the backend's own STARTTLS (the proxy answers it) and,
+/// when `offer_starttls`, advertises ours last.
+pub fn rewrite(reply: &Reply, offer_starttls: bool) -> Reply {
+    let mut lines: Vec<Vec<u8>> = Vec::with_capacity(reply.lines.len() + 1);
+    for (i, line) in reply.lines.iter().enumerate() {
+        // The first line is the greeting (domain and text), never a keyword.
+        if i > 0 && is_keyword(line, b"STARTTLS") {
+            continue;
+        }
+        lines.push(line.clone());
+    }
+    if offer_starttls {
+        lines.push(b"STARTTLS".to_vec());
+    }
+    Reply {
+        code: reply.code,
+        lines,
+    }
+}
+
+/// Builds an EHLO reply for a backend that only knows HELO, so the client can still upgrade.
+/// Nothing else is advertised: the backend supports no extension.
+pub fn synthesise(helo_reply: &Reply, offer_starttls: bool) -> Reply {
+    let mut lines = vec![helo_reply.lines.first().cloned().unwrap_or_default()];
+    if offer_starttls {
+        lines.push(b"STARTTLS".to_vec());
+    }
+    Reply { code: 250, lines }
+}
+
+fn is_keyword(line: &[u8], keyword: &[u8]) -> bool {
+    let word_end = line.iter().position(|&b| b == b' ').unwrap_or(line.len());
+    line[..word_end].eq_ignore_ascii_case(keyword)
+}

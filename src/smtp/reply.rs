@@ -1,0 +1,192 @@
+//! Server replies: parsing the next hop's (passed through byte for byte) and naming our own.
+//!
+//! Every reply the proxy writes itself is a constructor here, with its RFC 3463 enhanced code.
+
+use super::line::{LineError, LineReader};
+use tokio::io::AsyncRead;
+
+/// A reply never has more lines than this (EHLO replies run to ~20).
+const MAX_REPLY_LINES: usize = 128;
+
+/// A complete (possibly multi-line) SMTP reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    /// Text of each line after `NNN-` / `NNN `.
+    pub lines: Vec<Vec<u8>>,
+}
+
+/// Why the next hop's reply could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplyError {
+    #[error("malformed reply line {0:?}")]
+    Malformed(String),
+    #[error("reply longer than {MAX_REPLY_LINES} lines")]
+    TooManyLines,
+    #[error(transparent)]
+    Line(#[from] LineError),
+}
+
+impl Reply {
+    pub fn new(code: u16, text: impl Into<Vec<u8>>) -> Self {
+        Self {
+            code,
+            lines: vec![text.into()],
+        }
+    }
+
+    /// Reads one reply: lines `NNN-text` continue it, `NNN text` (or bare `NNN`) ends it.
+    pub async fn read<S: AsyncRead + Unpin>(
+        reader: &mut LineReader<S>,
+        max_line: usize,
+    ) -> Result<Reply, ReplyError> {
+        let mut lines = Vec::new();
+        let mut code = None;
+        loop {
+            let line = reader.read_line(max_line).await?;
+            let (this_code, last, text) = parse_reply_line(&line)
+                .ok_or_else(|| ReplyError::Malformed(String::from_utf8_lossy(&line).into()))?;
+            if *code.get_or_insert(this_code) != this_code {
+                return Err(ReplyError::Malformed(String::from_utf8_lossy(&line).into()));
+            }
+            lines.push(text.to_vec());
+            if last {
+                return Ok(Reply {
+                    code: this_code,
+                    lines,
+                });
+            }
+            if lines.len() >= MAX_REPLY_LINES {
+                return Err(ReplyError::TooManyLines);
+            }
+        }
+    }
+
+    pub fn is_positive(&self) -> bool {
+        (200..400).contains(&self.code)
+    }
+
+    /// Wire form, CRLF-terminated lines.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let count = self.lines.len().max(1);
+        for i in 0..count {
+            let text = self.lines.get(i).map(Vec::as_slice).unwrap_or_default();
+            out.extend_from_slice(self.code.to_string().as_bytes());
+            out.push(if i + 1 == count { b' ' } else { b'-' });
+            out.extend_from_slice(text);
+            out.extend_from_slice(b"\r\n");
+        }
+        out
+    }
+
+    /// First line's text, for logs and for synthesising an EHLO reply from HELO's.
+    pub fn first_text(&self) -> String {
+        String::from_utf8_lossy(self.lines.first().map(Vec::as_slice).unwrap_or_default()).into()
+    }
+}
+
+fn parse_reply_line(line: &[u8]) -> Option<(u16, bool, &[u8])> {
+    if line.len() < 3
+        || !line[..3].iter().all(u8::is_ascii_digit)
+        || !(b'2'..=b'5').contains(&line[0])
+    {
+        return None;
+    }
+    let code = std::str::from_utf8(&line[..3]).ok()?.parse().ok()?;
+    match line.get(3) {
+        None => Some((code, true, &[][..])),
+        Some(b' ') => Some((code, true, &line[4..])),
+        Some(b'-') => Some((code, false, &line[4..])),
+        Some(_) => None,
+    }
+}
+
+// The proxy's own replies. Codes follow DESIGN.md; enhanced codes RFC 3463.
+
+/// RFC 3207 §4: the proxy itself accepts STARTTLS.
+pub fn ready_to_start_tls() -> Reply {
+    Reply::new(220, "2.0.0 Ready to start TLS")
+}
+
+/// RFC 3207 §4: STARTTLS takes no parameters.
+pub fn starttls_syntax() -> Reply {
+    Reply::new(501, "5.5.4 Syntax error (no parameters allowed)")
+}
+
+/// A second STARTTLS inside TLS.
+pub fn tls_already_active() -> Reply {
+    Reply::new(554, "5.5.1 Error: TLS already active")
+}
+
+/// RFC 3207 §4: the certificate cannot be used.
+pub fn tls_not_available() -> Reply {
+    Reply::new(454, "4.7.0 TLS not available due to local problem")
+}
+
+/// STARTTLS inside a mail transaction (session still inspected because of enforcement).
+pub fn starttls_in_transaction() -> Reply {
+    Reply::new(503, "5.5.1 Error: MAIL transaction in progress")
+}
+
+/// RFC 3207 §4: listener-wide `require_tls`.
+pub fn must_issue_starttls() -> Reply {
+    Reply::new(530, "5.7.0 Must issue a STARTTLS command first")
+}
+
+/// A listed sender or recipient domain: temporary so the partner keeps the message.
+pub fn encryption_required() -> Reply {
+    Reply::new(450, "4.7.1 Session encryption is required")
+}
+
+/// RFC 5321 §4.5.3.1.4: command line over the limit.
+pub fn line_too_long() -> Reply {
+    Reply::new(500, "5.5.2 Error: line too long")
+}
+
+/// Repeated protocol errors: hang up rather than read garbage forever.
+pub fn too_many_errors(hostname: &str) -> Reply {
+    Reply::new(421, format!("4.7.0 {hostname} Error: too many errors"))
+}
+
+/// Bare LF in a message body the proxy must delimit itself (SMTP smuggling defence).
+pub fn bare_lf(hostname: &str) -> Reply {
+    Reply::new(421, format!("4.5.2 {hostname} Error: bare <LF> received"))
+}
+
+/// `max_connections` reached.
+pub fn too_many_connections(hostname: &str) -> Reply {
+    Reply::new(
+        421,
+        format!("4.7.0 {hostname} Error: too many connections, try again later"),
+    )
+}
+
+/// The backend could not be reached (or did not greet).
+pub fn backend_unavailable(hostname: &str) -> Reply {
+    Reply::new(
+        421,
+        format!("4.4.1 {hostname} Service not available: mail server unreachable"),
+    )
+}
+
+/// The backend went away or broke protocol mid-session.
+pub fn backend_lost(hostname: &str) -> Reply {
+    Reply::new(
+        421,
+        format!("4.4.2 {hostname} Error: connection to mail server lost"),
+    )
+}
+
+/// Draining for shutdown.
+pub fn shutting_down(hostname: &str) -> Reply {
+    Reply::new(
+        421,
+        format!("4.3.2 {hostname} Service shutting down, try again later"),
+    )
+}
+
+/// The client was silent past `idle_timeout` (RFC 5321 §4.5.3.2.7).
+pub fn idle_timeout(hostname: &str) -> Reply {
+    Reply::new(421, format!("4.4.2 {hostname} Error: timeout exceeded"))
+}

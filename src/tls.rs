@@ -1,0 +1,227 @@
+//! rustls (ring) configuration: certificate loading, protocol policy, names for metrics and logs.
+//!
+//! Policy (OSA "Email TLS"): TLS 1.2 minimum, 1.3 preferred, forward secrecy only. rustls offers
+//! no static-RSA key exchange at all, so every suite of the ring provider is ECDHE or TLS 1.3.
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
+use rustls::{CipherSuite, ProtocolVersion, ServerConfig};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Lowest TLS version accepted from clients.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum MinVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+/// A certificate ready to serve, with what the expiry inventory needs.
+#[derive(Debug)]
+pub struct ServerTls {
+    pub config: Arc<ServerConfig>,
+    /// Label for the expiry gauge: the certificate's path, or `self-signed`.
+    pub label: String,
+    /// notAfter of the leaf, seconds since the epoch.
+    pub not_after: Option<i64>,
+    pub subject: String,
+}
+
+impl ServerTls {
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({}, expires {})",
+            self.label,
+            self.subject,
+            self.not_after.map_or("?".into(), crate::log::format_unix)
+        )
+    }
+}
+
+/// Why a certificate or key could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsLoadError {
+    #[error("cannot read certificate file {0}: {1}")]
+    CertRead(PathBuf, String),
+    #[error("no PEM certificate found in {0}")]
+    CertEmpty(PathBuf),
+    #[error("cannot read private key file {0}: {1}")]
+    KeyRead(PathBuf, String),
+    #[error("unsupported private key in {0}: {1}")]
+    KeyUnsupported(PathBuf, String),
+    #[error("private key {0} does not match the certificate {1}")]
+    Mismatch(PathBuf, PathBuf),
+    #[error("certificate {0} is not a valid X.509 certificate: {1}")]
+    CertInvalid(PathBuf, String),
+}
+
+impl TlsLoadError {
+    /// Which configuration key the administrator must fix.
+    pub fn is_about_key(&self) -> bool {
+        matches!(
+            self,
+            Self::KeyRead(..) | Self::KeyUnsupported(..) | Self::Mismatch(..)
+        )
+    }
+}
+
+/// The ring provider; all its suites are forward secret.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Loads a PEM chain (leaf first) and a PKCS#8, PKCS#1 or SEC1 key, and checks they belong together.
+pub fn load_server(
+    cert_path: &Path,
+    key_path: &Path,
+    min: MinVersion,
+) -> Result<ServerTls, TlsLoadError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
+        .map_err(|e| TlsLoadError::CertRead(cert_path.to_owned(), pem_error(e)))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsLoadError::CertRead(cert_path.to_owned(), pem_error(e)))?;
+    if chain.is_empty() {
+        return Err(TlsLoadError::CertEmpty(cert_path.to_owned()));
+    }
+    let (subject, not_after) =
+        leaf_facts(&chain[0]).map_err(|e| TlsLoadError::CertInvalid(cert_path.to_owned(), e))?;
+    let key = PrivateKeyDer::from_pem_file(key_path)
+        .map_err(|e| TlsLoadError::KeyRead(key_path.to_owned(), pem_error(e)))?;
+    let provider = provider();
+    let signing_key = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| TlsLoadError::KeyUnsupported(key_path.to_owned(), e.to_string()))?;
+    let certified = CertifiedKey::new(chain, signing_key);
+    certified
+        .keys_match()
+        .map_err(|_| TlsLoadError::Mismatch(key_path.to_owned(), cert_path.to_owned()))?;
+    Ok(ServerTls {
+        config: server_config(certified, min),
+        label: cert_path.display().to_string(),
+        not_after: Some(not_after),
+        subject,
+    })
+}
+
+/// A certificate generated in memory for `hostname` (ECDSA P-256), for the demo and first boot.
+pub fn self_signed(hostname: &str, min: MinVersion) -> ServerTls {
+    // rcgen fails only on names it cannot encode or on ring errors; the hostname is validated
+    // before we get here, so a failure is a broken build, not bad input.
+    let key_pair = rcgen::KeyPair::generate().expect("ECDSA P-256 key generation");
+    let mut params =
+        rcgen::CertificateParams::new(vec![hostname.to_string()]).expect("validated host name");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, hostname);
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - std::time::Duration::from_secs(86_400);
+    params.not_after = now + std::time::Duration::from_secs(365 * 86_400);
+    let generated = params.self_signed(&key_pair).expect("self-signing");
+    let cert = CertificateDer::from(generated.der().to_vec());
+    let key = PrivateKeyDer::try_from(key_pair.serialize_der()).expect("rcgen emits PKCS#8");
+    let (subject, not_after) = leaf_facts(&cert).unwrap_or_else(|_| (hostname.to_string(), 0));
+    let signing_key = provider()
+        .key_provider
+        .load_private_key(key)
+        .expect("rcgen key loads in ring");
+    ServerTls {
+        config: server_config(CertifiedKey::new(vec![cert], signing_key), min),
+        label: "self-signed".to_string(),
+        not_after: Some(not_after),
+        subject,
+    }
+}
+
+fn server_config(certified: CertifiedKey, min: MinVersion) -> Arc<ServerConfig> {
+    let versions: &[&rustls::SupportedProtocolVersion] = match min {
+        MinVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        MinVersion::Tls13 => &[&rustls::version::TLS13],
+    };
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions)
+        .expect("ring supports TLS 1.2 and 1.3")
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
+    // Mail clients rarely resume; tickets would only cost memory per idle session.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Arc::new(config)
+}
+
+/// Subject CN (or whole subject) and notAfter of a DER certificate.
+fn leaf_facts(der: &CertificateDer<'_>) -> Result<(String, i64), String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).map_err(|e| e.to_string())?;
+    let subject = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok().map(str::to_string))
+        .unwrap_or_else(|| cert.subject().to_string());
+    Ok((subject, cert.validity().not_after.timestamp()))
+}
+
+fn pem_error(e: rustls::pki_types::pem::Error) -> String {
+    match e {
+        rustls::pki_types::pem::Error::Io(io) => io.to_string(),
+        rustls::pki_types::pem::Error::NoItemsFound => {
+            "no PEM item of the expected kind found".into()
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+/// `TLSv1.2` / `TLSv1.3`, as the metric label and openssl spell it.
+pub fn version_name(v: Option<ProtocolVersion>) -> &'static str {
+    match v {
+        Some(ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        Some(ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        Some(_) => "other",
+        None => "none",
+    }
+}
+
+/// The IANA name of a suite (`TLS_AES_256_GCM_SHA384`, not rustls's `TLS13_` spelling).
+pub fn cipher_name(suite: Option<CipherSuite>) -> &'static str {
+    match suite {
+        Some(CipherSuite::TLS13_AES_128_GCM_SHA256) => "TLS_AES_128_GCM_SHA256",
+        Some(CipherSuite::TLS13_AES_256_GCM_SHA384) => "TLS_AES_256_GCM_SHA384",
+        Some(CipherSuite::TLS13_CHACHA20_POLY1305_SHA256) => "TLS_CHACHA20_POLY1305_SHA256",
+        Some(s) => s.as_str().unwrap_or("other"),
+        None => "none",
+    }
+}
+
+/// Fixed-set reason for a failed server handshake, for the failures metric.
+pub fn handshake_failure_reason(err: &std::io::Error) -> &'static str {
+    use rustls::Error as E;
+    let Some(tls) = err.get_ref().and_then(|e| e.downcast_ref::<E>()) else {
+        return match err.kind() {
+            std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset => {
+                "client_closed"
+            }
+            std::io::ErrorKind::InvalidData => "not_tls",
+            _ => "io",
+        };
+    };
+    match tls {
+        E::InvalidMessage(_)
+        | E::InappropriateMessage { .. }
+        | E::InappropriateHandshakeMessage { .. } => "not_tls",
+        E::PeerIncompatible(rustls::PeerIncompatible::SupportedVersionsExtensionRequired)
+        | E::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered)
+        | E::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOfferedOrEnabled) => {
+            "protocol_version"
+        }
+        E::PeerIncompatible(_) => "no_shared_parameters",
+        E::AlertReceived(_) => "client_alert",
+        E::PeerMisbehaved(_) => "client_misbehaved",
+        _ => "other",
+    }
+}
