@@ -140,12 +140,12 @@ impl Config {
         let ctx = Ctx { source, path };
         let deserializer = toml::Deserializer::new(source);
         let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-            let key = e.path().to_string();
+            let key = key_path(e.path());
             let inner = e.into_inner();
             ConfigError {
                 file: path.to_owned(),
                 position: inner.span().map(|s| ctx.line_col(s.start)),
-                key: (key != ".").then_some(key),
+                key: (!key.is_empty()).then_some(key),
                 message: inner.message().trim().to_string(),
             }
         })?;
@@ -174,6 +174,26 @@ impl Config {
         }
         out
     }
+}
+
+/// `inbound[0].backend`, without the private segments `toml::Spanned` inserts.
+fn key_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => out += &format!("[{index}]"),
+            Segment::Map { key } if key.starts_with("$__") => {}
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out += key;
+            }
+            Segment::Unknown => {}
+        }
+    }
+    out
 }
 
 /// Positions and paths for error messages.

@@ -163,6 +163,12 @@ impl Server {
             }
         }
         if let Some(tls) = &config.tls {
+            if tls.label == "self-signed" {
+                log::warn("self_signed_certificate")
+                    .field("subject", &tls.subject)
+                    .field("detail", "serving a certificate generated at start; configure tls.certificate for production")
+                    .emit();
+            }
             if let Some(not_after) = tls.not_after {
                 metrics::certificate_expiry(&tls.label, not_after);
             }
