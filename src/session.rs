@@ -26,6 +26,10 @@ pub struct SessionRecord {
     /// Our local address towards the next hop (lets the demo sink match its peer to a session).
     pub next_hop_local: Option<SocketAddr>,
     pub tls: Option<TlsFacts>,
+    /// Policy in force: inbound `opportunistic`, `require_tls` or `require_tls_listed`.
+    pub policy: &'static str,
+    /// The domain a policy decision was about (the last one refused), if any.
+    pub domain: Option<String>,
     /// `ok`, or the reason the session ended badly (a metric label too).
     pub outcome: &'static str,
     pub detail: Option<String>,
@@ -49,6 +53,8 @@ impl SessionRecord {
             next_hop,
             next_hop_local: None,
             tls: None,
+            policy: "opportunistic",
+            domain: None,
             outcome: "ok",
             detail: None,
             bytes_from_peer: 0,
@@ -75,6 +81,8 @@ impl SessionRecord {
             .field("cipher", tls.map_or("-", |t| t.cipher))
             .field("sni", tls.and_then(|t| t.sni.as_deref()).unwrap_or("-"))
             .field("verdict", tls.map_or("-", |t| t.verdict))
+            .field("policy", self.policy)
+            .field("domain", self.domain.as_deref().unwrap_or("-"))
             .field("outcome", self.outcome);
         if let Some(detail) = &self.detail {
             event = event.field("detail", detail);

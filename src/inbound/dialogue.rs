@@ -112,6 +112,7 @@ impl<'a> Dialogue<'a> {
                 }
                 Command::Mail { ref domain } => {
                     if let Some(refusal) = self.refusal(domain.as_deref(), true) {
+                        record.domain.clone_from(domain);
                         self.send(client, &refusal, record).await?;
                         continue;
                     }
@@ -121,6 +122,7 @@ impl<'a> Dialogue<'a> {
                 }
                 Command::Rcpt { ref domain } => {
                     if let Some(refusal) = self.refusal(domain.as_deref(), false) {
+                        record.domain.clone_from(domain);
                         self.send(client, &refusal, record).await?;
                         continue;
                     }

@@ -97,6 +97,13 @@ impl InboundError {
 /// Runs one session to its end and records it.
 pub async fn run(ctx: Context, client: TcpStream, peer: SocketAddr) {
     let mut record = SessionRecord::new(&ctx.listener.name, "inbound", peer, ctx.listener.backend);
+    record.policy = if ctx.listener.require_tls {
+        "require_tls"
+    } else if ctx.listener.enforces_tls() {
+        "require_tls_listed"
+    } else {
+        "opportunistic"
+    };
     let result = session(&ctx, client, &mut record).await;
     if let Err(e) = &result {
         record.outcome = e.reason();
