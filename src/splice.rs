@@ -87,11 +87,11 @@ where
             Poll::Ready(Err(e)) => return Poll::Ready(e.blame(Side::Client)),
             p => p.is_ready(),
         };
-        let down_done = match down.poll(cx, Pin::new(&mut server), Pin::new(&mut client), &mut moved)
-        {
-            Poll::Ready(Err(e)) => return Poll::Ready(e.blame(Side::Server)),
-            p => p.is_ready(),
-        };
+        let down_done =
+            match down.poll(cx, Pin::new(&mut server), Pin::new(&mut client), &mut moved) {
+                Poll::Ready(Err(e)) => return Poll::Ready(e.blame(Side::Server)),
+                p => p.is_ready(),
+            };
         if up_done && down_done {
             return Poll::Ready(RelayEnd::Closed);
         }
@@ -436,7 +436,8 @@ fn write<W: AsyncWrite + ?Sized>(
 enum TcpCopy {
     #[cfg(target_os = "linux")]
     Splice(linux::SpliceCopy),
-    Buffered(Copy),
+    /// Boxed: the fallback is rare, and the spliced direction should not carry its buffer.
+    Buffered(Box<Copy>),
 }
 
 impl TcpCopy {
@@ -446,7 +447,7 @@ impl TcpCopy {
         if splice {
             return TcpCopy::Splice(linux::SpliceCopy::new(prefix));
         }
-        TcpCopy::Buffered(Copy::new(prefix))
+        TcpCopy::Buffered(Box::new(Copy::new(prefix)))
     }
 
     fn bytes(&self) -> u64 {
@@ -478,7 +479,7 @@ impl TcpCopy {
                 Ok(linux::Spliced::Done) => return Poll::Ready(Ok(())),
                 Err(e) => return Poll::Ready(Err(e)),
                 Ok(linux::Spliced::Unsupported) => {
-                    *self = TcpCopy::Buffered(Copy::after_splice(s.bytes));
+                    *self = TcpCopy::Buffered(Box::new(Copy::after_splice(s.bytes)));
                 }
             }
         }
@@ -517,13 +518,18 @@ mod linux {
             }
             // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else;
             // each OwnedFd closes its own exactly once.
-            let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+            let (read, write) =
+                unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
             Ok(Pipe { read, write })
         }
     }
 
     /// splice(2) of up to `len` bytes from `from` to `to` (one of them a pipe), without blocking.
-    pub(super) fn splice_fds(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+    pub(super) fn splice_fds(
+        from: BorrowedFd<'_>,
+        to: BorrowedFd<'_>,
+        len: usize,
+    ) -> io::Result<usize> {
         // SAFETY: both descriptors are open for the duration of the call (borrowed); null offsets
         // are allowed (both ends are streams, so the file position is used); no user memory is
         // passed to the kernel.
@@ -602,7 +608,8 @@ mod linux {
                             self.state = CopyState::Copying;
                             continue;
                         }
-                        let n = ready!(write(cx, Pin::new(&mut *to), &self.prefix[self.written..]))?;
+                        let n =
+                            ready!(write(cx, Pin::new(&mut *to), &self.prefix[self.written..]))?;
                         self.written += n;
                         self.bytes += n as u64;
                         *moved = true;
