@@ -73,7 +73,9 @@ impl<'a> Dialogue<'a> {
             let line = self.next_command(client, record).await?;
             record.bytes_from_peer += line.len() as u64 + 2;
             let command = Command::parse(&line);
-            if !self.inspect && !command.is_session_setup() && command != Command::Quit {
+            // The envelope is still ours (so STARTTLS inside a transaction gets our 503); the
+            // body and anything we do not know are the backend's business.
+            if !self.inspect && command.ends_dialogue() {
                 let mut pending = line;
                 pending.extend_from_slice(b"\r\n");
                 return Ok(Step::Splice(pending));

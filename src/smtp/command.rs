@@ -63,16 +63,10 @@ impl Command {
         }
     }
 
-    /// Commands that leave the session outside a mail transaction, so the proxy keeps reading.
-    pub fn is_session_setup(&self) -> bool {
-        matches!(
-            self,
-            Command::Ehlo
-                | Command::Helo
-                | Command::StartTls { .. }
-                | Command::Rset
-                | Command::Noop
-        )
+    /// Commands after which an uninspected session has nothing left for the proxy to decide:
+    /// message content follows, or a command (AUTH, VRFY, ...) whose dialogue we do not model.
+    pub fn ends_dialogue(&self) -> bool {
+        matches!(self, Command::Data | Command::Bdat { .. } | Command::Other)
     }
 }
 
