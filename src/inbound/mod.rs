@@ -13,7 +13,7 @@ use crate::config::{Config, Inbound};
 use crate::metrics::ListenerMetrics;
 use crate::session::SessionRecord;
 use crate::smtp::{reply, LineReader, Reply};
-use crate::splice::{self, RelayEnd};
+use crate::splice::{self, RelayEnd, RelayOutcome};
 use dialogue::{Dialogue, Step};
 use std::io;
 use std::net::SocketAddr;
@@ -143,7 +143,7 @@ async fn session(
     };
     match step {
         Step::Quit => Ok(()),
-        Step::Splice(pending) => splice(ctx, client, backend, pending, record).await,
+        Step::Splice(pending) => splice_plain(ctx, client, backend, pending, record).await,
         Step::StartTls => {
             let mut client = LineReader::new(starttls::handshake(ctx, client, record).await?);
             if let Some(observer) = &ctx.observer {
@@ -186,7 +186,22 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
     Err(err)
 }
 
-/// Nothing is left to decide: relay bytes until both sides close.
+/// Nothing is left to decide on a plaintext session: splice(2) the two sockets.
+async fn splice_plain(
+    ctx: &Context,
+    client: LineReader<TcpStream>,
+    backend: LineReader<TcpStream>,
+    pending: Vec<u8>,
+    record: &mut SessionRecord,
+) -> Result<(), InboundError> {
+    let (mut client, to_backend) = take_with_pending(client, pending);
+    let (mut backend, to_client) = backend.into_parts();
+    let idle = ctx.config.limits.idle_timeout;
+    let outcome = splice::relay_tcp(&mut client, to_backend, &mut backend, to_client, idle).await;
+    finish_relay(ctx, client, outcome, record).await
+}
+
+/// Nothing is left to decide inside TLS: relay decrypted bytes until both sides close.
 async fn splice<S: AsyncRead + AsyncWrite + Unpin>(
     ctx: &Context,
     client: LineReader<S>,
@@ -194,19 +209,42 @@ async fn splice<S: AsyncRead + AsyncWrite + Unpin>(
     pending: Vec<u8>,
     record: &mut SessionRecord,
 ) -> Result<(), InboundError> {
-    let (mut client, client_rest) = client.into_parts();
-    let (mut backend, backend_rest) = backend.into_parts();
-    let mut to_backend = pending;
-    to_backend.extend_from_slice(&client_rest);
+    let (mut client, to_backend) = take_with_pending(client, pending);
+    let (mut backend, to_client) = backend.into_parts();
     let idle = ctx.config.limits.idle_timeout;
-    let outcome = splice::relay(&mut client, to_backend, &mut backend, backend_rest, idle).await;
+    let outcome = splice::relay(&mut client, to_backend, &mut backend, to_client, idle).await;
+    finish_relay(ctx, client, outcome, record).await
+}
+
+/// The stream, and what the backend must get first: the command that ended the dialogue and
+/// whatever the client pipelined after it.
+fn take_with_pending<S: AsyncRead + Unpin>(
+    reader: LineReader<S>,
+    mut pending: Vec<u8>,
+) -> (S, Vec<u8>) {
+    let (stream, rest) = reader.into_parts();
+    pending.extend_from_slice(&rest);
+    (stream, pending)
+}
+
+async fn finish_relay<S: AsyncRead + AsyncWrite + Unpin>(
+    ctx: &Context,
+    client: S,
+    outcome: RelayOutcome,
+    record: &mut SessionRecord,
+) -> Result<(), InboundError> {
     record.bytes_from_peer += outcome.client_to_server;
     record.bytes_to_peer += outcome.server_to_client;
     match outcome.end {
         RelayEnd::Closed => Ok(()),
         RelayEnd::IdleTimeout => {
-            let mut client = LineReader::new(client);
-            refuse(&mut client, InboundError::ClientIdle(idle), ctx).await
+            let idle = ctx.config.limits.idle_timeout;
+            refuse(
+                &mut LineReader::new(client),
+                InboundError::ClientIdle(idle),
+                ctx,
+            )
+            .await
         }
         RelayEnd::ClientError(e) => Err(InboundError::ClientIo(e)),
         // Mid-stream: the client cannot tell a reply from message text, so it gets the close;
