@@ -1,7 +1,8 @@
 //! Configuration: the TOML schema of DESIGN.md's contract, parsed into types that cannot hold a
 //! bad value. Every error names the file, line, column and key.
 
-use crate::tls::{self, MinVersion, ServerTls};
+use crate::policy::{DomainPolicy, Mode, OutboundPolicy};
+use crate::tls::{self, MinVersion, ServerTls, TrustAnchors};
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::fmt;
@@ -29,6 +30,61 @@ pub struct Config {
     pub admin: Option<Admin>,
     pub limits: Limits,
     pub inbound: Vec<Arc<Inbound>>,
+    /// `[resolver]`: where MX/A/AAAA questions go.
+    pub resolver: ResolverConfig,
+    /// `[[outbound]]` listeners: the legacy MTA in front, the internet behind.
+    pub outbound: Vec<Arc<Outbound>>,
+    /// `[outbound_policy]`: per-domain TLS enforcement for outbound mail.
+    pub outbound_policy: Arc<OutboundPolicy>,
+    /// Things worth fixing that do not stop the proxy (an expired `relax_until`); logged at load.
+    pub warnings: Vec<String>,
+}
+
+/// `[resolver]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResolverConfig {
+    /// Name servers to ask; empty: the system's `/etc/resolv.conf`.
+    pub nameservers: Vec<SocketAddr>,
+}
+
+/// How an `[[outbound]]` listener gets its mail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutboundMode {
+    /// The legacy MTA uses the proxy as its relayhost (smarthost).
+    Relay,
+    /// The legacy MTA's port-25 connections are redirected to the proxy (nft/iptables).
+    Transparent,
+}
+
+/// A fixed next hop instead of MX routing: a host name (A/AAAA) or an IP address, and a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextHop {
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for NextHop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// One `[[outbound]]` listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outbound {
+    /// Label in logs and metrics.
+    pub name: String,
+    pub listen: SocketAddr,
+    pub mode: OutboundMode,
+    /// Relay mode: deliver everything here instead of looking up MX records.
+    pub next_hop: Option<NextHop>,
+    /// Port of MX hosts (25 on the internet; tests use others).
+    pub mx_port: u16,
 }
 
 /// The admin HTTP endpoint.
@@ -132,7 +188,14 @@ impl Config {
             key: None,
             message: format!("cannot read configuration: {e}"),
         })?;
-        Config::parse(&source, path)
+        let config = Config::parse(&source, path)?;
+        for warning in &config.warnings {
+            crate::log::warn("config")
+                .field("config", path.display())
+                .field("detail", warning)
+                .emit();
+        }
+        Ok(config)
     }
 
     /// Parses configuration text as if read from `path`.
@@ -170,6 +233,27 @@ impl Config {
                 l.listen,
                 l.backend,
                 if l.require_tls { " (require_tls)" } else { "" }
+            );
+        }
+        for l in &self.outbound {
+            let route = match &l.next_hop {
+                Some(hop) => format!("next hop {hop}"),
+                None => format!("MX (port {})", l.mx_port),
+            };
+            let mode = match l.mode {
+                OutboundMode::Relay => "relay",
+                OutboundMode::Transparent => "transparent",
+            };
+            out += &format!("  outbound {} ({mode}): {} -> {route}\n", l.name, l.listen);
+        }
+        if !self.outbound.is_empty() {
+            let p = &self.outbound_policy;
+            out += &format!(
+                "  outbound policy: default {}, trust anchors {} ({} CAs), {} domain entries\n",
+                p.default,
+                p.trust_anchors.label,
+                p.trust_anchors.count,
+                p.domains.len()
             );
         }
         out
@@ -284,6 +368,10 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     inbound: Vec<Spanned<RawInbound>>,
+    resolver: Option<RawResolver>,
+    #[serde(default)]
+    outbound: Vec<Spanned<RawOutbound>>,
+    outbound_policy: Option<RawOutboundPolicy>,
 }
 
 #[derive(Deserialize)]
@@ -459,6 +547,25 @@ impl RawConfig {
                 )?,
             }));
         }
+        let resolver = match self.resolver {
+            Some(r) => r.validate(ctx)?,
+            None => ResolverConfig::default(),
+        };
+        let mut outbound = Vec::new();
+        for (i, entry) in self.outbound.into_iter().enumerate() {
+            let span = entry.span();
+            outbound.push(Arc::new(
+                entry
+                    .into_inner()
+                    .validate(ctx, i, span, &mut names, &mut addrs)?,
+            ));
+        }
+        let mut warnings = Vec::new();
+        let outbound_policy = Arc::new(
+            self.outbound_policy
+                .unwrap_or_default()
+                .validate(ctx, &mut warnings)?,
+        );
         Ok(Config {
             source: ctx.path.to_owned(),
             hostname,
@@ -467,6 +574,10 @@ impl RawConfig {
             admin: self.admin.map(|a| Admin { listen: a.listen }),
             limits,
             inbound,
+            resolver,
+            outbound,
+            outbound_policy,
+            warnings,
         })
     }
 }
@@ -547,6 +658,307 @@ impl RawTls {
             )),
         }
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResolver {
+    #[serde(default)]
+    nameservers: Vec<Spanned<String>>,
+}
+
+impl RawResolver {
+    fn validate(self, ctx: &Ctx) -> Result<ResolverConfig, ConfigError> {
+        let mut nameservers = Vec::new();
+        for entry in self.nameservers {
+            let text = entry.get_ref();
+            let addr = text
+                .parse::<SocketAddr>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
+                .map_err(|_| {
+                    ctx.error(
+                        "resolver.nameservers",
+                        entry.span(),
+                        format!(
+                            "{text:?} is not an address (use \"192.0.2.53\" or \"192.0.2.53:53\")"
+                        ),
+                    )
+                })?;
+            nameservers.push(addr);
+        }
+        Ok(ResolverConfig { nameservers })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOutbound {
+    name: Option<Spanned<String>>,
+    listen: Spanned<SocketAddr>,
+    #[serde(default = "default_outbound_mode")]
+    mode: OutboundMode,
+    next_hop: Option<Spanned<String>>,
+    mx_port: Option<Spanned<u16>>,
+}
+
+impl RawOutbound {
+    fn validate(
+        self,
+        ctx: &Ctx,
+        index: usize,
+        _span: std::ops::Range<usize>,
+        names: &mut HashSet<String>,
+        addrs: &mut HashSet<SocketAddr>,
+    ) -> Result<Outbound, ConfigError> {
+        let key = format!("outbound[{index}]");
+        let listen = *self.listen.get_ref();
+        if !addrs.insert(listen) {
+            return Err(ctx.error(
+                &format!("{key}.listen"),
+                self.listen.span(),
+                format!("{listen} is used by another listener"),
+            ));
+        }
+        let name = match self.name {
+            Some(n) => {
+                let span = n.span();
+                let n = n.into_inner();
+                if n.is_empty()
+                    || !n
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                {
+                    return Err(ctx.error(
+                        &format!("{key}.name"),
+                        span,
+                        "use letters, digits, '-', '_' and '.' only",
+                    ));
+                }
+                if !names.insert(n.clone()) {
+                    return Err(ctx.error(
+                        &format!("{key}.name"),
+                        span,
+                        format!("{n:?} is used by another listener"),
+                    ));
+                }
+                n
+            }
+            None => listen.to_string(),
+        };
+        let mode = self.mode;
+        let next_hop = match self.next_hop {
+            Some(hop) if mode == OutboundMode::Transparent => {
+                return Err(ctx.error(
+                    &format!("{key}.next_hop"),
+                    hop.span(),
+                    "transparent mode delivers to each connection's original destination; next_hop is for mode = \"relay\"",
+                ))
+            }
+            Some(hop) => Some(parse_next_hop(hop.get_ref()).ok_or_else(|| {
+                ctx.error(
+                    &format!("{key}.next_hop"),
+                    hop.span(),
+                    format!(
+                        "{:?} is not a next hop (use \"host.example:25\", \"192.0.2.1:25\" or \"[2001:db8::1]:25\")",
+                        hop.get_ref()
+                    ),
+                )
+            })?),
+            None => None,
+        };
+        let mx_port = match self.mx_port {
+            Some(p) if *p.get_ref() == 0 => {
+                return Err(ctx.error(
+                    &format!("{key}.mx_port"),
+                    p.span(),
+                    "must be a port from 1 to 65535",
+                ))
+            }
+            Some(p) => *p.get_ref(),
+            None => 25,
+        };
+        Ok(Outbound {
+            name,
+            listen,
+            mode,
+            next_hop,
+            mx_port,
+        })
+    }
+}
+
+fn default_outbound_mode() -> OutboundMode {
+    OutboundMode::Relay
+}
+
+/// `host:port`, `[v6]:port`, `ip:port` or a bare host (port 25).
+fn parse_next_hop(text: &str) -> Option<NextHop> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Some(NextHop {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        });
+    }
+    let (host, port) = match text.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h, p.parse().ok().filter(|&p: &u16| p > 0)?),
+        Some(_) => return None,
+        None => (text, 25),
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    (host.parse::<std::net::IpAddr>().is_ok() || is_valid_hostname(&host))
+        .then_some(NextHop { host, port })
+}
+
+/// Where the system keeps its CA bundle (Debian's ca-certificates).
+const SYSTEM_TRUST_ANCHORS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawOutboundPolicy {
+    default: Option<Mode>,
+    trust_anchors: Option<Spanned<String>>,
+    #[serde(default)]
+    domain: Vec<Spanned<RawDomainPolicy>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDomainPolicy {
+    domain: Spanned<String>,
+    mode: Mode,
+    trust_anchors: Option<Spanned<String>>,
+    #[serde(rename = "match", default)]
+    match_names: Vec<Spanned<String>>,
+    relax_until: Option<Spanned<String>>,
+}
+
+impl RawOutboundPolicy {
+    fn validate(
+        self,
+        ctx: &Ctx,
+        warnings: &mut Vec<String>,
+    ) -> Result<OutboundPolicy, ConfigError> {
+        let trust_anchors = match &self.trust_anchors {
+            Some(path) => Arc::new(load_anchors(ctx, "outbound_policy.trust_anchors", path)?),
+            None => Arc::new(
+                TrustAnchors::load(Path::new(SYSTEM_TRUST_ANCHORS)).unwrap_or_else(|_| {
+                    TrustAnchors::from_roots(
+                        format!("{SYSTEM_TRUST_ANCHORS} (missing)"),
+                        rustls::RootCertStore::empty(),
+                    )
+                }),
+            ),
+        };
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let mut seen = HashSet::new();
+        let mut domains = Vec::new();
+        for (i, entry) in self.domain.into_iter().enumerate() {
+            let key = format!("outbound_policy.domain[{i}]");
+            let entry = entry.into_inner();
+            let text = entry
+                .domain
+                .get_ref()
+                .trim_end_matches('.')
+                .to_ascii_lowercase();
+            let name = text.strip_prefix('.').unwrap_or(&text);
+            if !is_valid_hostname(name) {
+                return Err(ctx.error(
+                    &format!("{key}.domain"),
+                    entry.domain.span(),
+                    format!("{text:?} is not a domain (use \"example.org\" or \".example.org\")"),
+                ));
+            }
+            if !seen.insert(text.clone()) {
+                return Err(ctx.error(
+                    &format!("{key}.domain"),
+                    entry.domain.span(),
+                    format!("{text:?} has another entry"),
+                ));
+            }
+            let anchors = match &entry.trust_anchors {
+                Some(path) => Some(Arc::new(load_anchors(
+                    ctx,
+                    &format!("{key}.trust_anchors"),
+                    path,
+                )?)),
+                None => None,
+            };
+            let mut match_names = Vec::new();
+            for m in &entry.match_names {
+                let n = m.get_ref().trim_end_matches('.').to_ascii_lowercase();
+                if !is_valid_hostname(n.trim_start_matches("*.")) {
+                    return Err(ctx.error(
+                        &format!("{key}.match"),
+                        m.span(),
+                        format!("{n:?} is not a host name"),
+                    ));
+                }
+                match_names.push(n);
+            }
+            let relax_until = match &entry.relax_until {
+                Some(t) => {
+                    let parsed = time::OffsetDateTime::parse(
+                        t.get_ref(),
+                        &time::format_description::well_known::Rfc3339,
+                    )
+                    .map_err(|e| {
+                        ctx.error(
+                            &format!("{key}.relax_until"),
+                            t.span(),
+                            format!(
+                                "{:?} is not an RFC 3339 time like \"2026-12-01T00:00:00Z\": {e}",
+                                t.get_ref()
+                            ),
+                        )
+                    })?
+                    .unix_timestamp();
+                    if parsed <= now {
+                        let (line, col) = ctx.line_col(t.span().start);
+                        warnings.push(format!(
+                            "{}:{line}:{col}: key `{key}.relax_until`: {} is in the past; enforcement for {text} is not relaxed",
+                            ctx.path.display(),
+                            t.get_ref()
+                        ));
+                        None
+                    } else {
+                        Some(parsed)
+                    }
+                }
+                None => None,
+            };
+            if entry.mode != Mode::Verify && (!match_names.is_empty() || anchors.is_some()) {
+                let (line, col) = ctx.line_col(entry.domain.span().start);
+                warnings.push(format!(
+                    "{}:{line}:{col}: `{key}`: match and trust_anchors only matter for mode = \"verify\" (mode is {})",
+                    ctx.path.display(),
+                    entry.mode
+                ));
+            }
+            domains.push(DomainPolicy {
+                domain: text,
+                mode: entry.mode,
+                trust_anchors: anchors,
+                match_names,
+                relax_until,
+            });
+        }
+        Ok(OutboundPolicy {
+            default: self.default.unwrap_or(Mode::Opportunistic),
+            trust_anchors,
+            domains,
+        })
+    }
+}
+
+fn load_anchors(ctx: &Ctx, key: &str, path: &Spanned<String>) -> Result<TrustAnchors, ConfigError> {
+    let resolved = ctx.resolve(key, path)?;
+    TrustAnchors::load(&resolved).map_err(|e| {
+        ctx.error(
+            key,
+            path.span(),
+            format!("cannot load trust anchors {}: {e}", resolved.display()),
+        )
+    })
 }
 
 fn domain_set(

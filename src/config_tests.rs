@@ -189,3 +189,162 @@ fn parse_file(path: &Path) {
         panic!("{e}");
     }
 }
+
+// ---- outbound: [resolver], [[outbound]], [outbound_policy] ----
+
+const OUTBOUND: &str = r#"
+hostname = "relay.example.org"
+[resolver]
+nameservers = ["127.0.0.53", "[::1]:5353"]
+[[outbound]]
+name = "relay"
+listen = "127.0.0.1:10025"
+mx_port = 2525
+[outbound_policy]
+default = "opportunistic"
+[[outbound_policy.domain]]
+domain = "bank.example"
+mode = "verify"
+match = ["mx.bank.example"]
+relax_until = "2999-01-01T00:00:00Z"
+[[outbound_policy.domain]]
+domain = ".partner.example"
+mode = "encrypt"
+"#;
+
+#[test]
+fn outbound_configuration_parses() {
+    let config = parse(OUTBOUND).unwrap();
+    assert_eq!(
+        config.resolver.nameservers,
+        vec![
+            "127.0.0.53:53".parse().unwrap(),
+            "[::1]:5353".parse().unwrap()
+        ]
+    );
+    let relay = &config.outbound[0];
+    assert_eq!(relay.name, "relay");
+    assert_eq!(relay.mode, OutboundMode::Relay);
+    assert_eq!(relay.mx_port, 2525);
+    assert!(relay.next_hop.is_none());
+    let policy = &config.outbound_policy;
+    assert_eq!(policy.default, Mode::Opportunistic);
+    let bank = policy.lookup("bank.example", 0);
+    assert_eq!(bank.mode, Mode::Verify);
+    assert!(bank.relaxed);
+    assert_eq!(bank.match_names, vec!["mx.bank.example".to_string()]);
+    assert_eq!(policy.lookup("a.partner.example", 0).mode, Mode::Encrypt);
+    assert_eq!(
+        policy.lookup("partner.example", 0).mode,
+        Mode::Opportunistic
+    );
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    assert!(config.summary().contains("outbound relay (relay)"));
+}
+
+#[test]
+fn next_hop_forms() {
+    let table = [
+        ("smtp.isp.example:587", Some(("smtp.isp.example", 587))),
+        ("smtp.isp.example", Some(("smtp.isp.example", 25))),
+        ("192.0.2.1:2525", Some(("192.0.2.1", 2525))),
+        ("[2001:db8::1]:25", Some(("2001:db8::1", 25))),
+        ("bad host:25", None),
+        ("host:0", None),
+        ("host:x", None),
+        ("2001:db8::1", None),
+    ];
+    for (text, expected) in table {
+        let got = parse_next_hop(text).map(|h| (h.host, h.port));
+        assert_eq!(got, expected.map(|(h, p)| (h.to_string(), p)), "{text}");
+    }
+}
+
+#[test]
+fn bad_next_hop_names_the_key() {
+    let text = OUTBOUND.replace("mx_port = 2525", "next_hop = \"not a host\"");
+    let e = error(&text);
+    assert!(e.contains(":8:12: key `outbound[0].next_hop`"), "{e}");
+    assert!(e.contains("is not a next hop"), "{e}");
+}
+
+#[test]
+fn next_hop_is_refused_in_transparent_mode() {
+    let text = OUTBOUND.replace(
+        "mx_port = 2525",
+        "mode = \"transparent\"\nnext_hop = \"192.0.2.1:25\"",
+    );
+    let e = error(&text);
+    assert!(e.contains("key `outbound[0].next_hop`"), "{e}");
+}
+
+#[test]
+fn unknown_policy_mode_is_an_error() {
+    let e = error(&OUTBOUND.replace("mode = \"encrypt\"", "mode = \"must\""));
+    assert!(e.contains("key `outbound_policy.domain[1].mode`"), "{e}");
+    assert!(e.contains("unknown variant `must`"), "{e}");
+    assert!(e.contains(":18:8"), "{e}");
+}
+
+#[test]
+fn unknown_outbound_key_is_an_error() {
+    let e = error(&OUTBOUND.replace("mx_port = 2525", "mx-port = 2525"));
+    assert!(e.contains(":8:1:"), "{e}");
+    assert!(e.contains("mx-port"), "{e}");
+}
+
+#[test]
+fn bad_policy_domain_and_duplicates_are_errors() {
+    let e = error(&OUTBOUND.replace("\".partner.example\"", "\"bad domain\""));
+    assert!(e.contains("key `outbound_policy.domain[1].domain`"), "{e}");
+    let e = error(&OUTBOUND.replace(".partner.example", "bank.example"));
+    assert!(e.contains("has another entry"), "{e}");
+}
+
+#[test]
+fn bad_relax_until_names_the_key() {
+    let e = error(&OUTBOUND.replace("2999-01-01T00:00:00Z", "next week"));
+    assert!(
+        e.contains(":15:15: key `outbound_policy.domain[0].relax_until`"),
+        "{e}"
+    );
+    assert!(e.contains("RFC 3339"), "{e}");
+}
+
+#[test]
+fn relax_until_in_the_past_is_ignored_with_a_warning() {
+    let config = parse(&OUTBOUND.replace("2999-01-01", "2020-01-01")).unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    assert!(!config.outbound_policy.lookup("bank.example", now).relaxed);
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    assert!(
+        config.warnings[0].contains("relax_until") && config.warnings[0].contains("in the past"),
+        "{:?}",
+        config.warnings
+    );
+}
+
+#[test]
+fn missing_trust_anchors_file_is_an_error() {
+    let text = OUTBOUND.replace(
+        "default = \"opportunistic\"",
+        "default = \"opportunistic\"\ntrust_anchors = \"/nonexistent/ca.pem\"",
+    );
+    let e = error(&text);
+    assert!(e.contains("key `outbound_policy.trust_anchors`"), "{e}");
+    assert!(e.contains("cannot load trust anchors"), "{e}");
+}
+
+#[test]
+fn outbound_listener_cannot_share_an_inbound_address() {
+    let text = format!("{MINIMAL}\n[[outbound]]\nlisten = \"127.0.0.1:2525\"\n");
+    let e = error(&text);
+    assert!(e.contains("key `outbound[0].listen`"), "{e}");
+    assert!(e.contains("used by another listener"), "{e}");
+}
+
+#[test]
+fn bad_nameserver_is_an_error() {
+    let e = error(&OUTBOUND.replace("127.0.0.53", "dns.example"));
+    assert!(e.contains("key `resolver.nameservers`"), "{e}");
+}

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod inbound;
 pub mod log;
 pub mod metrics;
+pub mod policy;
 pub mod server;
 pub mod session;
 pub mod smtp;

@@ -225,3 +225,257 @@ pub fn handshake_failure_reason(err: &std::io::Error) -> &'static str {
         _ => "other",
     }
 }
+
+// ---- Outbound (client side): trust anchors, certificate verdicts, client configuration ----
+
+/// What the certificate of an MX host came to. Opportunistic and encrypt record it; verify
+/// requires `Verified`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertVerdict {
+    /// Chain valid to the trust anchors and a name matches (MX host or a `match` name).
+    Verified,
+    /// Chain valid, but no name matches.
+    NameMismatch,
+    /// Chain does not lead to a trust anchor (self-signed, private CA).
+    Untrusted,
+    /// Expired or not yet valid.
+    Expired,
+    /// Anything else the verifier refused (bad encoding, bad signature, revoked).
+    Invalid,
+}
+
+impl CertVerdict {
+    /// The log's `verdict` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertVerdict::Verified => "verified",
+            CertVerdict::NameMismatch => "name_mismatch",
+            CertVerdict::Untrusted => "untrusted",
+            CertVerdict::Expired => "expired",
+            CertVerdict::Invalid => "invalid",
+        }
+    }
+
+    /// What failed, in words for a `451 4.7.5` reply.
+    pub fn describe(self) -> &'static str {
+        match self {
+            CertVerdict::Verified => "certificate verified",
+            CertVerdict::NameMismatch => "certificate name does not match the MX host",
+            CertVerdict::Untrusted => "certificate not signed by a trusted CA",
+            CertVerdict::Expired => "certificate expired or not yet valid",
+            CertVerdict::Invalid => "certificate invalid",
+        }
+    }
+}
+
+/// A set of trust anchors (a PEM bundle) and the webpki verifier built on it.
+#[derive(Debug)]
+pub struct TrustAnchors {
+    /// The file it came from, for logs and `policy` output.
+    pub label: String,
+    /// Number of CA certificates loaded.
+    pub count: usize,
+    /// `None` when the bundle holds no usable CA: every chain is then `Untrusted`.
+    verifier: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+}
+
+impl TrustAnchors {
+    /// Loads a PEM bundle of CA certificates.
+    pub fn load(path: &Path) -> Result<TrustAnchors, String> {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .map_err(pem_error)?
+            .collect::<Result<_, _>>()
+            .map_err(pem_error)?;
+        if certs.is_empty() {
+            return Err("no PEM certificate found".into());
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        let (added, _ignored) = roots.add_parsable_certificates(certs);
+        if added == 0 {
+            return Err("no usable CA certificate found".into());
+        }
+        Ok(Self::from_roots(path.display().to_string(), roots))
+    }
+
+    /// Trust anchors from a root store already built (tests, empty defaults).
+    pub fn from_roots(label: String, roots: rustls::RootCertStore) -> TrustAnchors {
+        let count = roots.len();
+        let verifier = (count > 0)
+            .then(|| {
+                rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider(),
+                )
+                .build()
+                .ok()
+            })
+            .flatten();
+        TrustAnchors {
+            label,
+            count,
+            verifier,
+        }
+    }
+
+    /// The verdict on a chain presented by `host`, accepting any of `names` as well.
+    pub fn verdict(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        host: &rustls::pki_types::ServerName<'_>,
+        names: &[String],
+        now: rustls::pki_types::UnixTime,
+    ) -> CertVerdict {
+        use rustls::client::danger::ServerCertVerifier;
+        use rustls::{CertificateError as C, Error as E};
+        let Some(verifier) = &self.verifier else {
+            return CertVerdict::Untrusted;
+        };
+        let check = |name: &rustls::pki_types::ServerName<'_>| {
+            verifier.verify_server_cert(end_entity, intermediates, name, &[], now)
+        };
+        let classify = |e: &E| match e {
+            E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+                CertVerdict::NameMismatch
+            }
+            E::InvalidCertificate(
+                C::Expired
+                | C::ExpiredContext { .. }
+                | C::NotValidYet
+                | C::NotValidYetContext { .. },
+            ) => CertVerdict::Expired,
+            E::InvalidCertificate(C::UnknownIssuer) => CertVerdict::Untrusted,
+            _ => CertVerdict::Invalid,
+        };
+        match check(host) {
+            Ok(_) => CertVerdict::Verified,
+            Err(e) => match classify(&e) {
+                // The chain is good (webpki checks names last): try the `match` names.
+                CertVerdict::NameMismatch => {
+                    let matched = names.iter().any(|n| {
+                        rustls::pki_types::ServerName::try_from(n.as_str())
+                            .is_ok_and(|name| check(&name).is_ok())
+                    });
+                    if matched {
+                        CertVerdict::Verified
+                    } else {
+                        CertVerdict::NameMismatch
+                    }
+                }
+                other => other,
+            },
+        }
+    }
+}
+
+/// A verifier that lets every handshake finish and records the certificate's verdict, so the
+/// session can apply the domain's policy (and log the verdict even when opportunistic). Handshake
+/// signatures are still checked: the peer must own the key of the certificate it shows.
+#[derive(Debug)]
+pub struct RecordingVerifier {
+    anchors: Arc<TrustAnchors>,
+    names: Vec<String>,
+    verdict: std::sync::Mutex<Option<CertVerdict>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl RecordingVerifier {
+    /// The verdict of the last certificate seen (`None`: the handshake never got that far).
+    pub fn verdict(&self) -> Option<CertVerdict> {
+        self.verdict.lock().map(|v| *v).unwrap_or(None)
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for RecordingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let verdict =
+            self.anchors
+                .verdict(end_entity, intermediates, server_name, &self.names, now);
+        if let Ok(mut slot) = self.verdict.lock() {
+            *slot = Some(verdict);
+        }
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A client configuration for one STARTTLS attempt (TLS 1.2 minimum, forward secret suites
+/// only) and the verifier that will hold the certificate's verdict.
+pub fn client_config(
+    anchors: Arc<TrustAnchors>,
+    match_names: Vec<String>,
+) -> (Arc<rustls::ClientConfig>, Arc<RecordingVerifier>) {
+    let provider = provider();
+    let verifier = Arc::new(RecordingVerifier {
+        anchors,
+        names: match_names,
+        verdict: std::sync::Mutex::new(None),
+        provider: provider.clone(),
+    });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .expect("ring supports TLS 1.2 and 1.3")
+        .dangerous()
+        .with_custom_certificate_verifier(verifier.clone())
+        .with_no_client_auth();
+    (Arc::new(config), verifier)
+}
+
+/// Fixed-set reason for a failed client handshake, for the failures metric.
+pub fn client_handshake_failure_reason(err: &std::io::Error) -> &'static str {
+    use rustls::Error as E;
+    match err.get_ref().and_then(|e| e.downcast_ref::<E>()) {
+        Some(E::AlertReceived(_)) => "server_alert",
+        Some(E::PeerMisbehaved(_)) => "server_misbehaved",
+        Some(E::PeerIncompatible(_)) => "no_shared_parameters",
+        Some(E::InvalidMessage(_) | E::InappropriateMessage { .. }) => "not_tls",
+        Some(_) => "other",
+        None => match err.kind() {
+            std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset => {
+                "server_closed"
+            }
+            std::io::ErrorKind::InvalidData => "not_tls",
+            _ => "io",
+        },
+    }
+}

@@ -1,0 +1,236 @@
+//! Outbound domain policy: which mode applies to a recipient domain (`[outbound_policy]`), and
+//! the verdict on what a remote offered. Pure: no IO, so the tables in `policy_tests.rs` cover it.
+//!
+//! Vocabulary follows Postfix's `smtp_tls_security_level`: `none` never starts TLS,
+//! `opportunistic` uses TLS when it works and plaintext otherwise, `encrypt` requires TLS with any
+//! certificate, `verify` requires TLS with a certificate valid to the trust anchors for the MX
+//! host name or one of the `match` names.
+
+use crate::tls::{CertVerdict, TrustAnchors};
+use serde::Deserialize;
+use std::fmt;
+use std::sync::Arc;
+
+/// A policy mode, weakest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    None,
+    Opportunistic,
+    Encrypt,
+    Verify,
+}
+
+impl Mode {
+    /// The configuration spelling, also the `mode` metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::None => "none",
+            Mode::Opportunistic => "opportunistic",
+            Mode::Encrypt => "encrypt",
+            Mode::Verify => "verify",
+        }
+    }
+
+    /// Whether mail under this mode may never leave in plaintext.
+    pub fn is_tls_required(self) -> bool {
+        matches!(self, Mode::Encrypt | Mode::Verify)
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One `[[outbound_policy.domain]]` entry.
+#[derive(Debug, Clone)]
+pub struct DomainPolicy {
+    /// `bank.example` (exact) or `.bank.example` (its subdomains), lowercase.
+    pub domain: String,
+    pub mode: Mode,
+    /// Trust anchors for `verify` for this domain; `None`: the policy-wide ones.
+    pub trust_anchors: Option<Arc<TrustAnchors>>,
+    /// Names accepted in the certificate besides the MX host name (lowercase).
+    pub match_names: Vec<String>,
+    /// Until then (Unix seconds), an enforcement failure falls back to opportunistic.
+    pub relax_until: Option<i64>,
+}
+
+impl DomainPolicy {
+    fn matches(&self, domain: &str) -> bool {
+        match self.domain.strip_prefix('.') {
+            Some(_) => domain.ends_with(self.domain.as_str()),
+            None => domain == self.domain,
+        }
+    }
+}
+
+/// `[outbound_policy]`, validated.
+#[derive(Debug, Clone)]
+pub struct OutboundPolicy {
+    pub default: Mode,
+    pub trust_anchors: Arc<TrustAnchors>,
+    pub domains: Vec<DomainPolicy>,
+}
+
+/// The policy that applies to one recipient domain at one moment.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// Index of the `[[outbound_policy.domain]]` entry, `None` for the default.
+    pub entry: Option<usize>,
+    /// The entry's `domain` (metric label), or `other` for the default.
+    pub label: String,
+    pub mode: Mode,
+    /// `relax_until` is set and still in the future: failures fall back to opportunistic.
+    pub relaxed: bool,
+    pub relax_until: Option<i64>,
+    pub trust_anchors: Arc<TrustAnchors>,
+    pub match_names: Vec<String>,
+}
+
+impl OutboundPolicy {
+    /// A policy with only a default mode (tests, and configurations without the table).
+    pub fn with_default(default: Mode, trust_anchors: Arc<TrustAnchors>) -> Self {
+        Self {
+            default,
+            trust_anchors,
+            domains: Vec::new(),
+        }
+    }
+
+    /// The policy for `domain` (lowercase, no trailing dot) at `now` (Unix seconds): an exact
+    /// entry wins, then the longest matching `.suffix`, then the default.
+    pub fn lookup(&self, domain: &str, now: i64) -> Applied {
+        let exact = self
+            .domains
+            .iter()
+            .position(|d| !d.domain.starts_with('.') && d.matches(domain));
+        let best = exact.or_else(|| {
+            self.domains
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| d.domain.starts_with('.') && d.matches(domain))
+                .max_by_key(|(_, d)| d.domain.len())
+                .map(|(i, _)| i)
+        });
+        match best {
+            Some(i) => {
+                let d = &self.domains[i];
+                Applied {
+                    entry: Some(i),
+                    label: d.domain.clone(),
+                    mode: d.mode,
+                    relaxed: d.relax_until.is_some_and(|until| until > now),
+                    relax_until: d.relax_until,
+                    trust_anchors: d
+                        .trust_anchors
+                        .clone()
+                        .unwrap_or_else(|| self.trust_anchors.clone()),
+                    match_names: d.match_names.clone(),
+                }
+            }
+            None => Applied {
+                entry: None,
+                label: "other".to_string(),
+                mode: self.default,
+                relaxed: false,
+                relax_until: None,
+                trust_anchors: self.trust_anchors.clone(),
+                match_names: Vec::new(),
+            },
+        }
+    }
+}
+
+/// What one STARTTLS attempt with one MX host came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Offer {
+    /// STARTTLS was not in the EHLO reply (or the host only speaks HELO).
+    NotOffered,
+    /// STARTTLS was answered with something other than 220 (the reply text).
+    Refused(String),
+    /// The host sent bytes after its 220 and before the handshake (response injection).
+    Injected,
+    /// The handshake failed (the reason).
+    HandshakeFailed(String),
+    /// TLS is up; the certificate got this verdict.
+    Tls(CertVerdict),
+}
+
+/// A failure that enforcement turns into a refusal: `451 4.7.4` or `451 4.7.5`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsFailure {
+    /// 4.7.4: STARTTLS not offered.
+    NotOffered,
+    /// 4.7.4: STARTTLS refused with this reply.
+    Refused(String),
+    /// 4.7.5: bytes after the 220 to STARTTLS.
+    Injected,
+    /// 4.7.5: handshake failure.
+    Handshake(String),
+    /// 4.7.5: certificate not verified.
+    Certificate(CertVerdict),
+}
+
+impl TlsFailure {
+    /// Label for `starttls_proxy_policy_rejections_total` and the relaxed counter.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            TlsFailure::NotOffered => "starttls_not_offered",
+            TlsFailure::Refused(_) => "starttls_refused",
+            TlsFailure::Injected => "response_injection",
+            TlsFailure::Handshake(_) => "handshake_failed",
+            TlsFailure::Certificate(_) => "certificate_not_verified",
+        }
+    }
+}
+
+/// What the session does next with this MX connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Go on with the connection as it is (TLS or plaintext); `relaxed` holds the failure that
+    /// an expiring relaxation let through.
+    Proceed { relaxed: Option<TlsFailure> },
+    /// Drop this connection and deliver over a fresh plaintext one (opportunistic after a
+    /// failed handshake: the TLS state of the old one is unusable).
+    RetryPlain { relaxed: Option<TlsFailure> },
+    /// Policy forbids delivery over this connection.
+    Refuse(TlsFailure),
+}
+
+/// The verdict for `mode` on what a host offered (`mode` is never `None` here: that mode does
+/// not try STARTTLS at all).
+pub fn decide(mode: Mode, relaxed: bool, offer: &Offer) -> Decision {
+    let failure = match offer {
+        Offer::NotOffered => Some(TlsFailure::NotOffered),
+        Offer::Refused(r) => Some(TlsFailure::Refused(r.clone())),
+        Offer::Injected => Some(TlsFailure::Injected),
+        Offer::HandshakeFailed(e) => Some(TlsFailure::Handshake(e.clone())),
+        Offer::Tls(v) if mode == Mode::Verify && *v != CertVerdict::Verified => {
+            Some(TlsFailure::Certificate(*v))
+        }
+        Offer::Tls(_) => None,
+    };
+    let Some(failure) = failure else {
+        return Decision::Proceed { relaxed: None };
+    };
+    // What opportunistic does with this failure: a refused or missing STARTTLS leaves a usable
+    // plaintext session; a broken handshake does not.
+    let fallback = |relaxed: Option<TlsFailure>| match offer {
+        Offer::NotOffered | Offer::Refused(_) | Offer::Tls(_) => Decision::Proceed { relaxed },
+        Offer::Injected | Offer::HandshakeFailed(_) => Decision::RetryPlain { relaxed },
+    };
+    if !mode.is_tls_required() {
+        return fallback(None);
+    }
+    if relaxed {
+        return fallback(Some(failure));
+    }
+    Decision::Refuse(failure)
+}
+
+#[cfg(test)]
+#[path = "policy_tests.rs"]
+mod tests;

@@ -1,0 +1,166 @@
+use super::*;
+
+fn anchors() -> Arc<TrustAnchors> {
+    Arc::new(TrustAnchors::from_roots(
+        "empty".into(),
+        rustls::RootCertStore::empty(),
+    ))
+}
+
+fn entry(domain: &str, mode: Mode, relax_until: Option<i64>) -> DomainPolicy {
+    DomainPolicy {
+        domain: domain.into(),
+        mode,
+        trust_anchors: None,
+        match_names: Vec::new(),
+        relax_until,
+    }
+}
+
+fn policy() -> OutboundPolicy {
+    OutboundPolicy {
+        default: Mode::Opportunistic,
+        trust_anchors: anchors(),
+        domains: vec![
+            entry(".example", Mode::Encrypt, None),
+            entry("bank.example", Mode::Verify, None),
+            entry(".eu.bank.example", Mode::Verify, Some(2_000)),
+            entry("plain.example", Mode::None, None),
+        ],
+    }
+}
+
+#[test]
+fn lookup_table() {
+    let p = policy();
+    let now = 1_000;
+    let table = [
+        ("bank.example", "bank.example", Mode::Verify, false),
+        ("mx.bank.example", ".example", Mode::Encrypt, false),
+        ("x.eu.bank.example", ".eu.bank.example", Mode::Verify, true),
+        ("eu.bank.example", ".example", Mode::Encrypt, false),
+        ("plain.example", "plain.example", Mode::None, false),
+        ("example", "other", Mode::Opportunistic, false),
+        ("elsewhere.org", "other", Mode::Opportunistic, false),
+        ("notexample", "other", Mode::Opportunistic, false),
+    ];
+    for (domain, label, mode, relaxed) in table {
+        let applied = p.lookup(domain, now);
+        assert_eq!(applied.label, label, "{domain}");
+        assert_eq!(applied.mode, mode, "{domain}");
+        assert_eq!(applied.relaxed, relaxed, "{domain}");
+    }
+}
+
+#[test]
+fn relaxation_expires_by_itself() {
+    let p = policy();
+    assert!(p.lookup("a.eu.bank.example", 1_999).relaxed);
+    assert!(!p.lookup("a.eu.bank.example", 2_000).relaxed);
+    assert!(!p.lookup("a.eu.bank.example", 3_000).relaxed);
+}
+
+#[test]
+fn decide_table() {
+    use CertVerdict as V;
+    use Decision as D;
+    use Mode as M;
+    let proceed = D::Proceed { relaxed: None };
+    let retry = D::RetryPlain { relaxed: None };
+    let refused = Offer::Refused("454 4.7.0 TLS not available".into());
+    let failed = Offer::HandshakeFailed("alert".into());
+    let table: Vec<(Mode, bool, Offer, Decision)> = vec![
+        (M::Opportunistic, false, Offer::NotOffered, proceed.clone()),
+        (M::Opportunistic, false, refused.clone(), proceed.clone()),
+        (M::Opportunistic, false, Offer::Injected, retry.clone()),
+        (M::Opportunistic, false, failed.clone(), retry.clone()),
+        (
+            M::Opportunistic,
+            false,
+            Offer::Tls(V::Untrusted),
+            proceed.clone(),
+        ),
+        (
+            M::Encrypt,
+            false,
+            Offer::NotOffered,
+            D::Refuse(TlsFailure::NotOffered),
+        ),
+        (
+            M::Encrypt,
+            false,
+            refused.clone(),
+            D::Refuse(TlsFailure::Refused("454 4.7.0 TLS not available".into())),
+        ),
+        (
+            M::Encrypt,
+            false,
+            Offer::Injected,
+            D::Refuse(TlsFailure::Injected),
+        ),
+        (
+            M::Encrypt,
+            false,
+            failed.clone(),
+            D::Refuse(TlsFailure::Handshake("alert".into())),
+        ),
+        (M::Encrypt, false, Offer::Tls(V::Untrusted), proceed.clone()),
+        (
+            M::Encrypt,
+            false,
+            Offer::Tls(V::NameMismatch),
+            proceed.clone(),
+        ),
+        (M::Verify, false, Offer::Tls(V::Verified), proceed.clone()),
+        (
+            M::Verify,
+            false,
+            Offer::Tls(V::NameMismatch),
+            D::Refuse(TlsFailure::Certificate(V::NameMismatch)),
+        ),
+        (
+            M::Verify,
+            false,
+            Offer::Tls(V::Untrusted),
+            D::Refuse(TlsFailure::Certificate(V::Untrusted)),
+        ),
+        (
+            M::Verify,
+            false,
+            Offer::NotOffered,
+            D::Refuse(TlsFailure::NotOffered),
+        ),
+        (
+            M::Verify,
+            true,
+            Offer::Tls(V::Untrusted),
+            D::Proceed {
+                relaxed: Some(TlsFailure::Certificate(V::Untrusted)),
+            },
+        ),
+        (
+            M::Verify,
+            true,
+            Offer::NotOffered,
+            D::Proceed {
+                relaxed: Some(TlsFailure::NotOffered),
+            },
+        ),
+        (
+            M::Encrypt,
+            true,
+            failed.clone(),
+            D::RetryPlain {
+                relaxed: Some(TlsFailure::Handshake("alert".into())),
+            },
+        ),
+        (M::Verify, true, Offer::Tls(V::Verified), proceed.clone()),
+    ];
+    for (mode, relaxed, offer, expected) in table {
+        assert_eq!(
+            decide(mode, relaxed, &offer),
+            expected,
+            "{mode} relaxed={relaxed} {offer:?}"
+        );
+    }
+}
