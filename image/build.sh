@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# Build the starttls-proxy VM appliance: image/out/starttls-proxy.qcow2 (+ .manifest, SHA256SUMS).
+#
+# Debian 12 minbase + systemd, linux-image-cloud-amd64 (KERNEL=generic for hardware NIC drivers),
+# the static release binary as /usr/sbin/starttls-proxy, serial console, DHCP, root locked.
+# Disk: GPT with an EFI system partition (FAT32) that boots both ways -
+#   BIOS: syslinux gptmbr.bin in the MBR, ldlinux on the ESP (legacy-BIOS-bootable attribute);
+#   UEFI: a unified kernel image (systemd stub + kernel + initrd + command line) as
+#         \EFI\BOOT\BOOTX64.EFI, the removable-media path every firmware tries;
+# and an ext4 root built with mkfs.ext4 -d. Nothing is mounted on the host.
+#
+# Reproducible: fixed UUIDs and serials, all times clamped to SOURCE_DATE_EPOCH (default: the
+# commit time of HEAD), sorted file order. The package set is whatever the mirror serves; pin it
+# with DEBIAN_SNAPSHOT=20250520T000000Z (snapshot.debian.org) to rebuild bit for bit later.
+#
+# Run as root. Environment:
+#   KERNEL=cloud|generic     kernel flavour (default cloud)
+#   STARTTLS_PROXY_BIN=PATH  use this binary instead of building it (must be static)
+#   MIRROR=URL               Debian mirror (default http://deb.debian.org/debian)
+#   DEBIAN_SNAPSHOT=STAMP    use snapshot.debian.org at this time stamp instead of MIRROR
+#   SOURCE_DATE_EPOCH=N      time stamp for every file (default: git commit time)
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(dirname "$HERE")
+OUT=$HERE/out
+WORK=$HERE/work
+KERNEL=${KERNEL:-cloud}
+SUITE=bookworm
+DISK_SIZE_MIB=2048
+ESP_SIZE_MIB=64
+# Fixed identities: the same on every build, so two builds give the same bytes.
+DISK_GUID=5f3c1d2e-7a43-4b8e-9a1d-53545450524f
+ESP_PARTUUID=5f3c1d2e-7a43-4b8e-9a1d-000000000001
+ROOT_PARTUUID=5f3c1d2e-7a43-4b8e-9a1d-000000000002
+ROOT_UUID=5f3c1d2e-7a43-4b8e-9a1d-0000000000f5
+ROOT_HASH_SEED=5f3c1d2e-7a43-4b8e-9a1d-0000000000a5
+ESP_VOLID=53545450   # "STTP"
+
+log() { printf '[build %s] %s\n' "$(date +%T)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "run as root (mmdebstrap builds the root file system as root)"
+case $KERNEL in cloud|generic) ;; *) die "KERNEL must be cloud or generic" ;; esac
+
+# --- host packages, installed only when missing --------------------------------------------------
+need_pkgs=(mmdebstrap eatmydata mtools dosfstools syslinux syslinux-common systemd-boot-efi
+           e2fsprogs fdisk binutils faketime qemu-utils zstd)
+missing=()
+for p in "${need_pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    log "installing host packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [ -n "${DEBIAN_SNAPSHOT:-}" ]; then
+    MIRROR="http://snapshot.debian.org/archive/debian/$DEBIAN_SNAPSHOT"
+    SECURITY="http://snapshot.debian.org/archive/debian-security/$DEBIAN_SNAPSHOT"
+else
+    MIRROR=${MIRROR:-http://deb.debian.org/debian}
+    SECURITY=${SECURITY:-http://deb.debian.org/debian-security}
+fi
+start=$(date +%s)
+
+# --- the binary ----------------------------------------------------------------------------------
+if [ -n "${STARTTLS_PROXY_BIN:-}" ]; then
+    BIN=$STARTTLS_PROXY_BIN
+else
+    log "building the static release binary (target/static)"
+    BIN=$REPO/target/static/x86_64-unknown-linux-gnu/release/starttls-proxy
+    (cd "$REPO" && RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=$REPO/target/static \
+        cargo build --release --locked --target x86_64-unknown-linux-gnu)
+fi
+[ -x "$BIN" ] || die "no binary at $BIN"
+file -L "$BIN" | grep -Eq 'static(-pie)? linked|statically linked' || die "$BIN is not statically linked"
+
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$REPO" log -1 --format=%ct 2>/dev/null || echo 1735689600)}
+export LC_ALL=C.UTF-8 TZ=UTC
+umask 022
+
+rm -rf "$WORK"
+mkdir -p "$WORK" "$OUT"
+ROOT=$WORK/root
+ESP=$WORK/esp
+
+# --- root file system ----------------------------------------------------------------------------
+log "mmdebstrap $SUITE ($KERNEL kernel) from $MIRROR"
+strip -o "$WORK/starttls-proxy" "$BIN"  # debug symbols stay in target/
+mmdebstrap --variant=minbase --mode=root --format=directory \
+    --aptopt='Acquire::Languages "none"' \
+    --dpkgopt='path-exclude=/usr/share/man/*' \
+    --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/locale/locale.alias' \
+    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+    --dpkgopt='path-exclude=/usr/share/info/*' \
+    --include="systemd,systemd-sysv,udev,dbus,systemd-resolved,systemd-timesyncd,mount,e2fsprogs,ca-certificates,zstd,initramfs-tools,linux-image-$KERNEL-amd64" \
+    --hook-dir=/usr/share/mmdebstrap/hooks/eatmydata \
+    --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
+    --essential-hook="tar -C '$HERE/rootfs' --owner=0 --group=0 -c etc/initramfs-tools | tar -C \"\$1\" -x" \
+    --customize-hook="'$HERE/customize.sh' \"\$1\" '$HERE' '$WORK/starttls-proxy' '$ROOT_UUID'" \
+    "$SUITE" "$ROOT" \
+    "deb $MIRROR $SUITE main" "deb $MIRROR $SUITE-updates main" "deb $SECURITY $SUITE-security main"
+
+# Package manifest: what the image contains, for audits and to compare builds.
+{
+    echo "# starttls-proxy appliance $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)"
+    echo "# SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH kernel=$KERNEL mirror=$MIRROR"
+    echo "# starttls-proxy $(sha256sum < "$BIN" | cut -d' ' -f1)"
+    echo "# host: systemd-boot-efi $(dpkg-query -W -f='${Version}' systemd-boot-efi)," \
+         "syslinux $(dpkg-query -W -f='${Version}' syslinux), e2fsprogs $(dpkg-query -W -f='${Version}' e2fsprogs)," \
+         "dosfstools $(dpkg-query -W -f='${Version}' dosfstools), qemu-utils $(dpkg-query -W -f='${Version}' qemu-utils)"
+    chroot "$ROOT" dpkg-query -W -f='${Package}\t${Version}\t${Architecture}\n' | sort
+} > "$WORK/manifest"
+
+# --- boot files ----------------------------------------------------------------------------------
+kver=$(basename "$(ls -d "$ROOT"/usr/lib/modules/*)")
+CMDLINE="root=UUID=$ROOT_UUID ro rootwait console=tty0 console=ttyS0,115200n8 quiet"
+mkdir -p "$ESP/EFI/BOOT" "$ESP/syslinux"
+cp "$ROOT/boot/vmlinuz-$kver" "$ESP/vmlinuz"
+cp "$ROOT/boot/initrd.img-$kver" "$ESP/initrd.img"
+# The system disk is replaced as a whole to upgrade, so the root keeps no copy of the kernel.
+rm -f "$ROOT"/boot/vmlinuz-* "$ROOT"/boot/initrd.img-* "$ROOT"/boot/System.map-* "$ROOT"/boot/config-*
+rm -f "$ROOT"/vmlinuz* "$ROOT"/initrd.img*
+
+log "unified kernel image for UEFI (kernel $kver)"
+printf '%s' "$CMDLINE" > "$WORK/cmdline"
+objcopy \
+    --add-section .osrel="$ROOT/usr/lib/os-release" --change-section-vma .osrel=0x20000 \
+    --add-section .cmdline="$WORK/cmdline" --change-section-vma .cmdline=0x30000 \
+    --add-section .linux="$ESP/vmlinuz" --change-section-vma .linux=0x2000000 \
+    --add-section .initrd="$ESP/initrd.img" --change-section-vma .initrd=0x3000000 \
+    /usr/lib/systemd/boot/efi/linuxx64.efi.stub "$ESP/EFI/BOOT/BOOTX64.EFI"
+
+cat > "$ESP/syslinux/syslinux.cfg" <<EOF
+# BIOS boot. Type "linux <extra kernel options>" at the prompt within 2 s to change the command
+# line (e.g. "linux init=/bin/sh" to reach a root shell on the console; see DEPLOY.md).
+SERIAL 0 115200
+PROMPT 1
+TIMEOUT 20
+DEFAULT linux
+LABEL linux
+  KERNEL /vmlinuz
+  APPEND initrd=/initrd.img $CMDLINE
+EOF
+
+# --- disk image ----------------------------------------------------------------------------------
+log "assembling the disk"
+# Every file gets the same time; FAT stores local time, TZ is UTC.
+find "$ROOT" "$ESP" -newermt "@$SOURCE_DATE_EPOCH" -print0 | xargs -0r touch -h -d "@$SOURCE_DATE_EPOCH"
+FAKETIME="@$(date -u -d "@$SOURCE_DATE_EPOCH" '+%Y-%m-%d %H:%M:%S')"
+ft() { faketime -f "$FAKETIME" "$@"; }
+
+raw=$WORK/disk.raw
+truncate -s "${DISK_SIZE_MIB}M" "$raw"
+sfdisk --quiet --no-reread --no-tell-kernel "$raw" <<EOF
+label: gpt
+label-id: $DISK_GUID
+first-lba: 2048
+start=2048, size=$((ESP_SIZE_MIB * 2048)), type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, uuid=$ESP_PARTUUID, name="ESP", attrs="LegacyBIOSBootable"
+start=$(((ESP_SIZE_MIB + 1) * 2048)), type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, uuid=$ROOT_PARTUUID, name="root"
+EOF
+root_start=$(sfdisk --json "$raw" | python3 -c 'import json,sys; print(json.load(sys.stdin)["partitiontable"]["partitions"][1]["start"])' 2>/dev/null \
+    || echo $(((ESP_SIZE_MIB + 1) * 2048)))
+root_sectors=$(( DISK_SIZE_MIB * 2048 - root_start - 34 ))
+
+# ESP: FAT32 written in place with mtools, at 1 MiB into the disk.
+esp_off=$((2048 * 512))
+ft mkfs.vfat -F 32 -S 512 -s 1 --offset 2048 -i "$ESP_VOLID" -n ESP --invariant \
+    "$raw" $((ESP_SIZE_MIB * 1024)) >/dev/null
+export MTOOLS_SKIP_CHECK=1
+(cd "$ESP" && find . -mindepth 1 -type d | LC_ALL=C sort | sed 's|^\./||') | while read -r d; do
+    ft mmd -i "$raw@@$esp_off" "::/$d"
+done
+(cd "$ESP" && find . -type f | LC_ALL=C sort | sed 's|^\./||') | while read -r f; do
+    ft mcopy -m -i "$raw@@$esp_off" "$ESP/$f" "::/$f"
+done
+ft syslinux --install --offset "$esp_off" --directory /syslinux "$raw"
+dd if=/usr/lib/syslinux/mbr/gptmbr.bin of="$raw" bs=440 count=1 conv=notrunc status=none
+
+# Root: ext4 from the directory, fixed UUID and hash seed, time stamps from SOURCE_DATE_EPOCH.
+log "ext4 root ($(du -sh "$ROOT" | cut -f1))"
+E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mkfs.ext4 -q -F -L root -U "$ROOT_UUID" \
+    -E "hash_seed=$ROOT_HASH_SEED,lazy_itable_init=0,root_owner=0:0" -I 256 -b 4096 \
+    -d "$ROOT" "$WORK/root.ext4" "$((root_sectors / 8))"
+dd if="$WORK/root.ext4" of="$raw" bs=512 seek="$root_start" conv=notrunc,sparse status=none
+rm -f "$WORK/root.ext4"
+
+log "qcow2"
+rm -f "$OUT"/starttls-proxy.qcow2 "$OUT"/starttls-proxy.manifest "$OUT"/SHA256SUMS
+qemu-img convert -f raw -O qcow2 -c -o compression_type=zlib "$raw" "$OUT/starttls-proxy.qcow2"
+cp "$WORK/manifest" "$OUT/starttls-proxy.manifest"
+(cd "$OUT" && sha256sum starttls-proxy.qcow2 starttls-proxy.manifest > SHA256SUMS)
+[ -n "${KEEP_WORK:-}" ] || rm -rf "$WORK"
+
+log "done in $(( $(date +%s) - start )) s: $(du -h --apparent-size "$OUT/starttls-proxy.qcow2" | cut -f1)"
+cat "$OUT/SHA256SUMS"

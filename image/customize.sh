@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# mmdebstrap customize hook for build.sh: turns the Debian root in $1 into the appliance.
+# Arguments: ROOT IMAGE_DIR BINARY ROOT_UUID. Runs on the host, as root, with SOURCE_DATE_EPOCH set.
+set -euo pipefail
+root=$1 image=$2 bin=$3 root_uuid=$4
+
+# Files of the appliance: overlay, binary, units, default configuration.
+tar -C "$image/rootfs" --owner=0 --group=0 --sort=name -c . | tar -C "$root" -x --no-same-owner
+install -m 0755 "$bin" "$root/usr/sbin/starttls-proxy"
+install -m 0644 "$image/starttls-proxy.service" "$root/usr/lib/systemd/system/starttls-proxy.service"
+install -d -m 0755 "$root/usr/share/starttls-proxy" "$root/etc/starttls-proxy" "$root/etc/starttls-proxy/tls"
+install -m 0644 "$image/default.toml" "$root/usr/share/starttls-proxy/default.toml"
+
+# Identity: no machine id yet (generated at first boot), fixed host name, UTC, root locked.
+echo starttls-proxy > "$root/etc/hostname"
+printf '127.0.0.1\tlocalhost\n127.0.1.1\tstarttls-proxy\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' > "$root/etc/hosts"
+echo uninitialized > "$root/etc/machine-id"
+rm -f "$root/var/lib/dbus/machine-id"
+ln -sf /usr/share/zoneinfo/Etc/UTC "$root/etc/localtime"
+echo Etc/UTC > "$root/etc/timezone"
+chroot "$root" usermod -p '!*' root
+echo "UUID=$root_uuid / ext4 errors=remount-ro 0 1" > "$root/etc/fstab"
+ln -sf ../run/systemd/resolve/stub-resolv.conf "$root/etc/resolv.conf"
+
+# Services: network, resolver, time, the proxy and its first-boot configuration.
+chroot "$root" systemctl enable systemd-networkd.service systemd-resolved.service \
+    systemd-timesyncd.service starttls-proxy-firstboot.service starttls-proxy.service
+# No package manager timers, no interactive first-boot prompts on the console.
+chroot "$root" systemctl mask apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer \
+    systemd-firstboot.service
+
+# Leave nothing that differs between two builds or that belongs to the build host.
+rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/* "$root"/var/cache/debconf/*-old \
+    "$root"/var/lib/dpkg/*-old "$root"/var/cache/ldconfig/aux-cache "$root"/var/lib/systemd/random-seed \
+    "$root"/etc/*- "$root"/var/lib/systemd/catalog/database
+find "$root/var/log" -type f -delete
