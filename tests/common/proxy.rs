@@ -145,9 +145,15 @@ impl ProxyBuilder {
         text
     }
 
-    pub fn start(self) -> Proxy {
+    /// Writes the configuration file without starting anything; returns its path.
+    pub fn write_config(&self) -> PathBuf {
         let path = self.dir.join("starttls-proxy.toml");
         std::fs::write(&path, self.config_text()).expect("write proxy configuration");
+        path
+    }
+
+    pub fn start(self) -> Proxy {
+        let path = self.write_config();
         Proxy::start_with(&path, self.json_logs)
     }
 }
