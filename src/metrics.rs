@@ -19,6 +19,9 @@ pub const CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS: &str =
 pub const BYTES_TOTAL: &str = "starttls_proxy_bytes_total";
 /// Extension: sessions that ended on an error, by a reason from a fixed set.
 pub const SESSION_ERRORS_TOTAL: &str = "starttls_proxy_session_errors_total";
+pub const OUTBOUND_DOMAIN_SESSIONS_TOTAL: &str = "starttls_proxy_outbound_domain_sessions_total";
+/// Extension: enforcement failures let through by an unexpired `relax_until`, by policy domain.
+pub const OUTBOUND_RELAXED_TOTAL: &str = "starttls_proxy_outbound_relaxed_total";
 
 const HANDSHAKE_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -76,6 +79,14 @@ fn describe() {
     describe_counter!(
         SESSION_ERRORS_TOTAL,
         "Sessions ended by an error, by reason"
+    );
+    describe_counter!(
+        OUTBOUND_DOMAIN_SESSIONS_TOTAL,
+        "Outbound sessions to MX hosts used for delivery, by policy domain, mode, TLS and verification"
+    );
+    describe_counter!(
+        OUTBOUND_RELAXED_TOTAL,
+        "Enforcement failures let through by relax_until, by policy domain and failure"
     );
 }
 
@@ -161,4 +172,22 @@ impl ListenerMetrics {
 pub fn certificate_expiry(label: &str, not_after: i64) {
     gauge!(CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS, "certificate" => label.to_string())
         .set(not_after as f64);
+}
+
+/// One MX session used for delivery: `domain` is a policy domain entry or `other`.
+pub fn outbound_domain_session(domain: &str, mode: &'static str, tls: bool, verified: bool) {
+    counter!(
+        OUTBOUND_DOMAIN_SESSIONS_TOTAL,
+        "domain" => domain.to_string(),
+        "mode" => mode,
+        "tls" => if tls { "yes" } else { "no" },
+        "verified" => if verified { "yes" } else { "no" }
+    )
+    .increment(1);
+}
+
+/// An enforcement failure let through because the domain's `relax_until` has not passed.
+pub fn outbound_relaxed(domain: &str, reason: &'static str) {
+    counter!(OUTBOUND_RELAXED_TOTAL, "domain" => domain.to_string(), "reason" => reason)
+        .increment(1);
 }

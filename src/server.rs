@@ -4,7 +4,7 @@ use crate::config::{Config, Inbound};
 use crate::inbound::{self, Observer};
 use crate::metrics::{self, ListenerMetrics};
 use crate::smtp::reply;
-use crate::{admin, log};
+use crate::{admin, log, outbound, resolver};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -37,6 +37,15 @@ pub struct Server {
     sessions_done: mpsc::Receiver<()>,
     observer: Option<Observer>,
     admin: Option<(SocketAddr, JoinHandle<()>)>,
+    /// `[[outbound]]` listeners, by configured address.
+    outbound: HashMap<SocketAddr, OutboundListener>,
+}
+
+/// One bound outbound listener.
+struct OutboundListener {
+    local_addr: SocketAddr,
+    context: watch::Sender<outbound::Context>,
+    accept_task: JoinHandle<()>,
 }
 
 /// One bound inbound listener.
@@ -81,6 +90,7 @@ impl Server {
             sessions_done,
             observer,
             admin,
+            outbound: HashMap::new(),
         };
         let config = server.config.clone();
         server.apply(&config).await?;
@@ -93,6 +103,14 @@ impl Server {
     /// Where each inbound listener is bound, by name (tests bind port 0).
     pub fn inbound_addrs(&self) -> HashMap<String, SocketAddr> {
         self.listeners
+            .values()
+            .map(|l| (l.context.borrow().listener.name.clone(), l.local_addr))
+            .collect()
+    }
+
+    /// Where each outbound listener is bound, by name.
+    pub fn outbound_addrs(&self) -> HashMap<String, SocketAddr> {
+        self.outbound
             .values()
             .map(|l| (l.context.borrow().listener.name.clone(), l.local_addr))
             .collect()
@@ -162,6 +180,7 @@ impl Server {
                 }
             }
         }
+        self.apply_outbound(config)?;
         if let Some(tls) = &config.tls {
             if tls.label == "self-signed" {
                 log::warn("self_signed_certificate")
@@ -171,6 +190,70 @@ impl Server {
             }
             if let Some(not_after) = tls.not_after {
                 metrics::certificate_expiry(&tls.label, not_after);
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Server::apply`] for `[[outbound]]`: bind new, retune kept, stop removed.
+    fn apply_outbound(&mut self, config: &Arc<Config>) -> Result<(), ServerError> {
+        let mut fresh = HashMap::new();
+        for entry in &config.outbound {
+            if !self.outbound.contains_key(&entry.listen) {
+                fresh.insert(entry.listen, bind(entry.listen)?);
+            }
+        }
+        let wanted: Vec<SocketAddr> = config.outbound.iter().map(|l| l.listen).collect();
+        self.outbound.retain(|addr, listener| {
+            let keep = wanted.contains(addr);
+            if !keep {
+                listener.accept_task.abort();
+                log::info("stopped_listening").field("addr", addr).emit();
+            }
+            keep
+        });
+        if config.outbound.is_empty() {
+            return Ok(());
+        }
+        let resolver = resolver::build(&config.resolver);
+        for entry in &config.outbound {
+            let metrics = ListenerMetrics::new(&entry.name, "outbound");
+            metrics.register();
+            let context = outbound::Context {
+                config: config.clone(),
+                listener: entry.clone(),
+                metrics,
+                resolver: resolver.clone(),
+                draining: self.draining.subscribe(),
+            };
+            match self.outbound.get(&entry.listen) {
+                Some(listener) => {
+                    listener.context.send_replace(context);
+                }
+                None => {
+                    let Some(socket) = fresh.remove(&entry.listen) else {
+                        continue;
+                    };
+                    let local_addr = socket
+                        .local_addr()
+                        .map_err(|e| ServerError::Bind(entry.listen, e))?;
+                    log::info("listening")
+                        .field("listener", &entry.name)
+                        .field("direction", "outbound")
+                        .field("addr", local_addr)
+                        .emit();
+                    let (tx, rx) = watch::channel(context);
+                    let accept_task =
+                        tokio::spawn(outbound_accept_loop(socket, rx, self.sessions.clone()));
+                    self.outbound.insert(
+                        entry.listen,
+                        OutboundListener {
+                            local_addr,
+                            context: tx,
+                            accept_task,
+                        },
+                    );
+                }
             }
         }
         Ok(())
@@ -194,6 +277,9 @@ impl Server {
         self.draining_flag.store(true, Ordering::Relaxed);
         let _ = self.draining.send(true);
         for listener in self.listeners.values() {
+            listener.accept_task.abort();
+        }
+        for listener in self.outbound.values() {
             listener.accept_task.abort();
         }
         let grace = self.config.shutdown_grace;
@@ -266,6 +352,51 @@ async fn accept_loop(
         };
         tokio::spawn(async move {
             inbound::run(ctx, stream, peer).await;
+            drop(guard);
+        });
+    }
+}
+
+/// [`accept_loop`] for an outbound listener: same limits, outbound sessions.
+async fn outbound_accept_loop(
+    listener: TcpListener,
+    context: watch::Receiver<outbound::Context>,
+    sessions: mpsc::Sender<()>,
+) {
+    let active = Arc::new(AtomicUsize::new(0));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                log::warn("accept_failed").field("error", e).emit();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let ctx = context.borrow().clone();
+        ctx.metrics.connection_opened();
+        if active.load(Ordering::Relaxed) >= ctx.config.limits.max_connections {
+            ctx.metrics.session_error("connection_limit");
+            ctx.metrics.connection_closed();
+            log::warn("connection_limit")
+                .field("listener", &ctx.listener.name)
+                .field("peer", peer)
+                .field("max_connections", ctx.config.limits.max_connections)
+                .emit();
+            tokio::spawn(turn_away(
+                stream,
+                reply::too_many_connections(&ctx.config.hostname).to_bytes(),
+            ));
+            continue;
+        }
+        active.fetch_add(1, Ordering::Relaxed);
+        let guard = SessionGuard {
+            active: active.clone(),
+            metrics: ctx.metrics.clone(),
+            _drain: sessions.clone(),
+        };
+        tokio::spawn(async move {
+            outbound::run(ctx, stream, peer).await;
             drop(guard);
         });
     }

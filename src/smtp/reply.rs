@@ -190,3 +190,131 @@ pub fn shutting_down(hostname: &str) -> Reply {
 pub fn idle_timeout(hostname: &str) -> Reply {
     Reply::new(421, format!("4.4.2 {hostname} Error: timeout exceeded"))
 }
+
+// ---- Outbound: replies the proxy gives the legacy MTA itself (Postfix's wording) ----
+
+/// Our greeting to the legacy MTA in relay mode.
+pub fn outbound_greeting(hostname: &str) -> Reply {
+    Reply::new(220, format!("{hostname} ESMTP starttls-proxy"))
+}
+
+/// Our EHLO reply in relay mode: no PIPELINING/8BITMIME/SIZE promises we cannot check against
+/// a next hop we have not picked yet; no STARTTLS (the MTA cannot use it).
+pub fn outbound_ehlo(hostname: &str) -> Reply {
+    Reply {
+        code: 250,
+        lines: vec![
+            hostname.as_bytes().to_vec(),
+            b"ENHANCEDSTATUSCODES".to_vec(),
+        ],
+    }
+}
+
+pub fn outbound_helo(hostname: &str) -> Reply {
+    Reply::new(250, hostname)
+}
+
+pub fn ok() -> Reply {
+    Reply::new(250, "2.0.0 Ok")
+}
+
+pub fn sender_ok() -> Reply {
+    Reply::new(250, "2.1.0 Ok")
+}
+
+pub fn bye() -> Reply {
+    Reply::new(221, "2.0.0 Bye")
+}
+
+pub fn need_mail() -> Reply {
+    Reply::new(503, "5.5.1 Error: need MAIL command")
+}
+
+pub fn nested_mail() -> Reply {
+    Reply::new(503, "5.5.1 Error: nested MAIL command")
+}
+
+pub fn no_valid_recipients() -> Reply {
+    Reply::new(554, "5.5.1 Error: no valid recipients")
+}
+
+pub fn bad_recipient_syntax() -> Reply {
+    Reply::new(501, "5.1.3 Bad recipient address syntax")
+}
+
+pub fn not_implemented() -> Reply {
+    Reply::new(502, "5.5.1 Error: command not implemented")
+}
+
+pub fn not_recognized() -> Reply {
+    Reply::new(502, "5.5.2 Error: command not recognized")
+}
+
+/// RFC 5321 §3.3: the MTA retries the recipient in a new transaction (which we route apart).
+pub fn routes_elsewhere(domain: &str) -> Reply {
+    Reply::new(
+        452,
+        format!("4.5.3 Error: too many recipients: {domain} routes to another host, send it in a new transaction"),
+    )
+}
+
+/// Encrypt/verify: the MX did not offer STARTTLS.
+pub fn tls_not_offered(domain: &str, host: &str) -> Reply {
+    Reply::new(
+        451,
+        format!("4.7.4 TLS is required, but was not offered by host {host} (domain {domain})"),
+    )
+}
+
+/// Encrypt/verify: the MX answered STARTTLS with an error.
+pub fn starttls_refused(domain: &str, host: &str, reply: &str) -> Reply {
+    Reply::new(
+        451,
+        format!("4.7.4 TLS is required, but host {host} refused to start TLS: {reply} (domain {domain})"),
+    )
+}
+
+/// Encrypt/verify: handshake or certificate failure; `what` says which.
+pub fn tls_failed(domain: &str, host: &str, what: &str) -> Reply {
+    Reply::new(
+        451,
+        format!("4.7.5 TLS is required for domain {domain}, but host {host} failed: {what}"),
+    )
+}
+
+pub fn dns_temporary(domain: &str, why: &str) -> Reply {
+    Reply::new(
+        451,
+        format!("4.4.3 Host or domain name not found. Name service error for name={domain}: {why}, try again"),
+    )
+}
+
+pub fn no_such_domain(domain: &str) -> Reply {
+    Reply::new(
+        550,
+        format!("5.1.2 Host or domain name not found. Name service error for name={domain}: Host not found"),
+    )
+}
+
+/// RFC 7505: the domain publishes a null MX.
+pub fn null_mx(domain: &str) -> Reply {
+    Reply::new(
+        556,
+        format!("5.1.10 Recipient address rejected: Domain {domain} does not accept mail (nullMX)"),
+    )
+}
+
+pub fn no_mx_reachable(domain: &str, why: &str) -> Reply {
+    Reply::new(
+        451,
+        format!("4.4.1 Cannot deliver to {domain}: no MX host reachable ({why})"),
+    )
+}
+
+/// Transparent mode: the intercepted connection was meant for the proxy itself.
+pub fn loop_detected(hostname: &str) -> Reply {
+    Reply::new(
+        554,
+        format!("5.4.6 {hostname} Error: mail loops back to myself"),
+    )
+}

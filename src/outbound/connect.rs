@@ -1,0 +1,335 @@
+//! One connection to an MX host: TCP connect, greeting, EHLO (HELO for hosts that know no
+//! better). The stream type covers both the plaintext and the TLS phase.
+
+use super::Context;
+use crate::smtp::{LineReader, Reply};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+/// The connection to an MX host, before or after STARTTLS.
+pub enum MxStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for MxStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MxStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            MxStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for MxStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            MxStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            MxStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MxStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            MxStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MxStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            MxStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A connected MX host after EHLO.
+pub struct MxConn {
+    pub reader: LineReader<MxStream>,
+    /// `mx1.example[192.0.2.1]`, Postfix's way of naming a host in replies and logs.
+    pub label: String,
+    /// The host name (SNI, `verify`).
+    pub host: String,
+    pub addr: SocketAddr,
+    /// The last EHLO reply (`None`: the host only took HELO).
+    pub ehlo: Option<Reply>,
+}
+
+impl MxConn {
+    pub fn offers(&self, keyword: &str) -> bool {
+        self.ehlo.as_ref().is_some_and(|r| {
+            r.lines.iter().skip(1).any(|line| {
+                let word_end = line.iter().position(|&b| b == b' ').unwrap_or(line.len());
+                line[..word_end].eq_ignore_ascii_case(keyword.as_bytes())
+            })
+        })
+    }
+
+    /// Sends one command line and reads the reply, with the idle timeout.
+    pub async fn command(&mut self, ctx: &Context, line: &[u8]) -> Result<Reply, String> {
+        let mut bytes = line.to_vec();
+        bytes.extend_from_slice(b"\r\n");
+        self.write(ctx, &bytes).await?;
+        self.read_reply(ctx).await
+    }
+
+    pub async fn write(&mut self, ctx: &Context, bytes: &[u8]) -> Result<(), String> {
+        let idle = ctx.config.limits.idle_timeout;
+        match tokio::time::timeout(idle, self.reader.get_mut().write_all(bytes)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("{}: write failed: {e}", self.label)),
+            Err(_) => Err(format!("{}: write timed out", self.label)),
+        }
+    }
+
+    pub async fn read_reply(&mut self, ctx: &Context) -> Result<Reply, String> {
+        let idle = ctx.config.limits.idle_timeout;
+        let max = ctx.config.limits.max_line_length;
+        match tokio::time::timeout(idle, Reply::read(&mut self.reader, max)).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(e)) => Err(format!("{}: {e}", self.label)),
+            Err(_) => Err(format!("{}: no reply within {idle:?}", self.label)),
+        }
+    }
+
+    /// EHLO, or HELO when EHLO is refused as unknown (RFC 5321 §4.1.4, very old MTAs).
+    pub async fn hello(&mut self, ctx: &Context) -> Result<(), String> {
+        let ehlo = format!("EHLO {}", ctx.config.hostname);
+        let reply = self.command(ctx, ehlo.as_bytes()).await?;
+        if reply.code == 250 {
+            self.ehlo = Some(reply);
+            return Ok(());
+        }
+        if matches!(reply.code, 500 | 502) {
+            let helo = format!("HELO {}", ctx.config.hostname);
+            let reply = self.command(ctx, helo.as_bytes()).await?;
+            if reply.code == 250 {
+                self.ehlo = None;
+                return Ok(());
+            }
+            return Err(format!("{} refused HELO: {}", self.label, summary(&reply)));
+        }
+        Err(format!("{} refused EHLO: {}", self.label, summary(&reply)))
+    }
+
+    /// QUIT, politely and briefly; errors do not matter any more.
+    pub async fn quit(mut self, ctx: &Context) {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            let _ = self.command(ctx, b"QUIT").await;
+            let _ = self.reader.get_mut().shutdown().await;
+        })
+        .await;
+    }
+}
+
+/// `250 text` on one line, for replies quoted inside ours.
+pub fn summary(reply: &Reply) -> String {
+    format!("{} {}", reply.code, reply.first_text())
+}
+
+/// Connects to `addr`, reads the greeting and says EHLO.
+pub async fn open(ctx: &Context, host: &str, addr: SocketAddr) -> Result<MxConn, String> {
+    let label = format!("{host}[{}]", addr.ip());
+    let timeout = ctx.config.limits.connect_timeout;
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(format!("connect to {label}:{}: {e}", addr.port())),
+        Err(_) => {
+            return Err(format!(
+                "connect to {label}:{}: timed out after {timeout:?}",
+                addr.port()
+            ))
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let mut conn = MxConn {
+        reader: LineReader::new(MxStream::Plain(stream)),
+        label,
+        host: host.to_string(),
+        addr,
+        ehlo: None,
+    };
+    let greeting = conn.read_reply(ctx).await?;
+    if greeting.code != 220 {
+        return Err(format!(
+            "{} greeted with {}",
+            conn.label,
+            summary(&greeting)
+        ));
+    }
+    conn.hello(ctx).await?;
+    Ok(conn)
+}
+
+/// An MX session ready for MAIL: TLS as policy demands, or plaintext where it allows.
+pub struct Mx {
+    pub conn: MxConn,
+    /// Route key and policy entry: a later transaction with the same key may reuse the session.
+    pub key: String,
+    pub facts: Option<crate::session::TlsFacts>,
+    /// The failure a relaxation let through, if any.
+    pub relaxed: Option<crate::policy::TlsFailure>,
+}
+
+/// A refusal for the MTA, with its reason label.
+pub type Refusal = (Reply, &'static str);
+
+/// Tries the route's hosts and addresses in order until one gives a session the domain's policy
+/// accepts. Nothing of the envelope is sent here: a refusal leaves no trace at the MX but EHLO.
+pub async fn establish(
+    ctx: &Context,
+    route: &super::route::Route,
+    applied: &crate::policy::Applied,
+    domain: &str,
+    key: String,
+    id: &str,
+) -> Result<Mx, Refusal> {
+    use crate::policy::{decide, Decision, Mode};
+    let mut refusal: Option<Refusal> = None;
+    let mut last_error = String::from("no address to try");
+    for host in &route.hosts {
+        for ip in &host.addrs {
+            let addr = SocketAddr::new(*ip, route.port);
+            let conn = match open(ctx, &host.name, addr).await {
+                Ok(c) => c,
+                Err(e) => {
+                    crate::log::warn("mx_unreachable")
+                        .field("id", id)
+                        .field("domain", domain)
+                        .field("error", &e)
+                        .emit();
+                    last_error = e;
+                    continue;
+                }
+            };
+            if applied.mode == Mode::None {
+                return Ok(Mx {
+                    conn,
+                    key,
+                    facts: None,
+                    relaxed: None,
+                });
+            }
+            let label = conn.label.clone();
+            let attempt = super::starttls::attempt(ctx, conn, applied, id).await;
+            match decide(applied.mode, applied.relaxed, &attempt.offer) {
+                Decision::Proceed { relaxed } => {
+                    note_relaxed(ctx, applied, domain, &label, relaxed.as_ref(), id);
+                    match attempt.conn {
+                        Some(conn) => {
+                            return Ok(Mx {
+                                conn,
+                                key,
+                                facts: attempt.facts,
+                                relaxed,
+                            })
+                        }
+                        None => last_error = format!("{label}: connection lost"),
+                    }
+                }
+                Decision::RetryPlain { relaxed } => {
+                    note_relaxed(ctx, applied, domain, &label, relaxed.as_ref(), id);
+                    crate::log::warn("tls_fallback_plaintext")
+                        .field("id", id)
+                        .field("domain", domain)
+                        .field("mx", &label)
+                        .field("detail", format!("{:?}", attempt.offer))
+                        .emit();
+                    match open(ctx, &host.name, addr).await {
+                        Ok(conn) => {
+                            return Ok(Mx {
+                                conn,
+                                key,
+                                facts: None,
+                                relaxed,
+                            })
+                        }
+                        Err(e) => last_error = e,
+                    }
+                }
+                Decision::Refuse(failure) => {
+                    ctx.metrics.policy_rejection(failure.reason());
+                    let reply = refusal_reply(&failure, domain, &label);
+                    crate::log::warn("policy_refused")
+                        .field("id", id)
+                        .field("listener", &ctx.listener.name)
+                        .field("domain", domain)
+                        .field("policy", applied.mode)
+                        .field("mx", &label)
+                        .field("reason", failure.reason())
+                        .field("reply", summary(&reply))
+                        .emit();
+                    if let Some(conn) = attempt.conn {
+                        conn.quit(ctx).await;
+                    }
+                    refusal = Some((reply, failure.reason()));
+                }
+            }
+        }
+    }
+    Err(refusal.unwrap_or_else(|| {
+        (
+            crate::smtp::reply::no_mx_reachable(domain, &last_error),
+            "mx_unreachable",
+        )
+    }))
+}
+
+fn refusal_reply(failure: &crate::policy::TlsFailure, domain: &str, label: &str) -> Reply {
+    use crate::policy::TlsFailure as F;
+    use crate::smtp::reply;
+    match failure {
+        F::NotOffered => reply::tls_not_offered(domain, label),
+        F::Refused(r) => reply::starttls_refused(domain, label, r),
+        F::Injected => reply::tls_failed(
+            domain,
+            label,
+            "response injection (data after its 220 to STARTTLS)",
+        ),
+        F::Handshake(e) => reply::tls_failed(domain, label, &format!("Cannot start TLS: {e}")),
+        F::Certificate(v) => reply::tls_failed(
+            domain,
+            label,
+            &format!("Server certificate not verified: {}", v.describe()),
+        ),
+    }
+}
+
+fn note_relaxed(
+    ctx: &Context,
+    applied: &crate::policy::Applied,
+    domain: &str,
+    label: &str,
+    relaxed: Option<&crate::policy::TlsFailure>,
+    id: &str,
+) {
+    let Some(failure) = relaxed else { return };
+    crate::metrics::outbound_relaxed(&applied.label, failure.reason());
+    crate::log::warn("policy_relaxed")
+        .field("id", id)
+        .field("listener", &ctx.listener.name)
+        .field("domain", domain)
+        .field("policy", applied.mode)
+        .field("mx", label)
+        .field("reason", failure.reason())
+        .field(
+            "relax_until",
+            applied
+                .relax_until
+                .map_or("-".to_string(), crate::log::format_unix),
+        )
+        .emit();
+}

@@ -1,0 +1,368 @@
+//! The MTA dialogue in relay mode. The proxy answers EHLO and MAIL itself, opens (or reuses) an
+//! MX session at the first RCPT of a transaction, and from then on relays the MX's own replies:
+//! the `250` after DATA is always the MX's (invariant 1).
+
+use super::connect::{self, Mx};
+use super::{route, Context, OutboundError};
+use crate::log;
+use crate::session::SessionRecord;
+use crate::smtp::data::{EndOfData, Scan};
+use crate::smtp::{reply, Command, LineError, LineReader, Reply};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+pub struct Dialogue<'a> {
+    ctx: &'a Context,
+    /// The MX session, kept between transactions for reuse.
+    mx: Option<Mx>,
+    /// The MTA's MAIL FROM line, replayed at the MX at the first RCPT.
+    mail: Option<Vec<u8>>,
+    /// Route key of the MX session carrying this transaction (MAIL was accepted there).
+    txn_key: Option<String>,
+    accepted: usize,
+    errors: u32,
+    draining: tokio::sync::watch::Receiver<bool>,
+}
+
+impl<'a> Dialogue<'a> {
+    pub fn new(ctx: &'a Context) -> Self {
+        Self {
+            ctx,
+            mx: None,
+            mail: None,
+            txn_key: None,
+            accepted: 0,
+            errors: 0,
+            draining: ctx.draining.clone(),
+        }
+    }
+
+    pub async fn run(
+        &mut self,
+        mta: &mut LineReader<TcpStream>,
+        record: &mut SessionRecord,
+    ) -> Result<(), OutboundError> {
+        let hostname = self.ctx.config.hostname.clone();
+        self.send(mta, &reply::outbound_greeting(&hostname), record)
+            .await?;
+        loop {
+            let line = self.next_command(mta, record).await?;
+            record.bytes_from_peer += line.len() as u64 + 2;
+            let answer = match Command::parse(&line) {
+                Command::Ehlo => {
+                    self.reset().await;
+                    reply::outbound_ehlo(&hostname)
+                }
+                Command::Helo => {
+                    self.reset().await;
+                    reply::outbound_helo(&hostname)
+                }
+                Command::Mail { .. } if self.mail.is_some() => reply::nested_mail(),
+                Command::Mail { .. } => {
+                    self.mail = Some(line);
+                    reply::sender_ok()
+                }
+                Command::Rcpt { domain } => self.rcpt(&line, domain, record).await?,
+                Command::Data if self.mail.is_none() => reply::need_mail(),
+                Command::Data if self.accepted == 0 => reply::no_valid_recipients(),
+                Command::Data => {
+                    self.data(mta, record).await?;
+                    continue;
+                }
+                Command::Rset => {
+                    self.reset().await;
+                    reply::ok()
+                }
+                Command::Noop => reply::ok(),
+                Command::Quit => {
+                    self.send(mta, &reply::bye(), record).await?;
+                    return Ok(());
+                }
+                // Not offered in our EHLO reply: STARTTLS (the MTA's leg is local), BDAT.
+                Command::StartTls { .. } | Command::Bdat { .. } => reply::not_implemented(),
+                Command::Other => reply::not_recognized(),
+            };
+            self.send(mta, &answer, record).await?;
+        }
+    }
+
+    /// A RCPT: route and policy for its domain, the MX session, MAIL replayed, RCPT relayed.
+    async fn rcpt(
+        &mut self,
+        line: &[u8],
+        domain: Option<String>,
+        record: &mut SessionRecord,
+    ) -> Result<Reply, OutboundError> {
+        let ctx = self.ctx;
+        let Some(mail) = self.mail.clone() else {
+            return Ok(reply::need_mail());
+        };
+        let Some(domain) = domain else {
+            return Ok(reply::bad_recipient_syntax());
+        };
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let applied = ctx.config.outbound_policy.lookup(&domain, now);
+        let route = match route::route(ctx, &domain).await {
+            Ok(r) => r,
+            Err(e) => {
+                log::warn("route_failed")
+                    .field("id", &record.id)
+                    .field("listener", &ctx.listener.name)
+                    .field("domain", &domain)
+                    .field("reason", e.reason())
+                    .field("error", &e)
+                    .emit();
+                record.domain = Some(domain.clone());
+                return Ok(e.reply(&domain));
+            }
+        };
+        let key = format!(
+            "{} policy {}",
+            route.key,
+            applied
+                .entry
+                .map_or_else(|| "default".to_string(), |i| i.to_string())
+        );
+        match &self.txn_key {
+            Some(k) if *k != key => return Ok(reply::routes_elsewhere(&domain)),
+            Some(_) => {}
+            None => {
+                if let Some(refusal) = self
+                    .start_transaction(&route, &applied, &domain, &key, &mail, record)
+                    .await?
+                {
+                    return Ok(refusal);
+                }
+            }
+        }
+        let Some(mx) = self.mx.as_mut() else {
+            return Err(OutboundError::MxLost("no MX session".into()));
+        };
+        let reply = mx
+            .conn
+            .command(ctx, line)
+            .await
+            .map_err(OutboundError::MxLost)?;
+        if reply.is_positive() {
+            self.accepted += 1;
+        }
+        Ok(reply)
+    }
+
+    /// Opens or reuses the MX session for `key` and replays MAIL there. `Some(reply)`: the RCPT
+    /// is answered with it (policy or routing refusal, or the MX refused MAIL).
+    async fn start_transaction(
+        &mut self,
+        route: &route::Route,
+        applied: &crate::policy::Applied,
+        domain: &str,
+        key: &str,
+        mail: &[u8],
+        record: &mut SessionRecord,
+    ) -> Result<Option<Reply>, OutboundError> {
+        let ctx = self.ctx;
+        record.domain = Some(domain.to_string());
+        record.policy = applied.mode.as_str();
+        if self.mx.as_ref().is_some_and(|m| m.key != key) {
+            if let Some(old) = self.mx.take() {
+                old.conn.quit(ctx).await;
+            }
+        }
+        // A kept session may have been closed by the MX meanwhile: one fresh try then.
+        for fresh_try in [false, true] {
+            let reused = self.mx.is_some();
+            if !reused {
+                let mx = match connect::establish(
+                    ctx,
+                    route,
+                    applied,
+                    domain,
+                    key.to_string(),
+                    &record.id,
+                )
+                .await
+                {
+                    Ok(mx) => mx,
+                    Err((reply, _reason)) => return Ok(Some(reply)),
+                };
+                let verified = mx.facts.as_ref().is_some_and(|f| f.verdict == "verified");
+                crate::metrics::outbound_domain_session(
+                    &applied.label,
+                    applied.mode.as_str(),
+                    mx.facts.is_some(),
+                    verified,
+                );
+                log::info("mx_session")
+                    .field("id", &record.id)
+                    .field("listener", &ctx.listener.name)
+                    .field("domain", domain)
+                    .field("policy", applied.mode)
+                    .field("mx", &mx.conn.label)
+                    .field("tls", if mx.facts.is_some() { "yes" } else { "no" })
+                    .field("version", mx.facts.as_ref().map_or("-", |f| f.version))
+                    .field("cipher", mx.facts.as_ref().map_or("-", |f| f.cipher))
+                    .field("verdict", mx.facts.as_ref().map_or("-", |f| f.verdict))
+                    .field("relaxed", mx.relaxed.as_ref().map_or("no", |f| f.reason()))
+                    .emit();
+                record.next_hop = mx.conn.addr;
+                record.tls.clone_from(&mx.facts);
+                self.mx = Some(mx);
+            }
+            let Some(mx) = self.mx.as_mut() else {
+                continue;
+            };
+            match mx.conn.command(ctx, mail).await {
+                Ok(reply) if reply.is_positive() => {
+                    self.txn_key = Some(key.to_string());
+                    return Ok(None);
+                }
+                Ok(reply) => {
+                    // The MX refused the sender: its reply answers this RCPT; the MTA decides.
+                    let _ = mx.conn.command(ctx, b"RSET").await;
+                    return Ok(Some(reply));
+                }
+                Err(e) if reused && !fresh_try => {
+                    log::info("mx_session_closed")
+                        .field("id", &record.id)
+                        .field("detail", &e)
+                        .emit();
+                    self.mx = None;
+                }
+                Err(e) => return Err(OutboundError::MxLost(e)),
+            }
+        }
+        Err(OutboundError::MxLost("MX session closed twice".into()))
+    }
+
+    /// DATA: the MX's 354, the body up to CRLF.CRLF, the MX's final reply.
+    async fn data(
+        &mut self,
+        mta: &mut LineReader<TcpStream>,
+        record: &mut SessionRecord,
+    ) -> Result<(), OutboundError> {
+        let ctx = self.ctx;
+        let Some(mx) = self.mx.as_mut() else {
+            return Err(OutboundError::MxLost("no MX session".into()));
+        };
+        let reply = mx
+            .conn
+            .command(ctx, b"DATA")
+            .await
+            .map_err(OutboundError::MxLost)?;
+        self.send(mta, &reply, record).await?;
+        if reply.code != 354 {
+            self.reset().await;
+            return Ok(());
+        }
+        let Some(mx) = self.mx.as_mut() else {
+            return Err(OutboundError::MxLost("no MX session".into()));
+        };
+        let mut scanner = EndOfData::default();
+        let idle = ctx.config.limits.idle_timeout;
+        loop {
+            let chunk = match tokio::time::timeout(idle, mta.fill_buf()).await {
+                Err(_) => return Err(OutboundError::MtaIdle(idle)),
+                Ok(Ok(chunk)) => chunk,
+                Ok(Err(LineError::Io(e))) => return Err(OutboundError::MtaIo(e)),
+                Ok(Err(_)) => return Err(OutboundError::MtaClosed),
+            };
+            match scanner.scan(chunk) {
+                Scan::Body => {
+                    let n = chunk.len();
+                    mx.conn
+                        .write(ctx, chunk)
+                        .await
+                        .map_err(OutboundError::MxLost)?;
+                    mta.consume(n);
+                    record.bytes_from_peer += n as u64;
+                }
+                Scan::End(n) => {
+                    mx.conn
+                        .write(ctx, &chunk[..n])
+                        .await
+                        .map_err(OutboundError::MxLost)?;
+                    mta.consume(n);
+                    record.bytes_from_peer += n as u64;
+                    break;
+                }
+                // The MX holds a partial message without terminator: closing makes it drop it.
+                Scan::BareLf(_) => {
+                    self.mx = None;
+                    return Err(OutboundError::BareLf);
+                }
+            }
+        }
+        let last = mx
+            .conn
+            .read_reply(ctx)
+            .await
+            .map_err(OutboundError::MxLost)?;
+        self.mail = None;
+        self.txn_key = None;
+        self.accepted = 0;
+        self.send(mta, &last, record).await
+    }
+
+    /// Ends the transaction here and at the MX (RSET there if MAIL went out).
+    async fn reset(&mut self) {
+        if self.txn_key.take().is_some() {
+            if let Some(mx) = self.mx.as_mut() {
+                if mx.conn.command(self.ctx, b"RSET").await.is_err() {
+                    self.mx = None;
+                }
+            }
+        }
+        self.mail = None;
+        self.accepted = 0;
+    }
+
+    /// QUITs the MX session, if any.
+    pub async fn close(&mut self, _record: &mut SessionRecord) {
+        if let Some(mx) = self.mx.take() {
+            mx.conn.quit(self.ctx).await;
+        }
+    }
+
+    async fn send(
+        &self,
+        mta: &mut LineReader<TcpStream>,
+        reply: &Reply,
+        record: &mut SessionRecord,
+    ) -> Result<(), OutboundError> {
+        let bytes = reply.to_bytes();
+        record.bytes_to_peer += bytes.len() as u64;
+        mta.get_mut()
+            .write_all(&bytes)
+            .await
+            .map_err(OutboundError::MtaIo)
+    }
+
+    async fn next_command(
+        &mut self,
+        mta: &mut LineReader<TcpStream>,
+        record: &mut SessionRecord,
+    ) -> Result<Vec<u8>, OutboundError> {
+        let limits = &self.ctx.config.limits;
+        loop {
+            let read =
+                tokio::time::timeout(limits.idle_timeout, mta.read_line(limits.max_line_length));
+            let result = tokio::select! {
+                r = read => r,
+                _ = self.draining.wait_for(|d| *d) => return Err(OutboundError::Draining),
+            };
+            match result {
+                Err(_) => return Err(OutboundError::MtaIdle(limits.idle_timeout)),
+                Ok(Ok(line)) => return Ok(line),
+                Ok(Err(LineError::TooLong(_))) => {
+                    self.errors += 1;
+                    if self.errors >= limits.max_errors {
+                        return Err(OutboundError::TooManyErrors);
+                    }
+                    self.send(mta, &reply::line_too_long(), record).await?;
+                }
+                Ok(Err(LineError::Eof)) => return Err(OutboundError::MtaClosed),
+                Ok(Err(LineError::Io(e))) => return Err(OutboundError::MtaIo(e)),
+            }
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! One outbound session: legacy MTA → proxy (plaintext) → MX host (STARTTLS originated here).
+//!
+//! Phases, in the order bytes flow (relay mode):
+//! greet the MTA ourselves → EHLO → MAIL FROM (kept) → first RCPT: `route` the domain, look up
+//! its policy, `connect` to the MX hosts in order, `starttls` and verify, then replay MAIL and
+//! relay RCPT replies → DATA body relayed with the end-of-data scanner, the MX's final reply
+//! passed through → next transaction (the MX session is reused when the route is the same).
+//! `envelope` holds the MTA dialogue; nothing of the envelope leaves before the policy allows.
+
+mod connect;
+mod envelope;
+pub mod route;
+mod starttls;
+
+use crate::config::{Config, Outbound};
+use crate::metrics::ListenerMetrics;
+use crate::resolver::Resolve;
+use crate::session::SessionRecord;
+use crate::smtp::{reply, LineReader, Reply};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// What a session needs from the listener that accepted it (a snapshot: reloads do not change
+/// a session halfway).
+#[derive(Clone)]
+pub struct Context {
+    pub config: Arc<Config>,
+    pub listener: Arc<Outbound>,
+    pub metrics: ListenerMetrics,
+    pub resolver: Arc<dyn Resolve>,
+    pub draining: watch::Receiver<bool>,
+}
+
+/// Why a session ended early. Variants say who failed: the MTA, the MX, or us.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboundError {
+    #[error("MTA closed the connection")]
+    MtaClosed,
+    #[error("MTA connection failed: {0}")]
+    MtaIo(io::Error),
+    #[error("MTA sent nothing for {0:?}")]
+    MtaIdle(Duration),
+    #[error("MTA made too many protocol errors")]
+    TooManyErrors,
+    #[error("bare LF in a message body")]
+    BareLf,
+    #[error("MX connection lost: {0}")]
+    MxLost(String),
+    #[error("proxy is shutting down")]
+    Draining,
+}
+
+impl OutboundError {
+    /// Label for `starttls_proxy_session_errors_total` and the log's `outcome`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::MtaClosed => "client_closed",
+            Self::MtaIo(_) => "client_error",
+            Self::MtaIdle(_) => "idle_timeout",
+            Self::TooManyErrors => "too_many_errors",
+            Self::BareLf => "bare_lf",
+            Self::MxLost(_) => "mx_lost",
+            Self::Draining => "shutdown",
+        }
+    }
+
+    /// The reply the MTA gets before we close; `None` where it cannot read one.
+    fn reply(&self, hostname: &str) -> Option<Reply> {
+        match self {
+            Self::MtaClosed | Self::MtaIo(_) => None,
+            Self::MtaIdle(_) => Some(reply::idle_timeout(hostname)),
+            Self::TooManyErrors => Some(reply::too_many_errors(hostname)),
+            Self::BareLf => Some(reply::bare_lf(hostname)),
+            // The MTA never saw a 250 for what the MX did not accept: it keeps its copy.
+            Self::MxLost(_) => Some(reply::backend_lost(hostname)),
+            Self::Draining => Some(reply::shutting_down(hostname)),
+        }
+    }
+}
+
+/// Runs one session to its end and records it.
+pub async fn run(ctx: Context, mta: TcpStream, peer: SocketAddr) {
+    let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+    let mut record = SessionRecord::new(&ctx.listener.name, "outbound", peer, unspecified);
+    let _ = mta.set_nodelay(true);
+    let mut mta = LineReader::new(mta);
+    let mut dialogue = envelope::Dialogue::new(&ctx);
+    let result = dialogue.run(&mut mta, &mut record).await;
+    let tls = record.tls.is_some();
+    if let Err(e) = &result {
+        record.outcome = e.reason();
+        record.detail = Some(e.to_string());
+        if !matches!(e, OutboundError::MtaClosed) {
+            ctx.metrics.session_error(e.reason());
+        }
+        if let Some(reply) = e.reply(&ctx.config.hostname) {
+            let stream = mta.get_mut();
+            let _ = stream.write_all(&reply.to_bytes()).await;
+        }
+    }
+    dialogue.close(&mut record).await;
+    let _ = mta.get_mut().shutdown().await;
+    ctx.metrics
+        .session_ended(tls, record.bytes_from_peer + record.bytes_to_peer);
+    record.emit();
+}

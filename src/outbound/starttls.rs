@@ -1,0 +1,137 @@
+//! STARTTLS towards an MX host, with the client side's hygiene: bytes the host sends after its
+//! `220` and before the handshake abort the attempt (response injection, CVE-2011-0411 class),
+//! SNI is the MX host name, and the certificate's verdict is recorded for the policy.
+
+use super::connect::{summary, MxConn, MxStream};
+use super::Context;
+use crate::log;
+use crate::policy::{Applied, Offer};
+use crate::session::TlsFacts;
+use crate::smtp::LineReader;
+use crate::tls;
+use rustls::pki_types::ServerName;
+use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
+
+/// What one attempt came to: the offer for the policy verdict, the connection if it is still
+/// usable (TLS up, or plaintext after STARTTLS was not offered or refused), and the TLS facts.
+pub struct Attempt {
+    pub offer: Offer,
+    pub conn: Option<MxConn>,
+    pub facts: Option<TlsFacts>,
+}
+
+impl Attempt {
+    fn failed(offer: Offer) -> Attempt {
+        Attempt {
+            offer,
+            conn: None,
+            facts: None,
+        }
+    }
+}
+
+pub async fn attempt(ctx: &Context, mut conn: MxConn, applied: &Applied, id: &str) -> Attempt {
+    if !conn.offers("STARTTLS") {
+        return Attempt {
+            offer: Offer::NotOffered,
+            conn: Some(conn),
+            facts: None,
+        };
+    }
+    let reply = match conn.command(ctx, b"STARTTLS").await {
+        Ok(r) => r,
+        Err(e) => return Attempt::failed(Offer::HandshakeFailed(e)),
+    };
+    if reply.code != 220 {
+        return Attempt {
+            offer: Offer::Refused(summary(&reply)),
+            conn: Some(conn),
+            facts: None,
+        };
+    }
+    let started = Instant::now();
+    if !conn.reader.buffered().is_empty() {
+        log::warn("response_injection")
+            .field("id", id)
+            .field("listener", &ctx.listener.name)
+            .field("mx", &conn.label)
+            .field("injected_bytes", conn.reader.buffered().len())
+            .emit();
+        ctx.metrics
+            .handshake_failed("response_injection", started.elapsed());
+        return Attempt::failed(Offer::Injected);
+    }
+    let MxConn {
+        reader,
+        label,
+        host,
+        addr,
+        ..
+    } = conn;
+    let (MxStream::Plain(tcp), _) = reader.into_parts() else {
+        return Attempt::failed(Offer::HandshakeFailed("TLS already active".into()));
+    };
+    let server_name = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ServerName::IpAddress(ip.into()),
+        Err(_) => match ServerName::try_from(host.clone()) {
+            Ok(name) => name,
+            Err(e) => {
+                return Attempt::failed(Offer::HandshakeFailed(format!(
+                    "{host} is not usable as a TLS server name: {e}"
+                )))
+            }
+        },
+    };
+    let (config, verifier) =
+        tls::client_config(applied.trust_anchors.clone(), applied.match_names.clone());
+    let timeout = ctx.config.limits.handshake_timeout;
+    let connected = tokio::time::timeout(
+        timeout,
+        TlsConnector::from(config).connect(server_name, tcp),
+    )
+    .await;
+    let stream = match connected {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            let reason = tls::client_handshake_failure_reason(&e);
+            ctx.metrics.handshake_failed(reason, started.elapsed());
+            return Attempt::failed(Offer::HandshakeFailed(format!("handshake failure: {e}")));
+        }
+        Err(_) => {
+            ctx.metrics.handshake_failed("timeout", started.elapsed());
+            return Attempt::failed(Offer::HandshakeFailed(format!(
+                "no handshake within {timeout:?}"
+            )));
+        }
+    };
+    let connection = stream.get_ref().1;
+    let verdict = verifier.verdict().unwrap_or(tls::CertVerdict::Invalid);
+    let facts = TlsFacts {
+        version: tls::version_name(connection.protocol_version()),
+        cipher: tls::cipher_name(connection.negotiated_cipher_suite().map(|s| s.suite())),
+        sni: host
+            .parse::<std::net::IpAddr>()
+            .is_err()
+            .then(|| host.clone()),
+        verdict: verdict.as_str(),
+    };
+    ctx.metrics
+        .handshake_ok(facts.version, facts.cipher, started.elapsed());
+    let mut conn = MxConn {
+        reader: LineReader::new(MxStream::Tls(Box::new(stream))),
+        label,
+        host,
+        addr,
+        ehlo: None,
+    };
+    // RFC 3207 §4.2: forget what was learnt before TLS and ask again.
+    if let Err(e) = conn.hello(ctx).await {
+        return Attempt::failed(Offer::HandshakeFailed(format!("EHLO after STARTTLS: {e}")));
+    }
+    Attempt {
+        offer: Offer::Tls(verdict),
+        conn: Some(conn),
+        facts: Some(facts),
+    }
+}
