@@ -74,10 +74,7 @@ fn repeated_overlong_lines_end_the_session_with_421() {
     let long = format!("HELP {}\r\n", "z".repeat(4000));
     let _ = client.try_send(long.repeat(5).as_bytes());
     let replies = client.expect_closed();
-    assert!(
-        replies.len() >= 2,
-        "expected 500s then a 421: {replies:?}"
-    );
+    assert!(replies.len() >= 2, "expected 500s then a 421: {replies:?}");
     for r in &replies[..replies.len() - 1] {
         r.assert(500, "5.5.2");
     }
@@ -150,7 +147,11 @@ fn binary_garbage_and_nul_bytes_do_not_break_the_proxy() {
     client.cmd("EHLO client.test");
     client.starttls(&ca.path, "mx.test");
     assert_eq!(client.cmd("EHLO client.test").code, 250);
-    assert!(!proxy.log_text().contains("panicked"), "{}", proxy.log_text());
+    assert!(
+        !proxy.log_text().contains("panicked"),
+        "{}",
+        proxy.log_text()
+    );
 }
 
 #[test]
@@ -227,7 +228,9 @@ fn silent_client_in_spliced_transaction_is_closed_after_idle_timeout() {
     client.cmd("EHLO client.test");
     client.starttls(&ca.path, "mx.test");
     client.cmd("EHLO client.test");
-    client.cmd("MAIL FROM:<a@partner.example>").assert(250, "2.1.0");
+    client
+        .cmd("MAIL FROM:<a@partner.example>")
+        .assert(250, "2.1.0");
     client.cmd("RCPT TO:<u@example.org>").assert(250, "2.1.5");
     assert_eq!(client.cmd("DATA").code, 354);
     client.send(b"Subject: stalled\r\n\r\nhalf a mess");
@@ -319,7 +322,9 @@ fn backend_killed_during_data_never_yields_250() {
     client.cmd("EHLO client.test");
     client.starttls(&ca.path, "mx.test");
     client.cmd("EHLO client.test");
-    client.cmd("MAIL FROM:<a@partner.example>").assert(250, "2.1.0");
+    client
+        .cmd("MAIL FROM:<a@partner.example>")
+        .assert(250, "2.1.0");
     client.cmd("RCPT TO:<u@example.org>").assert(250, "2.1.5");
     assert_eq!(client.cmd("DATA").code, 354);
     client.send(b"Subject: doomed\r\n\r\nfirst half\r\n");
@@ -345,7 +350,9 @@ fn backend_killed_during_data_in_inspected_plaintext_session_gets_4xx() {
         .start();
     let (mut client, _) = SmtpClient::greeted(proxy.addr());
     client.cmd("EHLO client.test");
-    client.cmd("MAIL FROM:<a@partner.example>").assert(250, "2.1.0");
+    client
+        .cmd("MAIL FROM:<a@partner.example>")
+        .assert(250, "2.1.0");
     client.cmd("RCPT TO:<u@example.org>").assert(250, "2.1.5");
     assert_eq!(client.cmd("DATA").code, 354);
     client.send(b"Subject: doomed\r\n\r\nfirst half\r\n");
@@ -369,7 +376,9 @@ fn postfix_smtpd_killed_during_data_never_yields_250() {
     client.cmd("EHLO client.test");
     client.starttls(&ca.path, "mx.test");
     client.cmd("EHLO client.test");
-    client.cmd("MAIL FROM:<a@partner.example>").assert(250, "2.1.0");
+    client
+        .cmd("MAIL FROM:<a@partner.example>")
+        .assert(250, "2.1.0");
     client
         .cmd(&format!("RCPT TO:<u@{MAIL_DOMAIN}>"))
         .assert(250, "2.1.5");
@@ -406,7 +415,9 @@ fn backend_hanging_up_at_end_of_data_never_yields_250() {
             client.starttls(&ca.path, "mx.test");
             client.cmd("EHLO client.test");
         }
-        client.cmd("MAIL FROM:<a@partner.example>").assert(250, "2.1.0");
+        client
+            .cmd("MAIL FROM:<a@partner.example>")
+            .assert(250, "2.1.0");
         client.cmd("RCPT TO:<u@example.org>").assert(250, "2.1.5");
         assert_eq!(client.cmd("DATA").code, 354);
         client.send(b"Subject: x\r\n\r\nbody\r\n.\r\n");

@@ -79,7 +79,11 @@ fn require_tls_refuses_rcpt_too_and_never_forwards_them() {
     client.starttls(&ca.path, "mx.test");
     client.cmd("EHLO client.test");
     let reply = client
-        .send_mail("a@partner.example", "u@example.org", "Subject: x\r\n\r\ny\r\n")
+        .send_mail(
+            "a@partner.example",
+            "u@example.org",
+            "Subject: x\r\n\r\ny\r\n",
+        )
         .expect("final reply");
     reply.assert(250, "2.0.0");
     client.cmd("QUIT").assert(221, "2.0.0");
@@ -88,7 +92,10 @@ fn require_tls_refuses_rcpt_too_and_never_forwards_them() {
     proxy.wait_sessions(1);
     let lines = backend.lines();
     let mails = lines.iter().filter(|l| l.starts_with("MAIL")).count();
-    assert_eq!(mails, 1, "only the MAIL inside TLS may reach the MTA: {lines:?}");
+    assert_eq!(
+        mails, 1,
+        "only the MAIL inside TLS may reach the MTA: {lines:?}"
+    );
     assert_eq!(rejections(&proxy, "require_tls"), 2.0);
 }
 
@@ -142,12 +149,20 @@ fn listed_sender_domain_is_refused_with_450_in_plaintext() {
     assert_eq!(other.code, 0, "{}", other.all());
     let tls = swaks(
         proxy.addr(),
-        &["--tls", "--from", "teller@bank.example", "--to", "u@example.org"],
+        &[
+            "--tls",
+            "--from",
+            "teller@bank.example",
+            "--to",
+            "u@example.org",
+        ],
     );
     assert_eq!(tls.code, 0, "{}", tls.all());
     let m = sink.wait_messages(2);
     assert_eq!(m.len(), 2, "{m:?}");
-    assert!(m.iter().any(|x| x.contains("X-Mail-Args: <teller@bank.example>")));
+    assert!(m
+        .iter()
+        .any(|x| x.contains("X-Mail-Args: <teller@bank.example>")));
     assert!(!m.iter().any(|x| x.contains("tax.gov.example")));
 }
 
@@ -198,7 +213,9 @@ fn listed_recipient_among_others_is_refused_alone() {
     proxy.wait_sessions(1);
     let lines = backend.lines();
     assert!(
-        !lines.iter().any(|l| l.to_ascii_lowercase().contains("bank.example")),
+        !lines
+            .iter()
+            .any(|l| l.to_ascii_lowercase().contains("bank.example")),
         "a refused RCPT reached the MTA: {lines:?}"
     );
 }

@@ -41,7 +41,11 @@ fn tls13_and_tls12_are_accepted_by_default_with_iana_cipher_labels() {
     let v13 = s_client(&proxy, &ca, &["-tls1_3"]);
     let (p, c) = s_client_session(&v13).unwrap_or_else(|| panic!("{}", v13.all()));
     assert_eq!(p, "TLSv1.3");
-    assert!(v13.stdout.contains("Verify return code: 0 (ok)"), "{}", v13.all());
+    assert!(
+        v13.stdout.contains("Verify return code: 0 (ok)"),
+        "{}",
+        v13.all()
+    );
 
     let v12 = s_client(&proxy, &ca, &["-tls1_2"]);
     let (p12, c12) = s_client_session(&v12).unwrap_or_else(|| panic!("{}", v12.all()));
@@ -96,8 +100,16 @@ fn tls11_is_refused_and_counted() {
     );
     proxy.wait_sessions(1);
     let metrics = proxy.metrics();
-    assert_eq!(metric_sum(&metrics, FAILURES, &labels(&[])), 1.0, "{metrics}");
-    assert_eq!(metric_sum(&metrics, HANDSHAKES, &labels(&[])), 0.0, "{metrics}");
+    assert_eq!(
+        metric_sum(&metrics, FAILURES, &labels(&[])),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_sum(&metrics, HANDSHAKES, &labels(&[])),
+        0.0,
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -121,7 +133,11 @@ fn min_version_13_refuses_tls12() {
     proxy.wait_sessions(2);
     let metrics = proxy.metrics();
     assert_eq!(
-        metric(&metrics, FAILURES, &labels(&[("reason", "protocol_version")])),
+        metric(
+            &metrics,
+            FAILURES,
+            &labels(&[("reason", "protocol_version")])
+        ),
         Some(1.0),
         "{metrics}"
     );
@@ -139,14 +155,22 @@ fn non_forward_secret_suites_are_refused() {
     let sink = SmtpSink::start(dir.path(), &[]);
     let proxy = ProxyBuilder::new(dir.path(), &leaf, sink.addr).start();
     // Static RSA key exchange (no forward secrecy).
-    let rsa_kx = s_client(&proxy, &ca, &["-tls1_2", "-cipher", "AES256-GCM-SHA384:AES128-SHA"]);
+    let rsa_kx = s_client(
+        &proxy,
+        &ca,
+        &["-tls1_2", "-cipher", "AES256-GCM-SHA384:AES128-SHA"],
+    );
     assert!(
         s_client_session(&rsa_kx).is_none(),
         "static RSA key exchange negotiated:\n{}",
         rsa_kx.all()
     );
     // The ECDHE variant of the same suite works.
-    let ecdhe = s_client(&proxy, &ca, &["-tls1_2", "-cipher", "ECDHE-RSA-AES256-GCM-SHA384"]);
+    let ecdhe = s_client(
+        &proxy,
+        &ca,
+        &["-tls1_2", "-cipher", "ECDHE-RSA-AES256-GCM-SHA384"],
+    );
     let (_, c) = s_client_session(&ecdhe).unwrap_or_else(|| panic!("{}", ecdhe.all()));
     assert_eq!(c, "ECDHE-RSA-AES256-GCM-SHA384");
 }
@@ -171,11 +195,16 @@ fn serves(kind: KeyKind, key_bits: &str) {
             run.all()
         );
         assert!(
-            run.stdout.contains(&format!("Server public key is {key_bits} bit")),
+            run.stdout
+                .contains(&format!("Server public key is {key_bits} bit")),
             "{kind:?} {version}: wrong key served:\n{}",
             run.stdout
         );
-        assert!(run.stdout.contains("250-"), "no EHLO inside TLS:\n{}", run.stdout);
+        assert!(
+            run.stdout.contains("250-"),
+            "no EHLO inside TLS:\n{}",
+            run.stdout
+        );
     }
 }
 
@@ -256,7 +285,11 @@ fn rustls_client_pinned_to_each_version_completes_a_message() {
             .expect("handshake");
         client.cmd("EHLO client.test");
         let r = client
-            .send_mail("a@partner.example", "u@example.org", "Subject: v\r\n\r\nb\r\n")
+            .send_mail(
+                "a@partner.example",
+                "u@example.org",
+                "Subject: v\r\n\r\nb\r\n",
+            )
             .expect("final reply");
         assert_eq!(r.code, 250, "{r:?}");
     }

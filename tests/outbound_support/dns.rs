@@ -1,0 +1,96 @@
+//! dnsmasq as the test zone's name server: MX and A records for test domains, on a loopback
+//! address of the test's own, `.test` answered locally (NXDOMAIN for unknown names), and one
+//! domain forwarded to a dead server so its questions fail temporarily.
+
+use super::{eventually, require_program, unique_ip};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Domain whose look-ups fail temporarily (SERVFAIL/REFUSED from a dead upstream).
+pub const TEMPFAIL_DOMAIN: &str = "tempfail.test";
+
+#[derive(Default)]
+pub struct Zone {
+    args: Vec<String>,
+}
+
+impl Zone {
+    /// `domain` MX `host` with `preference`.
+    pub fn mx(mut self, domain: &str, host: &str, preference: u16) -> Self {
+        self.args.push(format!("--mx-host={domain},{host},{preference}"));
+        self
+    }
+
+    /// `host` A `ip`.
+    pub fn a(mut self, host: &str, ip: Ipv4Addr) -> Self {
+        self.args.push(format!("--host-record={host},{ip}"));
+        self
+    }
+}
+
+/// A running dnsmasq; killed on drop.
+pub struct Dns {
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl Dns {
+    pub fn start(zone: Zone) -> Dns {
+        let dnsmasq = require_program("dnsmasq");
+        let ip = unique_ip();
+        let addr = SocketAddr::from((ip, 53));
+        let dead = unique_ip();
+        let child = Command::new(dnsmasq)
+            .args([
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--no-poll",
+                "--bind-interfaces",
+                "--pid-file=",
+                "--user=root",
+                "--port=53",
+                "--local=/test/",
+            ])
+            .arg(format!("--listen-address={ip}"))
+            .arg(format!("--server=/{TEMPFAIL_DOMAIN}/{dead}#53"))
+            .args(&zone.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn dnsmasq");
+        let dns = Dns { addr, child };
+        // Ready when it answers a question (any answer).
+        eventually("dnsmasq to answer", || dns.answers().then_some(()));
+        dns
+    }
+
+    fn answers(&self) -> bool {
+        let socket = UdpSocket::bind((self.addr.ip(), 0)).expect("bind probe socket");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        // Query id 1, RD, one question: "probe.test" A IN.
+        let mut q = vec![0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in ["probe", "test"] {
+            q.push(label.len() as u8);
+            q.extend_from_slice(label.as_bytes());
+        }
+        q.extend_from_slice(&[0, 0, 1, 0, 1]);
+        if socket.send_to(&q, self.addr).is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 512];
+        matches!(socket.recv_from(&mut buf), Ok((n, _)) if n >= 12 && buf[0..2] == [0, 1])
+    }
+}
+
+impl Drop for Dns {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

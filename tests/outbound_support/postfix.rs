@@ -1,0 +1,261 @@
+//! Postfix instances from their own configuration directories (`postfix -c DIR start`): the
+//! legacy sender that relays everything through the proxy, and remote MX hosts (with or without
+//! a certificate) that deliver to a Maildir the test reads.
+
+use super::pki::Leaf;
+use super::{eventually, require_program, unique_ip};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Services every instance needs; no chroot.
+const MASTER_SERVICES: &str = "\
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+local     unix  -       n       n       -       -       local
+virtual   unix  -       n       n       -       -       virtual
+lmtp      unix  -       -       n       -       -       lmtp
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+";
+
+/// What the instance is for.
+pub enum Role<'a> {
+    /// The legacy MTA: relays everything to the proxy at `relayhost`, in plaintext.
+    Sender { relayhost: SocketAddr },
+    /// A remote MX accepting mail for `domains`; `tls`: its certificate (None: no STARTTLS).
+    Mx {
+        domains: &'a [&'a str],
+        tls: Option<&'a Leaf>,
+    },
+}
+
+/// A running Postfix instance; `postfix -c DIR stop` on drop.
+pub struct Postfix {
+    pub dir: PathBuf,
+    pub addr: SocketAddr,
+    conf: PathBuf,
+}
+
+impl Postfix {
+    pub fn start(parent: &Path, name: &str, role: Role) -> Postfix {
+        Self::start_on(parent, name, unique_ip(), role)
+    }
+
+    /// Starts with smtpd on `ip:25`.
+    pub fn start_on(parent: &Path, name: &str, ip: Ipv4Addr, role: Role) -> Postfix {
+        let postfix = require_program("postfix");
+        let dir = parent.join(format!("postfix-{name}"));
+        let conf = dir.join("conf");
+        for sub in ["conf", "queue", "data", "mail"] {
+            std::fs::create_dir_all(dir.join(sub)).expect("postfix directories");
+        }
+        let (uid, gid) = postfix_ids();
+        for sub in ["data", "mail"] {
+            std::os::unix::fs::chown(dir.join(sub), Some(uid), Some(gid)).expect("chown");
+        }
+        let addr = SocketAddr::from((ip, 25));
+        let d = dir.display();
+        let mut main = format!(
+            "compatibility_level = 3.6\n\
+             queue_directory = {d}/queue\n\
+             data_directory = {d}/data\n\
+             maillog_file = {d}/maillog\n\
+             maillog_file_prefixes = {d}\n\
+             myhostname = {name}.postfix.test\n\
+             mydomain = postfix.test\n\
+             myorigin = $myhostname\n\
+             inet_interfaces = 127.0.0.1\n\
+             inet_protocols = ipv4\n\
+             mynetworks = 127.0.0.0/8\n\
+             mydestination =\n\
+             alias_maps =\n\
+             alias_database =\n\
+             smtputf8_enable = no\n\
+             smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination\n\
+             smtp_dns_support_level = disabled\n\
+             smtp_host_lookup = native\n\
+             maximal_backoff_time = 1s\n\
+             minimal_backoff_time = 1s\n\
+             queue_run_delay = 1s\n"
+        );
+        match role {
+            Role::Sender { relayhost } => {
+                main += &format!(
+                    "relayhost = [{}]:{}\n\
+                     smtp_tls_security_level = none\n\
+                     smtpd_tls_security_level = none\n",
+                    relayhost.ip(),
+                    relayhost.port()
+                );
+            }
+            Role::Mx { domains, tls } => {
+                main += &format!(
+                    "virtual_mailbox_domains = {}\n\
+                     virtual_mailbox_base = {d}/mail\n\
+                     virtual_mailbox_maps = static:inbox/\n\
+                     virtual_uid_maps = static:{uid}\n\
+                     virtual_gid_maps = static:{gid}\n\
+                     virtual_minimum_uid = 1\n\
+                     smtpd_tls_received_header = yes\n",
+                    domains.join(" ")
+                );
+                match tls {
+                    Some(leaf) => {
+                        main += &format!(
+                            "smtpd_tls_security_level = may\n\
+                             smtpd_tls_chain_files = {}, {}\n",
+                            leaf.key.display(),
+                            leaf.cert.display()
+                        )
+                    }
+                    None => main += "smtpd_tls_security_level = none\n",
+                }
+            }
+        }
+        std::fs::write(conf.join("main.cf"), main).expect("main.cf");
+        let master = format!("{addr} inet n - n - - smtpd\n{MASTER_SERVICES}");
+        std::fs::write(conf.join("master.cf"), master).expect("master.cf");
+        let instance = Postfix {
+            dir: dir.clone(),
+            addr,
+            conf: conf.clone(),
+        };
+        for action in ["check", "start"] {
+            let out = Command::new(&postfix)
+                .arg("-c")
+                .arg(&conf)
+                .arg(action)
+                .output()
+                .expect("run postfix");
+            assert!(
+                out.status.success(),
+                "postfix -c {} {action} failed: {}{}\nmaillog:\n{}",
+                conf.display(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                instance.maillog()
+            );
+        }
+        eventually("postfix smtpd to accept connections", || {
+            std::net::TcpStream::connect(addr).ok()
+        });
+        instance
+    }
+
+    pub fn maillog(&self) -> String {
+        std::fs::read_to_string(self.dir.join("maillog")).unwrap_or_default()
+    }
+
+    /// Messages delivered to the Maildir so far.
+    pub fn delivered(&self) -> Vec<String> {
+        let new = self.dir.join("mail/inbox/new");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(new)
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(f).ok())
+            .collect()
+    }
+
+    /// Waits until `n` messages are in the Maildir.
+    pub fn wait_delivered(&self, n: usize) -> Vec<String> {
+        let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            eventually(&format!("{n} message(s) delivered"), || {
+                let m = self.delivered();
+                (m.len() >= n).then_some(m)
+            })
+        }));
+        found.unwrap_or_else(|_| panic!("not delivered; maillog:\n{}", self.maillog()))
+    }
+
+    /// The queue as `postqueue -j` reports it: one JSON object per message.
+    pub fn queue(&self) -> Vec<String> {
+        let out = Command::new(require_program("postqueue"))
+            .arg("-c")
+            .arg(&self.conf)
+            .arg("-j")
+            .output()
+            .expect("run postqueue");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Waits until a queued message's delay reason contains `needle`; returns that entry.
+    pub fn wait_deferred(&self, needle: &str) -> String {
+        let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            eventually(&format!("a deferred message with {needle:?}"), || {
+                self.queue().into_iter().find(|m| m.contains(needle))
+            })
+        }));
+        found.unwrap_or_else(|_| {
+            panic!(
+                "no deferral with {needle:?}; queue: {:?}\nmaillog:\n{}",
+                self.queue(),
+                self.maillog()
+            )
+        })
+    }
+
+    /// Waits for a maillog line containing `needle`.
+    pub fn wait_maillog(&self, needle: &str) -> String {
+        let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            eventually(&format!("{needle:?} in the maillog"), || {
+                self.maillog()
+                    .lines()
+                    .find(|l| l.contains(needle))
+                    .map(str::to_string)
+            })
+        }));
+        found.unwrap_or_else(|_| panic!("{needle:?} never logged; maillog:\n{}", self.maillog()))
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        let _ = Command::new(require_program("postfix"))
+            .arg("-c")
+            .arg(&self.conf)
+            .arg("stop")
+            .output();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- postfix {} maillog ----\n{}",
+                self.dir.display(),
+                self.maillog()
+            );
+        }
+    }
+}
+
+fn postfix_ids() -> (u32, u32) {
+    let passwd = std::fs::read_to_string("/etc/passwd").expect("/etc/passwd");
+    passwd
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.first() == Some(&"postfix")).then(|| (f[2].parse().unwrap(), f[3].parse().unwrap()))
+        })
+        .expect("the postfix package creates a postfix user")
+}
