@@ -34,6 +34,14 @@ enum Command {
     },
     /// Self-contained demo on loopback: the proxy in front of a built-in recording MTA.
     Demo,
+    /// Print the outbound route (MX hosts and addresses) and the TLS policy for DOMAIN, without
+    /// sending mail.
+    Policy {
+        /// Recipient domain, e.g. bank.example.
+        domain: String,
+        #[arg(long, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -66,6 +74,24 @@ fn main() -> ExitCode {
                         ExitCode::from(1)
                     }
                 }
+            })
+        }
+        Command::Policy { domain, config } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("starttls-proxy: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            runtime().block_on(async {
+                let resolver = starttls_proxy::resolver::build(&config.resolver);
+                print!(
+                    "{}",
+                    starttls_proxy::outbound::route::explain(&config, resolver.as_ref(), &domain)
+                        .await
+                );
+                ExitCode::SUCCESS
             })
         }
         Command::Demo => runtime().block_on(async {

@@ -3,10 +3,11 @@
 //! §5.1), and null MX (RFC 7505) as a permanent refusal.
 
 use super::Context;
-use crate::config::NextHop;
+use crate::config::{Config, NextHop, Outbound, OutboundMode};
 use crate::resolver::{DnsError, Resolve};
 use crate::smtp::{reply, Reply};
 use std::net::IpAddr;
+use std::net::SocketAddr;
 
 /// One host to try, with its addresses in the order to try them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,10 +71,91 @@ impl RouteError {
 
 /// The route for `domain` under the listener's configuration.
 pub async fn route(ctx: &Context, domain: &str) -> Result<Route, RouteError> {
-    match &ctx.listener.next_hop {
-        Some(hop) => next_hop(ctx.resolver.as_ref(), hop).await,
-        None => mx_route(ctx.resolver.as_ref(), domain, ctx.listener.mx_port).await,
+    route_for(ctx.resolver.as_ref(), &ctx.listener, domain).await
+}
+
+/// [`route`] without a session: for `starttls-proxy policy`.
+pub async fn route_for(
+    resolver: &dyn Resolve,
+    listener: &Outbound,
+    domain: &str,
+) -> Result<Route, RouteError> {
+    match &listener.next_hop {
+        Some(hop) => next_hop(resolver, hop).await,
+        None => mx_route(resolver, domain, listener.mx_port).await,
     }
+}
+
+/// What `starttls-proxy policy DOMAIN` prints: the policy in force and, per outbound listener,
+/// the route (hosts and addresses), without connecting anywhere.
+pub async fn explain(config: &Config, resolver: &dyn Resolve, domain: &str) -> String {
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let applied = config.outbound_policy.lookup(&domain, now);
+    let mut out = format!("domain: {domain}\n");
+    let entry = match applied.entry {
+        Some(_) => format!("[[outbound_policy.domain]] {}", applied.label),
+        None => "outbound_policy.default".to_string(),
+    };
+    out += &format!("policy: {} (from {entry})\n", applied.mode);
+    if applied.mode == crate::policy::Mode::Verify {
+        out += &format!(
+            "  trust anchors: {} ({} CAs)\n",
+            applied.trust_anchors.label, applied.trust_anchors.count
+        );
+        let mut names = vec!["the MX host name".to_string()];
+        names.extend(applied.match_names.iter().cloned());
+        out += &format!("  certificate names accepted: {}\n", names.join(", "));
+    }
+    match applied.relax_until {
+        Some(until) if applied.relaxed => {
+            out += &format!(
+                "  relaxed until {}: failures fall back to opportunistic\n",
+                crate::log::format_unix(until)
+            )
+        }
+        Some(until) => {
+            out += &format!(
+                "  relax_until {} has passed\n",
+                crate::log::format_unix(until)
+            )
+        }
+        None => {}
+    }
+    let default_listener = Outbound {
+        name: "(none configured)".into(),
+        listen: SocketAddr::from(([0, 0, 0, 0], 0)),
+        mode: OutboundMode::Relay,
+        next_hop: None,
+        mx_port: 25,
+    };
+    let listeners: Vec<&Outbound> = if config.outbound.is_empty() {
+        vec![&default_listener]
+    } else {
+        config.outbound.iter().map(|l| l.as_ref()).collect()
+    };
+    for listener in listeners {
+        out += &format!("route via outbound {}:\n", listener.name);
+        match route_for(resolver, listener, &domain).await {
+            Ok(route) => {
+                for (i, host) in route.hosts.iter().enumerate() {
+                    let addrs: Vec<String> = host.addrs.iter().map(|a| a.to_string()).collect();
+                    out += &format!(
+                        "  {}. {} port {}: {}\n",
+                        i + 1,
+                        host.name,
+                        route.port,
+                        addrs.join(", ")
+                    );
+                }
+            }
+            Err(e) => {
+                let reply = e.reply(&domain);
+                out += &format!("  no route: {} {}\n", reply.code, reply.first_text());
+            }
+        }
+    }
+    out
 }
 
 async fn next_hop(resolver: &dyn Resolve, hop: &NextHop) -> Result<Route, RouteError> {

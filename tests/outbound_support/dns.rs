@@ -18,7 +18,8 @@ pub struct Zone {
 impl Zone {
     /// `domain` MX `host` with `preference`.
     pub fn mx(mut self, domain: &str, host: &str, preference: u16) -> Self {
-        self.args.push(format!("--mx-host={domain},{host},{preference}"));
+        self.args
+            .push(format!("--mx-host={domain},{host},{preference}"));
         self
     }
 

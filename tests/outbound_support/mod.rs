@@ -35,7 +35,12 @@ pub fn unique_ip() -> Ipv4Addr {
     let pid = std::process::id();
     let host = NEXT.fetch_add(1, Ordering::Relaxed);
     assert!(host < 255, "ran out of per-process loopback addresses");
-    Ipv4Addr::new(127, 100 + ((pid >> 8) & 0x7f) as u8, (pid & 0xff) as u8, host)
+    Ipv4Addr::new(
+        127,
+        100 + ((pid >> 8) & 0x7f) as u8,
+        (pid & 0xff) as u8,
+        host,
+    )
 }
 
 /// A directory removed at the end of the test (kept when `KEEP_TEST_DIRS` is set).

@@ -70,8 +70,9 @@ fn write(dir: &Path, file: &str, cert: &str, key: &str) -> Leaf {
 }
 
 fn leaf_params(names: &[&str]) -> CertificateParams {
-    let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-        .expect("leaf params");
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .expect("leaf params");
     params.distinguished_name.push(DnType::CommonName, names[0]);
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.key_usages = vec![

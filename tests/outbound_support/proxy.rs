@@ -114,7 +114,12 @@ impl Proxy {
                 drop(guard);
                 panic!("proxy log never showed {what}; log:\n{log}");
             }
-            guard = self.logs.changed.wait_timeout(guard, deadline - now).unwrap().0;
+            guard = self
+                .logs
+                .changed
+                .wait_timeout(guard, deadline - now)
+                .unwrap()
+                .0;
         }
     }
 
@@ -160,19 +165,21 @@ impl Drop for Proxy {
 
 /// The value of a Prometheus sample whose labels include all of `labels`.
 pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
-        let (series, value) = line.rsplit_once(' ')?;
-        let (metric_name, label_text) = match series.split_once('{') {
-            Some((n, rest)) => (n, rest.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        (metric_name == name
-            && labels
-                .iter()
-                .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\""))))
-        .then(|| value.parse().ok())
-        .flatten()
-    })
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric_name, label_text) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            (metric_name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\""))))
+            .then(|| value.parse().ok())
+            .flatten()
+        })
 }
 
 /// Parses a `key=value` log line (values may be quoted).

@@ -1,0 +1,555 @@
+//! Outbound STARTTLS origination against real peers: Postfix as the legacy sender relaying
+//! through the proxy, Postfix as remote MX hosts (valid, wrong-name, self-signed certificates,
+//! or no STARTTLS at all), dnsmasq serving the MX records, a CA made at test time, and a hostile
+//! MX that injects a response after its 220 to STARTTLS.
+//!
+//! Refusals are proven on both sides: the sender's queue still holds the message (with the
+//! proxy's 4xx as the delay reason) and the MX never saw MAIL/RCPT.
+
+mod outbound_support;
+
+use outbound_support::dns::{Zone, TEMPFAIL_DOMAIN};
+use outbound_support::pki::{self, Leaf};
+use outbound_support::postfix::Role;
+use outbound_support::proxy::{fields, metric, run_cli};
+use outbound_support::*;
+use std::net::Ipv4Addr;
+
+/// The proxy's configuration for one test: its own addresses, the test's DNS server and CA,
+/// and `policy` appended (domain entries).
+fn proxy_config(dns: &Dns, ca: &Ca, ip: Ipv4Addr, policy: &str) -> String {
+    format!(
+        r#"hostname = "relay.proxy.test"
+[admin]
+listen = "{ip}:0"
+[resolver]
+nameservers = ["{dns}"]
+[limits]
+handshake_timeout = "10s"
+connect_timeout = "5s"
+[[outbound]]
+name = "relay"
+listen = "{ip}:0"
+mode = "relay"
+mx_port = 25
+[outbound_policy]
+default = "opportunistic"
+trust_anchors = "{ca}"
+{policy}
+"#,
+        dns = dns.addr,
+        ca = ca.path.display()
+    )
+}
+
+fn entry(domain: &str, mode: &str, extra: &str) -> String {
+    format!("[[outbound_policy.domain]]\ndomain = \"{domain}\"\nmode = \"{mode}\"\n{extra}\n")
+}
+
+/// One remote domain served by one Postfix MX, the proxy, and a Postfix sender relaying
+/// through it.
+struct World {
+    sender: Postfix,
+    proxy: Proxy,
+    mx: Postfix,
+    _dns: Dns,
+    _ca: Ca,
+    /// Last: removed after every process using it has stopped.
+    _dir: TempDir,
+}
+
+enum Cert {
+    /// Signed by the test CA for the MX host name.
+    Valid,
+    /// Signed by the test CA for another name.
+    WrongName,
+    /// Self-signed for the MX host name.
+    SelfSigned,
+    /// No STARTTLS at all.
+    None,
+}
+
+impl World {
+    fn new(tag: &str, domain: &str, cert: Cert, policy: &str) -> World {
+        let dir = TempDir::new(tag);
+        let ca = Ca::new(dir.path(), "test-ca");
+        let mx_host = format!("mx.{domain}");
+        let mx_ip = unique_ip();
+        let dns = Dns::start(Zone::default().mx(domain, &mx_host, 10).a(&mx_host, mx_ip));
+        let leaf: Option<Leaf> = match cert {
+            Cert::Valid => Some(ca.leaf("mx", &[&mx_host])),
+            Cert::WrongName => Some(ca.leaf("mx", &["somebody-else.test"])),
+            Cert::SelfSigned => Some(pki::self_signed(dir.path(), "mx", &[&mx_host])),
+            Cert::None => None,
+        };
+        let mx = Postfix::start_on(
+            dir.path(),
+            "mx",
+            mx_ip,
+            Role::Mx {
+                domains: &[domain],
+                tls: leaf.as_ref(),
+            },
+        );
+        let proxy = Proxy::start(dir.path(), &proxy_config(&dns, &ca, unique_ip(), policy));
+        let sender = Postfix::start(
+            dir.path(),
+            "sender",
+            Role::Sender {
+                relayhost: proxy.listener("relay"),
+            },
+        );
+        World {
+            sender,
+            proxy,
+            mx,
+            _dns: dns,
+            _ca: ca,
+            _dir: dir,
+        }
+    }
+
+    fn send(&self, to: &str, body: &str) {
+        submit(self.sender.addr, "alice@sender.test", to, body);
+    }
+
+    /// The MX saw a session end without any MAIL or RCPT (Postfix's disconnect summary).
+    fn assert_mx_saw_no_envelope(&self) {
+        let line = self.mx.wait_maillog("disconnect from");
+        assert!(
+            !line.contains("mail=") && !line.contains("rcpt="),
+            "the MX saw an envelope: {line}"
+        );
+        assert!(self.mx.delivered().is_empty(), "the MX delivered mail");
+    }
+}
+
+#[test]
+fn verify_partner_gets_mail_over_verified_tls_from_postfix() {
+    let w = World::new(
+        "verify-ok",
+        "bank.test",
+        Cert::Valid,
+        &entry("bank.test", "verify", ""),
+    );
+    w.send("bob@bank.test", "hello over verified TLS");
+    let mail = w.mx.wait_delivered(1);
+    assert!(mail[0].contains("hello over verified TLS"), "{}", mail[0]);
+    assert!(
+        mail[0].contains("using TLSv1.3") || mail[0].contains("using TLSv1.2"),
+        "the MX did not receive it over TLS: {}",
+        mail[0]
+    );
+    let session = w.proxy.wait_event(
+        "mx_session",
+        &[("domain", "bank.test"), ("policy", "verify")],
+    );
+    assert_eq!(session["tls"], "yes");
+    assert_eq!(session["verdict"], "verified");
+    let end = w.proxy.wait_event(
+        "session",
+        &[("direction", "outbound"), ("domain", "bank.test")],
+    );
+    assert_eq!(end["sni"], "mx.bank.test");
+    assert_eq!(end["verdict"], "verified");
+    let m = w.proxy.metrics();
+    let sessions = metric(
+        &m,
+        "starttls_proxy_outbound_domain_sessions_total",
+        &[
+            ("domain", "bank.test"),
+            ("mode", "verify"),
+            ("tls", "yes"),
+            ("verified", "yes"),
+        ],
+    );
+    assert_eq!(sessions, Some(1.0), "{m}");
+    assert!(
+        metric(
+            &m,
+            "starttls_proxy_tls_handshakes_total",
+            &[("listener", "relay"), ("direction", "outbound")]
+        )
+        .is_some(),
+        "{m}"
+    );
+    eventually("the sender's queue to empty", || {
+        w.sender.queue().is_empty().then_some(())
+    });
+}
+
+#[test]
+fn encrypt_without_starttls_defers_and_mail_stays_queued() {
+    let w = World::new(
+        "encrypt-nostarttls",
+        "partner.test",
+        Cert::None,
+        &entry("partner.test", "encrypt", ""),
+    );
+    w.send("bob@partner.test", "must not leave in plaintext");
+    let queued = w.sender.wait_deferred("4.7.4");
+    assert!(
+        queued.contains("TLS is required, but was not offered by host mx.partner.test"),
+        "{queued}"
+    );
+    assert!(queued.contains("partner.test"), "{queued}");
+    w.assert_mx_saw_no_envelope();
+    let refused = w
+        .proxy
+        .wait_event("policy_refused", &[("domain", "partner.test")]);
+    assert_eq!(refused["reason"], "starttls_not_offered");
+    let m = w.proxy.metrics();
+    assert_eq!(
+        metric(
+            &m,
+            "starttls_proxy_policy_rejections_total",
+            &[
+                ("direction", "outbound"),
+                ("reason", "starttls_not_offered")
+            ]
+        ),
+        Some(1.0),
+        "{m}"
+    );
+}
+
+#[test]
+fn verify_refuses_wrong_name_certificate_and_mail_stays_queued() {
+    let w = World::new(
+        "verify-wrongname",
+        "bank.test",
+        Cert::WrongName,
+        &entry("bank.test", "verify", ""),
+    );
+    w.send("bob@bank.test", "wrong name");
+    let queued = w.sender.wait_deferred("4.7.5");
+    assert!(
+        queued.contains("Server certificate not verified"),
+        "{queued}"
+    );
+    assert!(queued.contains("name does not match"), "{queued}");
+    assert!(queued.contains("mx.bank.test"), "{queued}");
+    w.assert_mx_saw_no_envelope();
+}
+
+#[test]
+fn verify_accepts_a_configured_match_name() {
+    let dir_tag = "verify-match";
+    let w = World::new(
+        dir_tag,
+        "bank.test",
+        Cert::WrongName,
+        &entry("bank.test", "verify", "match = [\"somebody-else.test\"]"),
+    );
+    w.send("bob@bank.test", "matched by name");
+    let mail = w.mx.wait_delivered(1);
+    assert!(mail[0].contains("matched by name"));
+    let session = w.proxy.wait_event("mx_session", &[("domain", "bank.test")]);
+    assert_eq!(session["verdict"], "verified");
+}
+
+#[test]
+fn verify_refuses_self_signed_certificate_and_mail_stays_queued() {
+    let w = World::new(
+        "verify-selfsigned",
+        "bank.test",
+        Cert::SelfSigned,
+        &entry("bank.test", "verify", ""),
+    );
+    w.send("bob@bank.test", "self signed");
+    let queued = w.sender.wait_deferred("4.7.5");
+    assert!(queued.contains("not signed by a trusted CA"), "{queued}");
+    w.assert_mx_saw_no_envelope();
+}
+
+#[test]
+fn opportunistic_accepts_self_signed_and_records_the_verdict() {
+    let w = World::new(
+        "opportunistic-selfsigned",
+        "other.test",
+        Cert::SelfSigned,
+        "",
+    );
+    w.send("bob@other.test", "any certificate will do");
+    let mail = w.mx.wait_delivered(1);
+    assert!(mail[0].contains("using TLSv1."), "{}", mail[0]);
+    let session = w
+        .proxy
+        .wait_event("mx_session", &[("domain", "other.test")]);
+    assert_eq!(session["tls"], "yes");
+    assert_eq!(session["verdict"], "untrusted");
+    assert_eq!(session["policy"], "opportunistic");
+    let m = w.proxy.metrics();
+    assert_eq!(
+        metric(
+            &m,
+            "starttls_proxy_outbound_domain_sessions_total",
+            &[
+                ("domain", "other"),
+                ("mode", "opportunistic"),
+                ("tls", "yes"),
+                ("verified", "no")
+            ]
+        ),
+        Some(1.0),
+        "{m}"
+    );
+}
+
+#[test]
+fn opportunistic_delivers_in_plaintext_when_starttls_is_not_offered() {
+    let w = World::new("opportunistic-plain", "legacy.test", Cert::None, "");
+    w.send("bob@legacy.test", "plaintext is allowed here");
+    let mail = w.mx.wait_delivered(1);
+    assert!(!mail[0].contains("using TLS"), "{}", mail[0]);
+    let session = w
+        .proxy
+        .wait_event("mx_session", &[("domain", "legacy.test")]);
+    assert_eq!(session["tls"], "no");
+}
+
+#[test]
+fn relax_until_in_the_future_lets_a_verify_failure_through_and_counts_it() {
+    let w = World::new(
+        "verify-relaxed",
+        "moving.test",
+        Cert::SelfSigned,
+        &entry(
+            "moving.test",
+            "verify",
+            "relax_until = \"2999-01-01T00:00:00Z\"",
+        ),
+    );
+    w.send("bob@moving.test", "relaxed for now");
+    let mail = w.mx.wait_delivered(1);
+    assert!(mail[0].contains("using TLSv1."), "{}", mail[0]);
+    let relaxed = w
+        .proxy
+        .wait_event("policy_relaxed", &[("domain", "moving.test")]);
+    assert_eq!(relaxed["reason"], "certificate_not_verified");
+    let m = w.proxy.metrics();
+    assert_eq!(
+        metric(
+            &m,
+            "starttls_proxy_outbound_relaxed_total",
+            &[
+                ("domain", "moving.test"),
+                ("reason", "certificate_not_verified")
+            ]
+        ),
+        Some(1.0),
+        "{m}"
+    );
+}
+
+/// A raw client on the proxy's MTA side, with DNS and MX hosts but no Postfix sender.
+struct Bench {
+    proxy: Proxy,
+    _dns: Dns,
+    ca: Ca,
+    /// Last: removed after every process using it has stopped.
+    dir: TempDir,
+}
+
+impl Bench {
+    fn new(tag: &str, zone: Zone, policy: &str) -> Bench {
+        let dir = TempDir::new(tag);
+        let ca = Ca::new(dir.path(), "test-ca");
+        let dns = Dns::start(zone);
+        let proxy = Proxy::start(dir.path(), &proxy_config(&dns, &ca, unique_ip(), policy));
+        Bench {
+            proxy,
+            _dns: dns,
+            ca,
+            dir,
+        }
+    }
+
+    fn client(&self) -> SmtpClient {
+        let (mut c, greeting) = SmtpClient::connect(self.proxy.listener("relay"));
+        greeting.assert(220, "relay.proxy.test");
+        assert_eq!(c.cmd("EHLO legacy.sender.test").code, 250);
+        c
+    }
+}
+
+#[test]
+fn response_injection_after_starttls_aborts_and_nothing_leaves() {
+    let evil_ip = unique_ip();
+    let evil = InjectingMx::start(evil_ip);
+    let b = Bench::new(
+        "injection",
+        Zone::default()
+            .mx("evil.test", "mx.evil.test", 10)
+            .a("mx.evil.test", evil_ip),
+        &entry("evil.test", "encrypt", ""),
+    );
+    let mut c = b.client();
+    c.cmd("MAIL FROM:<alice@sender.test>").assert(250, "2.1.0");
+    let reply = c.cmd("RCPT TO:<bob@evil.test>");
+    reply.assert(451, "4.7.5");
+    assert!(reply.text().contains("response injection"), "{reply:?}");
+    assert!(reply.text().contains("evil.test"), "{reply:?}");
+    c.cmd("QUIT");
+    let seen = evil.received();
+    assert!(
+        seen.iter().any(|l| l.eq_ignore_ascii_case("STARTTLS")),
+        "{seen:?}"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|l| l.to_ascii_uppercase().starts_with("MAIL")
+                || l.to_ascii_uppercase().starts_with("RCPT")),
+        "envelope leaked to the injecting MX: {seen:?}"
+    );
+    b.proxy.wait_event("response_injection", &[]);
+}
+
+#[test]
+fn dns_answers_map_to_the_contract_replies() {
+    let dead_ip = unique_ip();
+    let b = Bench::new(
+        "dns",
+        Zone::default()
+            .mx("null.test", ".", 0)
+            .mx("dangling.test", "gone.dangling.test", 10)
+            .mx("down.test", "mx.down.test", 10)
+            .a("mx.down.test", dead_ip),
+        "",
+    );
+    let mut c = b.client();
+    c.cmd("MAIL FROM:<alice@sender.test>").assert(250, "2.1.0");
+    let table = [
+        ("nx.test", 550, "5.1.2"),
+        ("null.test", 556, "5.1.10"),
+        ("dangling.test", 451, "4.4.1"),
+        ("down.test", 451, "4.4.1"),
+        (TEMPFAIL_DOMAIN, 451, "4.4.3"),
+    ];
+    for (domain, code, enhanced) in table {
+        let reply = c.cmd(&format!("RCPT TO:<bob@{domain}>"));
+        reply.assert(code, enhanced);
+        assert!(reply.text().contains(domain), "{reply:?}");
+    }
+    c.cmd("DATA").assert(554, "5.5.1");
+    c.cmd("QUIT").assert(221, "2.0.0");
+}
+
+#[test]
+fn transactions_route_apart_and_reuse_the_mx_session() {
+    let dir_ip = unique_ip();
+    let other_ip = unique_ip();
+    let dead_ip = unique_ip();
+    let b = Bench::new(
+        "routing",
+        Zone::default()
+            // a.test and b.test share their MX hosts: the first is down, the second takes it.
+            .mx("a.test", "down.shared.test", 10)
+            .mx("a.test", "mx.shared.test", 20)
+            .mx("b.test", "down.shared.test", 10)
+            .mx("b.test", "mx.shared.test", 20)
+            .a("down.shared.test", dead_ip)
+            .a("mx.shared.test", dir_ip)
+            .mx("c.test", "mx.c.test", 10)
+            .a("mx.c.test", other_ip),
+        "",
+    );
+    let leaf = b.ca.leaf("shared", &["mx.shared.test"]);
+    let shared = Postfix::start_on(
+        b.dir.path(),
+        "shared",
+        dir_ip,
+        Role::Mx {
+            domains: &["a.test", "b.test"],
+            tls: Some(&leaf),
+        },
+    );
+    let other = Postfix::start_on(
+        b.dir.path(),
+        "other",
+        other_ip,
+        Role::Mx {
+            domains: &["c.test"],
+            tls: None,
+        },
+    );
+    let mut c = b.client();
+    let replies = {
+        c.cmd("MAIL FROM:<alice@sender.test>").assert(250, "2.1.0");
+        c.cmd("RCPT TO:<one@a.test>").assert(250, "2.1.5");
+        c.cmd("RCPT TO:<two@b.test>").assert(250, "2.1.5");
+        let elsewhere = c.cmd("RCPT TO:<three@c.test>");
+        elsewhere.assert(452, "4.5.3");
+        c.cmd("DATA").assert(354, "");
+        c.send(b"Subject: first\r\n\r\nfirst transaction\r\n.\r\n");
+        c.reply()
+    };
+    // The final 250 is the MX's own (Postfix says "queued as").
+    replies.assert(250, "2.0.0");
+    assert!(replies.text().contains("queued as"), "{replies:?}");
+    let second = c.mail("alice@sender.test", &["four@a.test"], "second transaction");
+    second.last().unwrap().assert(250, "2.0.0");
+    let third = c.mail("alice@sender.test", &["three@c.test"], "third transaction");
+    third.last().unwrap().assert(250, "2.0.0");
+    c.cmd("QUIT").assert(221, "2.0.0");
+    shared.wait_delivered(2);
+    other.wait_delivered(1);
+    b.proxy.wait_event("session", &[("direction", "outbound")]);
+    let sessions: Vec<_> = b
+        .proxy
+        .lines()
+        .iter()
+        .map(|l| fields(l))
+        .filter(|f| f.get("event").map(String::as_str) == Some("mx_session"))
+        .collect();
+    assert_eq!(
+        sessions.len(),
+        2,
+        "one MX session per route, reused across transactions: {sessions:?}"
+    );
+    assert_eq!(sessions[0]["mx"], format!("mx.shared.test[{dir_ip}]"));
+    let unreachable = b
+        .proxy
+        .wait_event("mx_unreachable", &[("domain", "a.test")]);
+    assert!(unreachable["error"].contains(&dead_ip.to_string()));
+}
+
+#[test]
+fn policy_subcommand_prints_route_and_policy() {
+    let mx_ip = unique_ip();
+    let b = Bench::new(
+        "policy-cli",
+        Zone::default()
+            .mx("bank.test", "mx2.bank.test", 20)
+            .mx("bank.test", "mx1.bank.test", 10)
+            .a("mx1.bank.test", mx_ip)
+            .a("mx2.bank.test", mx_ip),
+        &entry(
+            "bank.test",
+            "verify",
+            "match = [\"mail.bank.test\"]\nrelax_until = \"2999-01-01T00:00:00Z\"",
+        ),
+    );
+    let config = b.dir.join("proxy.toml");
+    let config = config.to_str().unwrap();
+    let (code, out, err) = run_cli(&["policy", "bank.test", "--config", config]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("policy: verify"), "{out}");
+    assert!(out.contains("mail.bank.test"), "{out}");
+    assert!(out.contains("relaxed until 2999-01-01"), "{out}");
+    assert!(
+        out.contains(&format!("1. mx1.bank.test port 25: {mx_ip}")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("2. mx2.bank.test port 25: {mx_ip}")),
+        "{out}"
+    );
+    let (code, out, _) = run_cli(&["policy", "elsewhere.test", "--config", config]);
+    assert_eq!(code, 0);
+    assert!(out.contains("policy: opportunistic"), "{out}");
+    assert!(out.contains("550 5.1.2"), "{out}");
+    let (code, _, err) = run_cli(&["policy", "x.test", "--config", "/nonexistent.toml"]);
+    assert_eq!(code, 2, "{err}");
+}
