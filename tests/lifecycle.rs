@@ -69,7 +69,10 @@ fn sigterm_drains_sessions_then_exits_0() {
             "a new session was greeted while draining"
         );
     }
-    assert!(proxy.is_running(), "exited before the session in flight ended");
+    assert!(
+        proxy.is_running(),
+        "exited before the session in flight ended"
+    );
 
     // B finishes its message: the backend's own 250, then QUIT.
     b.send(b"second part\r\n.\r\n");
