@@ -3,7 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=(postfix swaks openssl)
+# postfix also provides smtp-sink; procps provides kill(1) for signalling the proxy and peers.
+need=(postfix swaks openssl procps)
 missing=()
 for pkg in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
