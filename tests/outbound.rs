@@ -13,7 +13,7 @@ use outbound_support::pki::{self, Leaf};
 use outbound_support::postfix::Role;
 use outbound_support::proxy::{fields, metric, run_cli};
 use outbound_support::*;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 
 /// The proxy's configuration for one test: its own addresses, the test's DNS server and CA,
 /// and `policy` appended (domain entries).
@@ -97,6 +97,7 @@ impl World {
             "sender",
             Role::Sender {
                 relayhost: proxy.listener("relay"),
+                bind: None,
             },
         );
         World {
@@ -552,4 +553,183 @@ fn policy_subcommand_prints_route_and_policy() {
     assert!(out.contains("550 5.1.2"), "{out}");
     let (code, _, err) = run_cli(&["policy", "x.test", "--config", "/nonexistent.toml"]);
     assert_eq!(code, 2, "{err}");
+}
+
+/// Transparent mode needs a network namespace of its own (nft rules, fixed port): the outer
+/// test runs `transparent_mode_inside_a_namespace` in one made by `unshare --net`.
+#[test]
+fn transparent_mode_intercepts_port_25_in_a_network_namespace() {
+    let unshare = require_program("unshare");
+    require_program("nft");
+    require_program("ip");
+    let exe = std::env::current_exe().expect("test binary path");
+    let out = std::process::Command::new(unshare)
+        .args(["--net", "--"])
+        .arg(exe)
+        .args([
+            "--exact",
+            "transparent_mode_inside_a_namespace",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("STARTTLS_PROXY_TEST_NETNS", "1")
+        .output()
+        .expect("run the namespace half");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "namespace half failed:\n{all}");
+    assert!(
+        all.contains("1 passed"),
+        "namespace half did not run:\n{all}"
+    );
+}
+
+const TRANSPARENT_PORT: u16 = 10026;
+
+#[test]
+#[ignore = "runs inside the namespace made by transparent_mode_intercepts_port_25_in_a_network_namespace"]
+fn transparent_mode_inside_a_namespace() {
+    assert!(
+        std::env::var_os("STARTTLS_PROXY_TEST_NETNS").is_some(),
+        "run through transparent_mode_intercepts_port_25_in_a_network_namespace"
+    );
+    run_ok("ip", &["link", "set", "lo", "up"]);
+    let dir = TempDir::new("transparent");
+    let ca = Ca::new(dir.path(), "test-ca");
+    let mx_ip = unique_ip();
+    let sender_ip = unique_ip();
+    let dns = Dns::start(
+        Zone::default()
+            .mx("bank.test", "mx.bank.test", 10)
+            .a("mx.bank.test", mx_ip)
+            .mx("strict.test", "mx.strict.test", 10)
+            .a("mx.strict.test", mx_ip),
+    );
+    let leaf = ca.leaf("mx", &["mx.bank.test"]);
+    let mx = Postfix::start_on(
+        dir.path(),
+        "mx",
+        mx_ip,
+        Role::Mx {
+            domains: &["bank.test", "strict.test"],
+            tls: Some(&leaf),
+        },
+    );
+    let config = format!(
+        r#"hostname = "relay.proxy.test"
+[resolver]
+nameservers = ["{dns}"]
+[[outbound]]
+name = "intercept"
+listen = "127.0.0.1:{TRANSPARENT_PORT}"
+mode = "transparent"
+[outbound_policy]
+default = "opportunistic"
+trust_anchors = "{ca}"
+{bank}{strict}"#,
+        dns = dns.addr,
+        ca = ca.path.display(),
+        bank = entry("bank.test", "verify", ""),
+        strict = entry("strict.test", "verify", ""),
+    );
+    let proxy = Proxy::start(dir.path(), &config);
+    // The legacy MTA's port-25 traffic (from its own address) goes to the proxy; the proxy's
+    // own connections (from 127.0.0.1) are left alone.
+    let rules = dir.join("rules.nft");
+    std::fs::write(
+        &rules,
+        format!(
+            "table ip starttls_test {{\n  chain output {{\n    type nat hook output priority -100; policy accept;\n    ip saddr {sender_ip} tcp dport 25 redirect to :{TRANSPARENT_PORT}\n  }}\n}}\n"
+        ),
+    )
+    .unwrap();
+    run_ok("nft", &["-f", rules.to_str().unwrap()]);
+
+    // A raw MTA connection to the MX is intercepted: STARTTLS is gone from the EHLO reply, the
+    // strict domain (certificate names another host) is refused before its RCPT leaves.
+    let mut c = connect_from(sender_ip, SocketAddr::from((mx_ip, 25)));
+    let ehlo = c.cmd("EHLO legacy.sender.test");
+    assert_eq!(ehlo.code, 250, "{ehlo:?}");
+    assert!(!ehlo.text().contains("STARTTLS"), "{ehlo:?}");
+    c.cmd("MAIL FROM:<alice@sender.test>").assert(250, "2.1.0");
+    let refused = c.cmd("RCPT TO:<bob@strict.test>");
+    refused.assert(451, "4.7.5");
+    assert!(refused.text().contains("strict.test"), "{refused:?}");
+    c.cmd("RCPT TO:<bob@bank.test>").assert(250, "2.1.5");
+    c.cmd("DATA").assert(354, "");
+    c.send(b"Subject: intercepted\r\n\r\nthrough the transparent proxy\r\n.\r\n");
+    c.reply().assert(250, "2.0.0");
+    c.cmd("QUIT");
+    let mail = mx.wait_delivered(1);
+    assert!(mail[0].contains("through the transparent proxy"));
+    assert!(mail[0].contains("using TLSv1."), "{}", mail[0]);
+    assert!(
+        !mx.maillog().contains("bob@strict.test"),
+        "{}",
+        mx.maillog()
+    );
+
+    // A real Postfix sending straight to the MX is intercepted the same way.
+    let sender = Postfix::start(
+        dir.path(),
+        "sender",
+        Role::Sender {
+            relayhost: SocketAddr::from((mx_ip, 25)),
+            bind: Some(sender_ip),
+        },
+    );
+    submit(
+        sender.addr,
+        "alice@sender.test",
+        "carol@bank.test",
+        "from postfix",
+    );
+    let mail = mx.wait_delivered(2);
+    assert!(mail
+        .iter()
+        .any(|m| m.contains("from postfix") && m.contains("using TLSv1.")));
+    submit(
+        sender.addr,
+        "alice@sender.test",
+        "dave@strict.test",
+        "never in clear",
+    );
+    let queued = sender.wait_deferred("4.7.5");
+    assert!(queued.contains("strict.test"), "{queued}");
+
+    // Loop guard: a connection straight to the proxy has the proxy as original destination.
+    let (mut direct, greeting) =
+        SmtpClient::connect(SocketAddr::from(([127, 0, 0, 1], TRANSPARENT_PORT)));
+    greeting.assert(554, "5.4.6");
+    drop(direct.reply_or_closed());
+    proxy.wait_event("loop_guard", &[]);
+    drop(sender);
+}
+
+fn run_ok(program: &str, args: &[&str]) {
+    let out = std::process::Command::new(require_program(program))
+        .args(args)
+        .output()
+        .expect("run program");
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Connects from `source` (so the nft rule for the MTA's address applies).
+fn connect_from(source: Ipv4Addr, to: SocketAddr) -> SmtpClient {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::from((source, 0)).into())
+        .expect("bind source address");
+    socket.connect(&to.into()).expect("connect (intercepted)");
+    let (client, greeting) = SmtpClient::from_stream(socket.into());
+    assert_eq!(greeting.code, 220, "{greeting:?}");
+    client
 }

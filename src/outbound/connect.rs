@@ -66,6 +66,8 @@ pub struct MxConn {
     pub addr: SocketAddr,
     /// The last EHLO reply (`None`: the host only took HELO).
     pub ehlo: Option<Reply>,
+    /// The host's greeting (transparent mode relays it to the MTA).
+    pub greeting: Reply,
 }
 
 impl MxConn {
@@ -161,6 +163,7 @@ pub async fn open(ctx: &Context, host: &str, addr: SocketAddr) -> Result<MxConn,
         host: host.to_string(),
         addr,
         ehlo: None,
+        greeting: Reply::new(220, ""),
     };
     let greeting = conn.read_reply(ctx).await?;
     if greeting.code != 220 {
@@ -170,6 +173,7 @@ pub async fn open(ctx: &Context, host: &str, addr: SocketAddr) -> Result<MxConn,
             summary(&greeting)
         ));
     }
+    conn.greeting = greeting;
     conn.hello(ctx).await?;
     Ok(conn)
 }
@@ -288,7 +292,7 @@ pub async fn establish(
     }))
 }
 
-fn refusal_reply(failure: &crate::policy::TlsFailure, domain: &str, label: &str) -> Reply {
+pub fn refusal_reply(failure: &crate::policy::TlsFailure, domain: &str, label: &str) -> Reply {
     use crate::policy::TlsFailure as F;
     use crate::smtp::reply;
     match failure {
@@ -308,7 +312,7 @@ fn refusal_reply(failure: &crate::policy::TlsFailure, domain: &str, label: &str)
     }
 }
 
-fn note_relaxed(
+pub fn note_relaxed(
     ctx: &Context,
     applied: &crate::policy::Applied,
     domain: &str,

@@ -257,41 +257,15 @@ impl<'a> Dialogue<'a> {
         let Some(mx) = self.mx.as_mut() else {
             return Err(OutboundError::MxLost("no MX session".into()));
         };
-        let mut scanner = EndOfData::default();
-        let idle = ctx.config.limits.idle_timeout;
-        loop {
-            let chunk = match tokio::time::timeout(idle, mta.fill_buf()).await {
-                Err(_) => return Err(OutboundError::MtaIdle(idle)),
-                Ok(Ok(chunk)) => chunk,
-                Ok(Err(LineError::Io(e))) => return Err(OutboundError::MtaIo(e)),
-                Ok(Err(_)) => return Err(OutboundError::MtaClosed),
-            };
-            match scanner.scan(chunk) {
-                Scan::Body => {
-                    let n = chunk.len();
-                    mx.conn
-                        .write(ctx, chunk)
-                        .await
-                        .map_err(OutboundError::MxLost)?;
-                    mta.consume(n);
-                    record.bytes_from_peer += n as u64;
-                }
-                Scan::End(n) => {
-                    mx.conn
-                        .write(ctx, &chunk[..n])
-                        .await
-                        .map_err(OutboundError::MxLost)?;
-                    mta.consume(n);
-                    record.bytes_from_peer += n as u64;
-                    break;
-                }
-                // The MX holds a partial message without terminator: closing makes it drop it.
-                Scan::BareLf(_) => {
-                    self.mx = None;
-                    return Err(OutboundError::BareLf);
-                }
+        if let Err(e) = relay_body(ctx, mta, &mut mx.conn, record).await {
+            if matches!(e, OutboundError::BareLf) {
+                self.mx = None;
             }
+            return Err(e);
         }
+        let Some(mx) = self.mx.as_mut() else {
+            return Err(OutboundError::MxLost("no MX session".into()));
+        };
         let last = mx
             .conn
             .read_reply(ctx)
@@ -363,6 +337,44 @@ impl<'a> Dialogue<'a> {
                 Ok(Err(LineError::Eof)) => return Err(OutboundError::MtaClosed),
                 Ok(Err(LineError::Io(e))) => return Err(OutboundError::MtaIo(e)),
             }
+        }
+    }
+}
+
+/// Relays a DATA body from the MTA to the MX up to and including `CRLF.CRLF`. Bytes the MTA
+/// pipelined after the terminator stay in `mta` for the dialogue.
+pub async fn relay_body(
+    ctx: &Context,
+    mta: &mut LineReader<TcpStream>,
+    mx: &mut connect::MxConn,
+    record: &mut SessionRecord,
+) -> Result<(), OutboundError> {
+    let mut scanner = EndOfData::default();
+    let idle = ctx.config.limits.idle_timeout;
+    loop {
+        let chunk = match tokio::time::timeout(idle, mta.fill_buf()).await {
+            Err(_) => return Err(OutboundError::MtaIdle(idle)),
+            Ok(Ok(chunk)) => chunk,
+            Ok(Err(LineError::Io(e))) => return Err(OutboundError::MtaIo(e)),
+            Ok(Err(_)) => return Err(OutboundError::MtaClosed),
+        };
+        match scanner.scan(chunk) {
+            Scan::Body => {
+                let n = chunk.len();
+                mx.write(ctx, chunk).await.map_err(OutboundError::MxLost)?;
+                mta.consume(n);
+                record.bytes_from_peer += n as u64;
+            }
+            Scan::End(n) => {
+                mx.write(ctx, &chunk[..n])
+                    .await
+                    .map_err(OutboundError::MxLost)?;
+                mta.consume(n);
+                record.bytes_from_peer += n as u64;
+                return Ok(());
+            }
+            // The MX holds a partial message without terminator: closing makes it drop it.
+            Scan::BareLf(_) => return Err(OutboundError::BareLf),
         }
     }
 }

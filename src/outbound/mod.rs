@@ -11,8 +11,10 @@ mod connect;
 mod envelope;
 pub mod route;
 mod starttls;
+mod transparent;
 
-use crate::config::{Config, Outbound};
+use crate::config::{Config, Outbound, OutboundMode};
+use crate::log;
 use crate::metrics::ListenerMetrics;
 use crate::resolver::Resolve;
 use crate::session::SessionRecord;
@@ -88,9 +90,30 @@ pub async fn run(ctx: Context, mta: TcpStream, peer: SocketAddr) {
     let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
     let mut record = SessionRecord::new(&ctx.listener.name, "outbound", peer, unspecified);
     let _ = mta.set_nodelay(true);
+    let transparent = ctx.listener.mode == OutboundMode::Transparent;
+    let original = if transparent {
+        Some(transparent::original_destination(&ctx, &mta))
+    } else {
+        None
+    };
     let mut mta = LineReader::new(mta);
     let mut dialogue = envelope::Dialogue::new(&ctx);
-    let result = dialogue.run(&mut mta, &mut record).await;
+    let result = match original {
+        None => dialogue.run(&mut mta, &mut record).await,
+        Some(Ok(original)) => transparent::session(&ctx, &mut mta, original, &mut record).await,
+        Some(Err(refusal)) => {
+            log::warn("loop_guard")
+                .field("id", &record.id)
+                .field("listener", &ctx.listener.name)
+                .field("peer", peer)
+                .field("reply", refusal.first_text())
+                .emit();
+            ctx.metrics.policy_rejection("loop_guard");
+            record.outcome = "loop_guard";
+            let _ = mta.get_mut().write_all(&refusal.to_bytes()).await;
+            Ok(())
+        }
+    };
     let tls = record.tls.is_some();
     if let Err(e) = &result {
         record.outcome = e.reason();

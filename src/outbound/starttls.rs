@@ -9,7 +9,7 @@ use crate::policy::{Applied, Offer};
 use crate::session::TlsFacts;
 use crate::smtp::LineReader;
 use crate::tls;
-use rustls::pki_types::ServerName;
+use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
@@ -19,6 +19,8 @@ pub struct Attempt {
     pub offer: Offer,
     pub conn: Option<MxConn>,
     pub facts: Option<TlsFacts>,
+    /// The certificate chain the host presented (transparent mode re-verifies it per domain).
+    pub chain: Vec<CertificateDer<'static>>,
 }
 
 impl Attempt {
@@ -27,6 +29,7 @@ impl Attempt {
             offer,
             conn: None,
             facts: None,
+            chain: Vec::new(),
         }
     }
 }
@@ -37,6 +40,7 @@ pub async fn attempt(ctx: &Context, mut conn: MxConn, applied: &Applied, id: &st
             offer: Offer::NotOffered,
             conn: Some(conn),
             facts: None,
+            chain: Vec::new(),
         };
     }
     let reply = match conn.command(ctx, b"STARTTLS").await {
@@ -48,6 +52,7 @@ pub async fn attempt(ctx: &Context, mut conn: MxConn, applied: &Applied, id: &st
             offer: Offer::Refused(summary(&reply)),
             conn: Some(conn),
             facts: None,
+            chain: Vec::new(),
         };
     }
     let started = Instant::now();
@@ -67,6 +72,7 @@ pub async fn attempt(ctx: &Context, mut conn: MxConn, applied: &Applied, id: &st
         label,
         host,
         addr,
+        greeting,
         ..
     } = conn;
     let (MxStream::Plain(tcp), _) = reader.into_parts() else {
@@ -106,6 +112,10 @@ pub async fn attempt(ctx: &Context, mut conn: MxConn, applied: &Applied, id: &st
         }
     };
     let connection = stream.get_ref().1;
+    let chain: Vec<CertificateDer<'static>> = connection
+        .peer_certificates()
+        .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
+        .unwrap_or_default();
     let verdict = verifier.verdict().unwrap_or(tls::CertVerdict::Invalid);
     let facts = TlsFacts {
         version: tls::version_name(connection.protocol_version()),
@@ -124,6 +134,7 @@ pub async fn attempt(ctx: &Context, mut conn: MxConn, applied: &Applied, id: &st
         host,
         addr,
         ehlo: None,
+        greeting,
     };
     // RFC 3207 §4.2: forget what was learnt before TLS and ask again.
     if let Err(e) = conn.hello(ctx).await {
@@ -133,5 +144,6 @@ pub async fn attempt(ctx: &Context, mut conn: MxConn, applied: &Applied, id: &st
         offer: Offer::Tls(verdict),
         conn: Some(conn),
         facts: Some(facts),
+        chain,
     }
 }

@@ -318,3 +318,11 @@ pub fn loop_detected(hostname: &str) -> Reply {
         format!("5.4.6 {hostname} Error: mail loops back to myself"),
     )
 }
+
+/// Transparent mode: the connection carries no original destination (not redirected).
+pub fn no_original_destination(hostname: &str) -> Reply {
+    Reply::new(
+        421,
+        format!("4.3.0 {hostname} Error: cannot determine the original destination"),
+    )
+}

@@ -140,7 +140,11 @@ pub struct SmtpClient {
 impl SmtpClient {
     /// Connects and reads the greeting.
     pub fn connect(addr: SocketAddr) -> (SmtpClient, Reply) {
-        let stream = TcpStream::connect(addr).expect("connect to the proxy");
+        Self::from_stream(TcpStream::connect(addr).expect("connect to the proxy"))
+    }
+
+    /// Wraps a connected stream and reads the greeting.
+    pub fn from_stream(stream: TcpStream) -> (SmtpClient, Reply) {
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
         let mut client = SmtpClient {
             reader: BufReader::new(stream),
@@ -172,6 +176,18 @@ impl SmtpClient {
             if last {
                 return Reply { code, lines };
             }
+        }
+    }
+
+    /// The next reply, or `None` when the peer closed.
+    pub fn reply_or_closed(&mut self) -> Option<Reply> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(Reply {
+                code: line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0),
+                lines: vec![line.get(4..).unwrap_or("").trim_end().to_string()],
+            }),
         }
     }
 

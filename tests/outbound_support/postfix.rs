@@ -38,8 +38,12 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 
 /// What the instance is for.
 pub enum Role<'a> {
-    /// The legacy MTA: relays everything to the proxy at `relayhost`, in plaintext.
-    Sender { relayhost: SocketAddr },
+    /// The legacy MTA: relays everything to `relayhost` (the proxy, or in transparent mode the
+    /// MX itself) in plaintext, from `bind` when set.
+    Sender {
+        relayhost: SocketAddr,
+        bind: Option<Ipv4Addr>,
+    },
     /// A remote MX accepting mail for `domains`; `tls`: its certificate (None: no STARTTLS).
     Mx {
         domains: &'a [&'a str],
@@ -97,7 +101,10 @@ impl Postfix {
              queue_run_delay = 1s\n"
         );
         match role {
-            Role::Sender { relayhost } => {
+            Role::Sender { relayhost, bind } => {
+                if let Some(ip) = bind {
+                    main += &format!("smtp_bind_address = {ip}\n");
+                }
                 main += &format!(
                     "relayhost = [{}]:{}\n\
                      smtp_tls_security_level = none\n\

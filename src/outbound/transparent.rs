@@ -1,0 +1,368 @@
+//! Transparent mode: the legacy MTA's own port-25 connections are redirected to the proxy (nft
+//! or iptables REDIRECT); the original destination comes from SO_ORIGINAL_DST.
+//!
+//! Phases: original destination (loop guard) → connect, greeting, EHLO, STARTTLS as soon as it
+//! is offered (a failed handshake: fresh plaintext connection) → relay the greeting and the
+//! EHLO reply (without STARTTLS) to the MTA → MAIL kept → each RCPT's domain policy checked
+//! against the TLS state obtained, before MAIL/RCPT leave → DATA relayed, the MX's final reply
+//! passed through. The MX's name is unknown here: no SNI is sent, and `verify` checks the
+//! certificate against the recipient domain's MX host names, the domain and its `match` names.
+
+use super::connect::{self, summary, MxConn};
+use super::envelope::relay_body;
+use super::starttls::{self, Attempt};
+use super::{Context, OutboundError};
+use crate::log;
+use crate::policy::{decide, Applied, Decision, Offer};
+use crate::session::SessionRecord;
+use crate::smtp::{ehlo, reply, Command, LineError, LineReader, Reply};
+use crate::tls::CertVerdict;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use std::net::SocketAddr;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// Where the MTA meant to go, or why we will not take it there.
+pub fn original_destination(ctx: &Context, mta: &TcpStream) -> Result<SocketAddr, Reply> {
+    let sock = socket2::SockRef::from(mta);
+    let local = mta.local_addr().ok();
+    let original = match local {
+        Some(SocketAddr::V6(_)) => sock.original_dst_ipv6(),
+        _ => sock.original_dst(),
+    }
+    .ok()
+    .and_then(|a| a.as_socket());
+    let Some(original) = original else {
+        return Err(reply::no_original_destination(&ctx.config.hostname));
+    };
+    if is_self(ctx, original, local) {
+        return Err(reply::loop_detected(&ctx.config.hostname));
+    }
+    Ok(original)
+}
+
+/// The loop guard: a connection made to the proxy itself (not redirected: the original
+/// destination is our own address) or redirected to one of our listeners would loop.
+fn is_self(ctx: &Context, original: SocketAddr, local: Option<SocketAddr>) -> bool {
+    if Some(original) == local {
+        return true;
+    }
+    let listens = ctx
+        .config
+        .inbound
+        .iter()
+        .map(|l| l.listen)
+        .chain(ctx.config.outbound.iter().map(|l| l.listen));
+    for listen in listens {
+        if listen.port() == original.port()
+            && (listen.ip() == original.ip() || listen.ip().is_unspecified())
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// The TLS state of the MX session, against which every RCPT is checked.
+struct TlsState {
+    /// What the STARTTLS attempt came to (`Tls(_)` with the handshake's own verdict).
+    offer: Offer,
+    chain: Vec<CertificateDer<'static>>,
+}
+
+pub async fn session(
+    ctx: &Context,
+    mta: &mut LineReader<TcpStream>,
+    original: SocketAddr,
+    record: &mut SessionRecord,
+) -> Result<(), OutboundError> {
+    record.next_hop = original;
+    let host = original.ip().to_string();
+    let (mut conn, state) = match connect_upgraded(ctx, &host, original, record).await {
+        Ok(c) => c,
+        Err(e) => {
+            log::warn("mx_unreachable")
+                .field("id", &record.id)
+                .field("error", &e)
+                .emit();
+            // RFC 5321 §3.8: the MTA keeps the message and tries later.
+            let r = reply::backend_unavailable(&ctx.config.hostname);
+            send(mta, &r, record).await?;
+            return Ok(());
+        }
+    };
+    let mut d = Transparent {
+        ctx,
+        mail: None,
+        mail_sent: false,
+        errors: 0,
+        draining: ctx.draining.clone(),
+    };
+    send(mta, &conn.greeting.clone(), record).await?;
+    let result = d.run(mta, &mut conn, &state, record).await;
+    conn.quit(ctx).await;
+    result
+}
+
+/// Connect, EHLO, STARTTLS when offered; a broken handshake gets a fresh plaintext connection.
+async fn connect_upgraded(
+    ctx: &Context,
+    host: &str,
+    addr: SocketAddr,
+    record: &mut SessionRecord,
+) -> Result<(MxConn, TlsState), String> {
+    let conn = connect::open(ctx, host, addr).await?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    // No domain yet: the policy-wide trust anchors, no extra names.
+    let applied = ctx.config.outbound_policy.lookup("", now);
+    let Attempt {
+        offer,
+        conn,
+        facts,
+        chain,
+    } = starttls::attempt(ctx, conn, &applied, &record.id).await;
+    let conn = match conn {
+        Some(c) => c,
+        None => {
+            log::warn("tls_fallback_plaintext")
+                .field("id", &record.id)
+                .field("mx", addr)
+                .field("detail", format!("{offer:?}"))
+                .emit();
+            connect::open(ctx, host, addr).await?
+        }
+    };
+    record.tls.clone_from(&facts);
+    if let Some(f) = record.tls.as_mut() {
+        // Verified per recipient domain later; the handshake alone knows no name.
+        f.verdict = "per_domain";
+    }
+    Ok((conn, TlsState { offer, chain }))
+}
+
+struct Transparent<'a> {
+    ctx: &'a Context,
+    mail: Option<Vec<u8>>,
+    mail_sent: bool,
+    errors: u32,
+    draining: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Transparent<'_> {
+    async fn run(
+        &mut self,
+        mta: &mut LineReader<TcpStream>,
+        mx: &mut MxConn,
+        state: &TlsState,
+        record: &mut SessionRecord,
+    ) -> Result<(), OutboundError> {
+        let ctx = self.ctx;
+        loop {
+            let line = self.next_command(mta, record).await?;
+            record.bytes_from_peer += line.len() as u64 + 2;
+            let answer = match Command::parse(&line) {
+                Command::Ehlo => {
+                    self.reset(mx).await?;
+                    match &mx.ehlo {
+                        // The MTA must not try STARTTLS itself: we already did, for it.
+                        Some(r) => ehlo::rewrite(r, false),
+                        None => Reply::new(250, mx.host.clone()),
+                    }
+                }
+                Command::Helo => {
+                    self.reset(mx).await?;
+                    Reply::new(250, mx.host.clone())
+                }
+                Command::StartTls { .. } | Command::Bdat { .. } => reply::not_implemented(),
+                Command::Mail { .. } if self.mail.is_some() => reply::nested_mail(),
+                Command::Mail { .. } => {
+                    self.mail = Some(line);
+                    reply::sender_ok()
+                }
+                Command::Rcpt { domain } => self.rcpt(&line, domain, mx, state, record).await?,
+                Command::Data if !self.mail_sent => reply::no_valid_recipients(),
+                Command::Data => {
+                    let r = mx
+                        .command(ctx, b"DATA")
+                        .await
+                        .map_err(OutboundError::MxLost)?;
+                    send(mta, &r, record).await?;
+                    if r.code != 354 {
+                        self.reset(mx).await?;
+                        continue;
+                    }
+                    relay_body(ctx, mta, mx, record).await?;
+                    let last = mx.read_reply(ctx).await.map_err(OutboundError::MxLost)?;
+                    self.mail = None;
+                    self.mail_sent = false;
+                    last
+                }
+                Command::Rset => {
+                    self.reset(mx).await?;
+                    reply::ok()
+                }
+                Command::Noop => reply::ok(),
+                Command::Quit => {
+                    send(mta, &reply::bye(), record).await?;
+                    return Ok(());
+                }
+                // VRFY, EXPN, HELP...: the MX's business.
+                Command::Other => mx
+                    .command(ctx, &line)
+                    .await
+                    .map_err(OutboundError::MxLost)?,
+            };
+            send(mta, &answer, record).await?;
+        }
+    }
+
+    async fn rcpt(
+        &mut self,
+        line: &[u8],
+        domain: Option<String>,
+        mx: &mut MxConn,
+        state: &TlsState,
+        record: &mut SessionRecord,
+    ) -> Result<Reply, OutboundError> {
+        let ctx = self.ctx;
+        let Some(mail) = self.mail.clone() else {
+            return Ok(reply::need_mail());
+        };
+        let Some(domain) = domain else {
+            return Ok(reply::bad_recipient_syntax());
+        };
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let applied = ctx.config.outbound_policy.lookup(&domain, now);
+        record.domain = Some(domain.clone());
+        record.policy = applied.mode.as_str();
+        if applied.mode != crate::policy::Mode::None {
+            let offer = match &state.offer {
+                Offer::Tls(_) => Offer::Tls(self.verdict(&domain, &applied, state).await),
+                other => other.clone(),
+            };
+            match decide(applied.mode, applied.relaxed, &offer) {
+                Decision::Refuse(failure) => {
+                    ctx.metrics.policy_rejection(failure.reason());
+                    let r = connect::refusal_reply(&failure, &domain, &mx.label);
+                    log::warn("policy_refused")
+                        .field("id", &record.id)
+                        .field("listener", &ctx.listener.name)
+                        .field("domain", &domain)
+                        .field("policy", applied.mode)
+                        .field("mx", &mx.label)
+                        .field("reason", failure.reason())
+                        .field("reply", summary(&r))
+                        .emit();
+                    return Ok(r);
+                }
+                Decision::Proceed { relaxed } | Decision::RetryPlain { relaxed } => {
+                    connect::note_relaxed(
+                        ctx,
+                        &applied,
+                        &domain,
+                        &mx.label,
+                        relaxed.as_ref(),
+                        &record.id,
+                    );
+                    let tls = matches!(offer, Offer::Tls(_));
+                    let verified = offer == Offer::Tls(CertVerdict::Verified);
+                    crate::metrics::outbound_domain_session(
+                        &applied.label,
+                        applied.mode.as_str(),
+                        tls,
+                        verified,
+                    );
+                }
+            }
+        }
+        if !self.mail_sent {
+            let r = mx
+                .command(ctx, &mail)
+                .await
+                .map_err(OutboundError::MxLost)?;
+            if !r.is_positive() {
+                let _ = mx.command(ctx, b"RSET").await;
+                return Ok(r);
+            }
+            self.mail_sent = true;
+        }
+        mx.command(ctx, line).await.map_err(OutboundError::MxLost)
+    }
+
+    /// The certificate's verdict for `domain`: valid chain, and a name among the domain's MX
+    /// host names, the domain itself and its `match` names.
+    async fn verdict(&self, domain: &str, applied: &Applied, state: &TlsState) -> CertVerdict {
+        let Some((leaf, intermediates)) = state.chain.split_first() else {
+            return CertVerdict::Invalid;
+        };
+        let mut names: Vec<String> = match self.ctx.resolver.mx(domain).await {
+            Ok(records) => records
+                .into_iter()
+                .map(|(_, n)| n)
+                .filter(|n| !n.is_empty())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        names.push(domain.to_string());
+        names.extend(applied.match_names.iter().cloned());
+        let Ok(first) = ServerName::try_from(domain.to_string()) else {
+            return CertVerdict::Invalid;
+        };
+        applied
+            .trust_anchors
+            .verdict(leaf, intermediates, &first, &names, UnixTime::now())
+    }
+
+    async fn reset(&mut self, mx: &mut MxConn) -> Result<(), OutboundError> {
+        if self.mail_sent {
+            mx.command(self.ctx, b"RSET")
+                .await
+                .map_err(OutboundError::MxLost)?;
+        }
+        self.mail = None;
+        self.mail_sent = false;
+        Ok(())
+    }
+
+    async fn next_command(
+        &mut self,
+        mta: &mut LineReader<TcpStream>,
+        record: &mut SessionRecord,
+    ) -> Result<Vec<u8>, OutboundError> {
+        let limits = &self.ctx.config.limits;
+        loop {
+            let read =
+                tokio::time::timeout(limits.idle_timeout, mta.read_line(limits.max_line_length));
+            let result = tokio::select! {
+                r = read => r,
+                _ = self.draining.wait_for(|d| *d) => return Err(OutboundError::Draining),
+            };
+            match result {
+                Err(_) => return Err(OutboundError::MtaIdle(limits.idle_timeout)),
+                Ok(Ok(line)) => return Ok(line),
+                Ok(Err(LineError::TooLong(_))) => {
+                    self.errors += 1;
+                    if self.errors >= limits.max_errors {
+                        return Err(OutboundError::TooManyErrors);
+                    }
+                    send(mta, &reply::line_too_long(), record).await?;
+                }
+                Ok(Err(LineError::Eof)) => return Err(OutboundError::MtaClosed),
+                Ok(Err(LineError::Io(e))) => return Err(OutboundError::MtaIo(e)),
+            }
+        }
+    }
+}
+
+async fn send(
+    mta: &mut LineReader<TcpStream>,
+    reply: &Reply,
+    record: &mut SessionRecord,
+) -> Result<(), OutboundError> {
+    let bytes = reply.to_bytes();
+    record.bytes_to_peer += bytes.len() as u64;
+    mta.get_mut()
+        .write_all(&bytes)
+        .await
+        .map_err(OutboundError::MtaIo)
+}
