@@ -161,9 +161,9 @@ first-lba: 2048
 start=2048, size=$((ESP_SIZE_MIB * 2048)), type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, uuid=$ESP_PARTUUID, name="ESP", attrs="LegacyBIOSBootable"
 start=$(((ESP_SIZE_MIB + 1) * 2048)), type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, uuid=$ROOT_PARTUUID, name="root"
 EOF
-root_start=$(sfdisk --json "$raw" | python3 -c 'import json,sys; print(json.load(sys.stdin)["partitiontable"]["partitions"][1]["start"])' 2>/dev/null \
-    || echo $(((ESP_SIZE_MIB + 1) * 2048)))
-root_sectors=$(( DISK_SIZE_MIB * 2048 - root_start - 34 ))
+# Where sfdisk put the root partition (it aligns the end to 1 MiB).
+read -r root_start root_sectors < <(sfdisk --dump "$raw" | sed -n 's/^.*disk.raw2 : start= *\([0-9]*\), size= *\([0-9]*\),.*/\1 \2/p')
+[ -n "$root_sectors" ] || die "cannot read the partition table back"
 
 # ESP: FAT32 written in place with mtools, at 1 MiB into the disk.
 esp_off=$((2048 * 512))

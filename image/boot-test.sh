@@ -1,0 +1,236 @@
+#!/usr/bin/env bash
+# Boot the appliance under qemu (TCG: no KVM needed) and prove it proxies mail.
+#
+#   image/boot-test.sh [--uefi] [--no-drive | --vfat] [IMAGE]     (default image/out/starttls-proxy.qcow2)
+#
+# The image itself is never written: the VM runs on a throw-away qcow2 overlay. User networking
+# forwards the guest's SMTP (25) and admin (9125) ports to free ports on 127.0.0.1; the guest
+# reaches the host's loopback as 10.0.2.2, where a plaintext sink MTA (sink.py) listens.
+#
+# With a config drive (default ISO, --vfat for FAT): a test CA-less certificate and key, a static
+# network file and a configuration whose backend is the sink. Checks: the greeting, STARTTLS in the
+# EHLO reply, the certificate from the drive (verified by openssl against it, so the key really
+# came through the systemd credential), a message sent with swaks over STARTTLS arriving in the
+# sink, /healthz and /metrics (the TLS handshake counted).
+# With --no-drive: the default configuration is installed (console says so), /healthz and
+# /metrics answer, and SMTP answers with 421 since no backend is configured.
+# qemu is killed by its PID on every exit. Exit status 0 only if every check passed.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+firmware=bios drive=iso
+while [ $# -gt 0 ]; do
+    case $1 in
+    --uefi) firmware=uefi ;;
+    --no-drive) drive=none ;;
+    --vfat) drive=vfat ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -*) echo "unknown option $1" >&2; exit 2 ;;
+    *) break ;;
+    esac
+    shift
+done
+IMAGE=$(readlink -f "${1:-$HERE/out/starttls-proxy.qcow2}")
+BOOT_TIMEOUT=${BOOT_TIMEOUT:-420}
+[ -f "$IMAGE" ] || { echo "no image at $IMAGE (run image/build.sh)" >&2; exit 2; }
+
+T0=$(date +%s)
+log() { printf '[boot-test %s +%3ds] %s\n' "$(date +%T)" "$(( $(date +%s) - T0 ))" "$*" >&2; }
+pass() { log "ok: $*"; }
+
+# --- host tools -----------------------------------------------------------------------------------
+missing=()
+command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86 qemu-utils/bookworm)
+command -v swaks >/dev/null || missing+=(swaks)
+command -v openssl >/dev/null || missing+=(openssl)
+command -v curl >/dev/null || missing+=(curl)
+command -v python3 >/dev/null || missing+=(python3)
+[ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] || missing+=(ovmf)
+command -v genisoimage >/dev/null || missing+=(genisoimage)
+command -v mcopy >/dev/null || missing+=(mtools)
+command -v mkfs.vfat >/dev/null || missing+=(dosfstools)
+if [ ${#missing[@]} -gt 0 ]; then
+    [ "$(id -u)" = 0 ] || { echo "missing tools: ${missing[*]} (run as root to install them)" >&2; exit 2; }
+    log "installing ${missing[*]}"
+    apt-get update -qq
+    # qemu-system-x86 7.2 (bookworm) needs the matching qemu-utils, hence the downgrade.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends --allow-downgrades "${missing[@]}"
+fi
+
+# --- scratch space and cleanup ----------------------------------------------------------------------
+T=$(mktemp -d /tmp/starttls-proxy-boot-test.XXXXXX)
+QEMU_PID="" SINK_PID=""
+cleanup() {
+    rc=$?
+    if [ -n "$QEMU_PID" ] && kill -0 "$QEMU_PID" 2>/dev/null; then
+        kill "$QEMU_PID" 2>/dev/null || true
+        for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$QEMU_PID" 2>/dev/null || break; sleep 0.5; done
+        kill -9 "$QEMU_PID" 2>/dev/null || true
+        wait "$QEMU_PID" 2>/dev/null || true
+    fi
+    if [ -n "$SINK_PID" ]; then kill "$SINK_PID" 2>/dev/null || true; wait "$SINK_PID" 2>/dev/null || true; fi
+    if [ "$rc" != 0 ]; then
+        log "FAILED ($firmware, drive=$drive); last lines of the serial console:"
+        tail -n 60 "$T/serial.log" 2>/dev/null | sed 's/^/    | /' >&2 || true
+        if [ -n "${KEEP_LOGS:-}" ]; then log "logs kept in $T"; else rm -rf "$T"; fi
+    else
+        rm -rf "$T"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+fail() { log "FAIL: $*"; exit 1; }
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+SMTP_PORT=$(free_port) ADMIN_PORT=$(free_port) SINK_PORT=$(free_port)
+
+# --- the sink and the config drive -------------------------------------------------------------------
+drive_args=()
+if [ "$drive" != none ]; then
+    python3 "$HERE/sink.py" "$SINK_PORT" "$T/spool" > "$T/sink.log" 2>&1 &
+    SINK_PID=$!
+    for _ in $(seq 50); do grep -q ready "$T/sink.log" 2>/dev/null && break; sleep 0.1; done
+    grep -q ready "$T/sink.log" || fail "sink did not start: $(cat "$T/sink.log")"
+
+    cd_dir=$T/drive
+    mkdir -p "$cd_dir/starttls-proxy/tls" "$cd_dir/network"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+        -subj /CN=mx.boot-test.example -addext subjectAltName=DNS:mx.boot-test.example \
+        -keyout "$cd_dir/starttls-proxy/tls/key.pem" -out "$cd_dir/starttls-proxy/tls/cert.pem" 2>/dev/null
+    cat > "$cd_dir/starttls-proxy/config.toml" <<EOF
+hostname = "mx.boot-test.example"
+shutdown_grace = "5s"
+
+[tls]
+certificate = "/etc/starttls-proxy/tls/cert.pem"
+private_key = "\${CREDENTIALS_DIRECTORY}/tls-key"
+
+[admin]
+listen = "0.0.0.0:9125"
+
+[[inbound]]
+name = "mx"
+listen = "0.0.0.0:25"
+backend = "10.0.2.2:$SINK_PORT"
+EOF
+    # A static address (the one slirp's DHCP would give) exercises the network files path.
+    cat > "$cd_dir/network/10-static.network" <<'EOF'
+[Match]
+Name=en* eth*
+
+[Network]
+Address=10.0.2.15/24
+Gateway=10.0.2.2
+DNS=10.0.2.3
+EOF
+    printf 'instance-id: boot-test\nlocal-hostname: mx-boot-test\n' > "$cd_dir/meta-data"
+    if [ "$drive" = vfat ]; then
+        "$HERE/make-config-drive.sh" --vfat "$cd_dir" "$T/cidata.img" >/dev/null
+        drive_args=(-drive "file=$T/cidata.img,if=virtio,format=raw,readonly=on")
+    else
+        "$HERE/make-config-drive.sh" "$cd_dir" "$T/cidata.iso" >/dev/null
+        drive_args=(-drive "file=$T/cidata.iso,media=cdrom,readonly=on")
+    fi
+fi
+
+# --- boot ------------------------------------------------------------------------------------------
+qemu-img create -q -f qcow2 -b "$IMAGE" -F qcow2 "$T/disk.qcow2"
+fw_args=()
+if [ "$firmware" = uefi ]; then
+    cp /usr/share/OVMF/OVMF_VARS_4M.fd "$T/vars.fd"
+    fw_args=(-drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd
+             -drive "if=pflash,format=raw,file=$T/vars.fd")
+fi
+log "booting $(basename "$IMAGE") ($firmware, config drive: $drive); smtp 127.0.0.1:$SMTP_PORT admin 127.0.0.1:$ADMIN_PORT"
+qemu-system-x86_64 -machine pc -accel tcg,thread=multi -cpu max -smp 2 -m 1024 \
+    "${fw_args[@]}" \
+    -drive "file=$T/disk.qcow2,if=virtio,format=qcow2" \
+    "${drive_args[@]}" \
+    -netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$SMTP_PORT-:25,hostfwd=tcp:127.0.0.1:$ADMIN_PORT-:9125" \
+    -device virtio-net-pci,netdev=n0 \
+    -serial "file:$T/serial.log" -display none -monitor none -nodefaults -vga none -no-reboot \
+    > "$T/qemu.log" 2>&1 &
+QEMU_PID=$!
+
+# Ready = the admin endpoint answers /healthz (slirp accepts forwarded connections before the
+# guest listens, so a TCP connect alone proves nothing).
+while :; do
+    kill -0 "$QEMU_PID" 2>/dev/null || fail "qemu exited: $(cat "$T/qemu.log")"
+    [ $(( $(date +%s) - T0 )) -lt "$BOOT_TIMEOUT" ] || fail "not ready after ${BOOT_TIMEOUT}s"
+    ! grep -qE 'Failed to start .*starttls-p|Failed to mount|Kernel panic|\(initramfs\)' "$T/serial.log" \
+        || { sleep 3; fail "boot failed (see the console below)"; }
+    if curl -fsS -m 3 -o /dev/null "http://127.0.0.1:$ADMIN_PORT/healthz" 2>/dev/null; then break; fi
+    sleep 2
+done
+READY=$(( $(date +%s) - T0 ))
+pass "service ready (/healthz) ${READY}s after qemu start"
+
+# --- checks ----------------------------------------------------------------------------------------
+# Talk SMTP line by line: greeting, EHLO, QUIT. Prints the transcript.
+smtp_ehlo() {
+    python3 - "$SMTP_PORT" <<'EOF'
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=30)
+f = s.makefile("rb")
+def reply():
+    lines = []
+    while True:
+        line = f.readline().decode(errors="replace").rstrip("\r\n")
+        lines.append(line)
+        print("S: " + line)
+        if len(line) < 4 or line[3] != "-":
+            return lines
+greeting = reply()
+if greeting[0].startswith("220"):
+    s.sendall(b"EHLO boot-test.example\r\n"); print("C: EHLO boot-test.example")
+    reply()
+    s.sendall(b"QUIT\r\n"); print("C: QUIT")
+    reply()
+EOF
+}
+
+metric() { curl -fsS -m 10 "http://127.0.0.1:$ADMIN_PORT/metrics" | grep -E "^$1" || true; }
+
+if [ "$drive" = none ]; then
+    grep -q "installed the DEFAULT configuration" "$T/serial.log" \
+        || fail "the console does not report the default configuration"
+    pass "console: $(grep -m1 -o 'no config drive.*' "$T/serial.log" | tr -d '\r')"
+    out=$(smtp_ehlo) || fail "SMTP: $out"
+    echo "$out" | grep -q '^S: 421 4\.4\.1' || fail "expected 421 4.4.1 without a backend, got: $out"
+    pass "SMTP on port 25 answers 421 4.4.1 (no backend configured): $(echo "$out" | head -1)"
+    curl -fsS -m 10 "http://127.0.0.1:$ADMIN_PORT/metrics" | grep -q '^# TYPE starttls_proxy_' \
+        || fail "/metrics has no starttls_proxy metrics"
+    pass "/metrics: $(metric 'starttls_proxy_connections_total' | head -1)"
+else
+    grep -q "config drive /dev/.* found" "$T/serial.log" || fail "the console does not report the config drive"
+    pass "console: $(grep -m1 -o 'config drive /dev/[^ ]* found' "$T/serial.log")"
+
+    out=$(smtp_ehlo) || fail "SMTP: $out"
+    echo "$out" | grep -q '^S: 220 sink.boot-test' || fail "greeting is not the backend's: $out"
+    pass "greeting relayed from the sink: $(echo "$out" | head -1)"
+    echo "$out" | grep -q '^S: 250[- ]STARTTLS' || fail "no STARTTLS in the EHLO reply: $out"
+    pass "EHLO reply offers STARTTLS"
+
+    verify=$(openssl s_client -starttls smtp -connect "127.0.0.1:$SMTP_PORT" -servername mx.boot-test.example \
+        -CAfile "$T/drive/starttls-proxy/tls/cert.pem" -verify_hostname mx.boot-test.example \
+        -verify_return_error -brief < /dev/null 2>&1) || fail "openssl s_client: $verify"
+    echo "$verify" | grep -q 'Verification: OK' || fail "certificate not verified: $verify"
+    pass "certificate from the config drive verified: $(echo "$verify" | grep -m1 'Protocol version' | tr -s ' ')"
+
+    token="boot-test-$(date +%s)-$$"
+    swaks --server "127.0.0.1:$SMTP_PORT" --tls --tls-protocol tlsv1_3 --ehlo client.boot-test.example \
+        --from sender@client.boot-test.example --to rcpt@backend.boot-test.example \
+        --header "Subject: $token" --body "token $token" --timeout 60 > "$T/swaks.log" 2>&1 \
+        || fail "swaks failed: $(tail -n 20 "$T/swaks.log")"
+    grep -q '250 2.0.0 Ok: queued as SINK' "$T/swaks.log" || fail "no 250 from the sink: $(tail "$T/swaks.log")"
+    grep -rqs "token $token" "$T/spool" || fail "the message did not reach the sink"
+    pass "message delivered over STARTTLS ($(grep -m1 -o 'TLS started with cipher [^ ]* [^ ]*' "$T/swaks.log" || echo TLS)) and found in the sink"
+
+    hs=$(metric 'starttls_proxy_tls_handshakes_total')
+    echo "$hs" | grep -q 'TLSv1.3' || fail "/metrics does not count the TLS 1.3 handshake: $hs"
+    pass "/metrics: $(echo "$hs" | head -1)"
+fi
+curl -fsS -m 10 "http://127.0.0.1:$ADMIN_PORT/healthz" >/dev/null || fail "/healthz"
+log "PASS ($firmware, config drive: $drive): ready after ${READY}s, total $(( $(date +%s) - T0 ))s"
