@@ -47,6 +47,9 @@ pub async fn run() -> Result<(), DemoError> {
                 .insert(local, tls.clone());
         }
     });
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).expect("signal handler");
+    let mut terminate = signal(SignalKind::terminate()).expect("signal handler");
     let server = Server::start(config, Some(observer)).await?;
     let proxy = server.inbound_addrs()["demo"];
     let admin = server
@@ -64,11 +67,15 @@ pub async fn run() -> Result<(), DemoError> {
         proxy.port()
     );
     println!("Or talk to it by hand:");
-    println!("  openssl s_client -starttls smtp -connect {proxy} -crlf");
+    // -nocommands: otherwise s_client takes a line starting with R (RCPT) as "renegotiate".
+    println!("  openssl s_client -starttls smtp -connect {proxy} -crlf -nocommands");
     println!();
     println!("Waiting for mail; Ctrl-C stops.");
     let sink_task = tokio::spawn(serve_sink(sink, sessions));
-    let _ = tokio::signal::ctrl_c().await;
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
     sink_task.abort();
     server.shutdown().await;
     Ok(())

@@ -427,12 +427,13 @@ async fn turn_away(mut stream: TcpStream, reply: Vec<u8>) {
 /// `run`: serve until SIGTERM/SIGINT, reloading on SIGHUP.
 pub async fn run(path: &Path, config: Config) -> Result<(), ServerError> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut server = Server::start(config, None).await?;
+    // Handlers first: a signal sent the moment `ready` is logged must not hit the default action.
     let (mut hup, mut term, mut int) = (
         signal(SignalKind::hangup()).expect("signal handler"),
         signal(SignalKind::terminate()).expect("signal handler"),
         signal(SignalKind::interrupt()).expect("signal handler"),
     );
+    let mut server = Server::start(config, None).await?;
     notify_systemd("READY=1");
     loop {
         tokio::select! {

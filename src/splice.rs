@@ -81,17 +81,15 @@ where
     let mut up = Copy::new(client_prefix);
     let mut down = Copy::new(server_prefix);
     let mut clock = IdleClock::new(idle);
+    let mut server_ended = false;
     let end = std::future::poll_fn(|cx| {
         let mut moved = false;
-        let up_done = match up.poll(cx, Pin::new(&mut client), Pin::new(&mut server), &mut moved) {
-            Poll::Ready(Err(e)) => return Poll::Ready(e.blame(Side::Client)),
-            p => p.is_ready(),
+        let up_result = up.poll(cx, Pin::new(&mut client), Pin::new(&mut server), &mut moved);
+        let down_result = down.poll(cx, Pin::new(&mut server), Pin::new(&mut client), &mut moved);
+        let (up_done, down_done) = match judge(up_result, down_result, &mut server_ended) {
+            Ok(done) => done,
+            Err(end) => return Poll::Ready(end),
         };
-        let down_done =
-            match down.poll(cx, Pin::new(&mut server), Pin::new(&mut client), &mut moved) {
-                Poll::Ready(Err(e)) => return Poll::Ready(e.blame(Side::Server)),
-                p => p.is_ready(),
-            };
         if up_done && down_done {
             return Poll::Ready(RelayEnd::Closed);
         }
@@ -158,15 +156,14 @@ async fn relay_tcp_with(
     let mut up = TcpCopy::new(client_prefix, splice);
     let mut down = TcpCopy::new(server_prefix, splice);
     let mut clock = IdleClock::new(idle);
+    let mut server_ended = false;
     let end = std::future::poll_fn(|cx| {
         let mut moved = false;
-        let up_done = match up.poll(cx, client, server, &mut moved) {
-            Poll::Ready(Err(e)) => return Poll::Ready(e.blame(Side::Client)),
-            p => p.is_ready(),
-        };
-        let down_done = match down.poll(cx, server, client, &mut moved) {
-            Poll::Ready(Err(e)) => return Poll::Ready(e.blame(Side::Server)),
-            p => p.is_ready(),
+        let up_result = up.poll(cx, client, server, &mut moved);
+        let down_result = down.poll(cx, server, client, &mut moved);
+        let (up_done, down_done) = match judge(up_result, down_result, &mut server_ended) {
+            Ok(done) => done,
+            Err(end) => return Poll::Ready(end),
         };
         if up_done && down_done {
             return Poll::Ready(RelayEnd::Closed);
@@ -191,6 +188,27 @@ async fn relay_tcp_with(
         end,
     };
     (outcome, paths)
+}
+
+/// Turns one poll of both directions into "which are done", or the end of the relay. Once the
+/// server has ended its stream (after QUIT's 221), a client that resets instead of closing
+/// cleanly (swaks, many MTAs) has simply gone: that is the normal end, not a client error.
+fn judge<T, U>(
+    up: Poll<Result<T, CopyError>>,
+    down: Poll<Result<U, CopyError>>,
+    server_ended: &mut bool,
+) -> Result<(bool, bool), RelayEnd> {
+    let down_done = match down {
+        Poll::Ready(Err(e)) => return Err(e.blame(Side::Server)),
+        p => p.is_ready(),
+    };
+    *server_ended |= down_done;
+    let up_done = match up {
+        Poll::Ready(Err(CopyError::Read(_))) if *server_ended => true,
+        Poll::Ready(Err(e)) => return Err(e.blame(Side::Client)),
+        p => p.is_ready(),
+    };
+    Ok((up_done, down_done))
 }
 
 /// Which end a direction reads from: errors are blamed on the side that failed.
