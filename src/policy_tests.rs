@@ -164,3 +164,96 @@ fn decide_table() {
         );
     }
 }
+
+/// Certificates for the verdict table: a CA, leaves it signs, a self-signed one, an expired one.
+mod verdicts {
+    use crate::tls::{CertVerdict, TrustAnchors};
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use std::time::Duration;
+
+    fn params(names: &[&str], expired: bool) -> CertificateParams {
+        let mut p = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        if expired {
+            p.not_before = now - Duration::from_secs(10 * 86_400);
+            p.not_after = now - Duration::from_secs(86_400);
+        } else {
+            p.not_before = now - Duration::from_secs(86_400);
+            p.not_after = now + Duration::from_secs(86_400);
+        }
+        p
+    }
+
+    #[test]
+    fn verdict_table() {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // rcgen's default subject is the same for every certificate: a self-signed leaf would
+        // then name the CA as issuer and fail as a bad signature, not as untrusted.
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Verdict Test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(ca_cert.der().to_vec()))
+            .unwrap();
+        let anchors = TrustAnchors::from_roots("test".into(), roots);
+        let signed = |names: &[&str], expired: bool| {
+            let key = KeyPair::generate().unwrap();
+            let cert = params(names, expired).signed_by(&key, &issuer).unwrap();
+            CertificateDer::from(cert.der().to_vec())
+        };
+        let self_signed = {
+            let key = KeyPair::generate().unwrap();
+            let cert = params(&["mx.bank.example"], false)
+                .self_signed(&key)
+                .unwrap();
+            CertificateDer::from(cert.der().to_vec())
+        };
+        let host = ServerName::try_from("mx.bank.example").unwrap();
+        let table: Vec<(CertificateDer, Vec<String>, CertVerdict)> = vec![
+            (
+                signed(&["mx.bank.example"], false),
+                vec![],
+                CertVerdict::Verified,
+            ),
+            (
+                signed(&["other.example"], false),
+                vec![],
+                CertVerdict::NameMismatch,
+            ),
+            (
+                signed(&["mail.bank.example"], false),
+                vec!["mail.bank.example".into()],
+                CertVerdict::Verified,
+            ),
+            (
+                signed(&["*.bank.example"], false),
+                vec![],
+                CertVerdict::Verified,
+            ),
+            (self_signed, vec![], CertVerdict::Untrusted),
+            (
+                signed(&["mx.bank.example"], true),
+                vec![],
+                CertVerdict::Expired,
+            ),
+        ];
+        for (i, (cert, names, expected)) in table.into_iter().enumerate() {
+            let got = anchors.verdict(&cert, &[], &host, &names, UnixTime::now());
+            assert_eq!(got, expected, "row {i}");
+        }
+        // No trust anchors at all: nothing can be verified.
+        let empty = TrustAnchors::from_roots("empty".into(), rustls::RootCertStore::empty());
+        let cert = signed(&["mx.bank.example"], false);
+        assert_eq!(
+            empty.verdict(&cert, &[], &host, &[], UnixTime::now()),
+            CertVerdict::Untrusted
+        );
+    }
+}

@@ -9,6 +9,7 @@
 mod outbound_support;
 
 use outbound_support::dns::{Zone, TEMPFAIL_DOMAIN};
+use outbound_support::mx;
 use outbound_support::pki::{self, Leaf};
 use outbound_support::postfix::Role;
 use outbound_support::proxy::{fields, metric, run_cli};
@@ -732,4 +733,189 @@ fn connect_from(source: Ipv4Addr, to: SocketAddr) -> SmtpClient {
     let (client, greeting) = SmtpClient::from_stream(socket.into());
     assert_eq!(greeting.code, 220, "{greeting:?}");
     client
+}
+
+#[test]
+fn starttls_refused_is_4_7_4_for_encrypt_and_plaintext_for_opportunistic() {
+    let ip = unique_ip();
+    let mx = ScriptedMx::with(ip, Starttls::Refuse);
+    let b = Bench::new(
+        "starttls-refused",
+        Zone::default()
+            .mx("enc.test", "mx.scripted.test", 10)
+            .mx("opp.test", "mx.scripted.test", 10)
+            .a("mx.scripted.test", ip),
+        &entry("enc.test", "encrypt", ""),
+    );
+    let mut c = b.client();
+    c.cmd("MAIL FROM:<alice@sender.test>").assert(250, "2.1.0");
+    let refused = c.cmd("RCPT TO:<bob@enc.test>");
+    refused.assert(451, "4.7.4");
+    assert!(
+        refused
+            .text()
+            .contains("refused to start TLS: 454 4.7.0 TLS not available"),
+        "{refused:?}"
+    );
+    c.cmd("RSET").assert(250, "2.0.0");
+    let replies = c.mail(
+        "alice@sender.test",
+        &["carol@opp.test"],
+        "plaintext is fine",
+    );
+    let last = replies.last().unwrap();
+    last.assert(250, "2.0.0");
+    assert!(last.text().contains("queued by scripted"), "{replies:?}");
+    c.cmd("QUIT");
+    let sessions = mx.sessions();
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
+    assert!(!mx::has_envelope(&sessions[0]), "{sessions:?}");
+    assert!(mx::has_envelope(&sessions[1]), "{sessions:?}");
+}
+
+#[test]
+fn broken_handshake_falls_back_to_a_fresh_plaintext_connection_only_when_opportunistic() {
+    for behaviour in [Starttls::Garbage, Starttls::Inject] {
+        let ip = unique_ip();
+        let mx = ScriptedMx::with(ip, behaviour);
+        let b = Bench::new(
+            "broken-handshake",
+            Zone::default()
+                .mx("enc.test", "mx.scripted.test", 10)
+                .mx("opp.test", "mx.scripted.test", 10)
+                .a("mx.scripted.test", ip),
+            &entry("enc.test", "encrypt", ""),
+        );
+        let mut c = b.client();
+        c.cmd("MAIL FROM:<alice@sender.test>").assert(250, "2.1.0");
+        c.cmd("RCPT TO:<bob@enc.test>").assert(451, "4.7.5");
+        c.cmd("RSET").assert(250, "2.0.0");
+        let replies = c.mail("alice@sender.test", &["carol@opp.test"], "fallback");
+        replies.last().unwrap().assert(250, "2.0.0");
+        c.cmd("QUIT");
+        let sessions = mx.sessions();
+        // enc.test: one aborted attempt; opp.test: aborted attempt, then a fresh connection
+        // that never tries STARTTLS.
+        assert_eq!(sessions.len(), 3, "{behaviour:?}: {sessions:?}");
+        assert!(!mx::has_envelope(&sessions[0]), "{sessions:?}");
+        assert!(!mx::has_envelope(&sessions[1]), "{sessions:?}");
+        assert!(mx::has_envelope(&sessions[2]), "{sessions:?}");
+        assert!(
+            !sessions[2]
+                .iter()
+                .any(|l| l.eq_ignore_ascii_case("STARTTLS")),
+            "{sessions:?}"
+        );
+        b.proxy
+            .wait_event("tls_fallback_plaintext", &[("domain", "opp.test")]);
+    }
+}
+
+#[test]
+fn next_hop_by_name_gets_sni_and_verification_for_that_name() {
+    let dir = TempDir::new("next-hop");
+    let ca = Ca::new(dir.path(), "test-ca");
+    let hop_ip = unique_ip();
+    let dns = Dns::start(Zone::default().a("smtp.hop.test", hop_ip));
+    let leaf = ca.leaf("hop", &["smtp.hop.test"]);
+    let hop = Postfix::start_on(
+        dir.path(),
+        "hop",
+        hop_ip,
+        Role::Mx {
+            domains: &["anywhere.example"],
+            tls: Some(&leaf),
+        },
+    );
+    let config = proxy_config(&dns, &ca, unique_ip(), "")
+        .replace("mx_port = 25", "next_hop = \"smtp.hop.test:25\"")
+        + &entry("anywhere.example", "verify", "");
+    let proxy = Proxy::start(dir.path(), &config);
+    let sender = Postfix::start(
+        dir.path(),
+        "sender",
+        Role::Sender {
+            relayhost: proxy.listener("relay"),
+            bind: None,
+        },
+    );
+    // anywhere.example has no DNS at all: the next hop does not need it.
+    submit(
+        sender.addr,
+        "alice@sender.test",
+        "bob@anywhere.example",
+        "via the smarthost",
+    );
+    let mail = hop.wait_delivered(1);
+    assert!(mail[0].contains("using TLSv1."), "{}", mail[0]);
+    let end = proxy.wait_event(
+        "session",
+        &[("direction", "outbound"), ("domain", "anywhere.example")],
+    );
+    assert_eq!(end["sni"], "smtp.hop.test");
+    assert_eq!(end["verdict"], "verified");
+    drop(sender);
+    drop(proxy);
+    drop(hop);
+}
+
+#[test]
+fn postfix_sends_recipients_of_other_routes_in_another_transaction() {
+    let dir = TempDir::new("postfix-452");
+    let ca = Ca::new(dir.path(), "test-ca");
+    let a_ip = unique_ip();
+    let c_ip = unique_ip();
+    let dns = Dns::start(
+        Zone::default()
+            .mx("a.test", "mx.a.test", 10)
+            .a("mx.a.test", a_ip)
+            .mx("c.test", "mx.c.test", 10)
+            .a("mx.c.test", c_ip),
+    );
+    let a_leaf = ca.leaf("a", &["mx.a.test"]);
+    let a = Postfix::start_on(
+        dir.path(),
+        "a",
+        a_ip,
+        Role::Mx {
+            domains: &["a.test"],
+            tls: Some(&a_leaf),
+        },
+    );
+    let c = Postfix::start_on(
+        dir.path(),
+        "c",
+        c_ip,
+        Role::Mx {
+            domains: &["c.test"],
+            tls: None,
+        },
+    );
+    let proxy = Proxy::start(dir.path(), &proxy_config(&dns, &ca, unique_ip(), ""));
+    let sender = Postfix::start(
+        dir.path(),
+        "sender",
+        Role::Sender {
+            relayhost: proxy.listener("relay"),
+            bind: None,
+        },
+    );
+    let (mut s, _) = SmtpClient::connect(sender.addr);
+    s.cmd("EHLO submitter.test");
+    let replies = s.mail(
+        "alice@sender.test",
+        &["one@a.test", "two@c.test"],
+        "two routes",
+    );
+    replies.last().unwrap().assert(250, "2.0.0");
+    s.cmd("QUIT");
+    a.wait_delivered(1);
+    c.wait_delivered(1);
+    eventually("the sender's queue to empty", || {
+        sender.queue().is_empty().then_some(())
+    });
+    drop(sender);
+    drop(proxy);
+    drop(c);
+    drop(a);
 }

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 pub use dns::Dns;
-pub use mx::InjectingMx;
+pub use mx::{InjectingMx, ScriptedMx, Starttls};
 pub use pki::Ca;
 pub use postfix::Postfix;
 pub use proxy::Proxy;

@@ -1,38 +1,90 @@
-//! A hostile MX: offers STARTTLS and answers it with `220` followed, in the same segment, by an
-//! injected `250` (CVE-2011-0411 class). It records every line it receives, so a test can prove
-//! no MAIL/RCPT ever reached it.
+//! Scripted MX hosts for what no well-behaved server does: injecting a response after the 220
+//! to STARTTLS (CVE-2011-0411 class), refusing STARTTLS with 454, or answering the handshake
+//! with garbage. They accept every other command with 250/354 and record every line received
+//! (per connection), so a test can prove where MAIL/RCPT went and where they did not.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 
-pub struct InjectingMx {
-    pub addr: SocketAddr,
-    received: Arc<Mutex<Vec<String>>>,
+/// How the scripted MX answers STARTTLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Starttls {
+    /// `220`, plus an injected `250` in the same segment.
+    Inject,
+    /// `454 4.7.0 TLS not available due to local problem`.
+    Refuse,
+    /// `220`, then plaintext garbage instead of a ServerHello.
+    Garbage,
 }
 
-impl InjectingMx {
-    pub fn start(ip: Ipv4Addr) -> InjectingMx {
-        let listener = TcpListener::bind((ip, 25)).expect("bind hostile MX");
+pub struct ScriptedMx {
+    pub addr: SocketAddr,
+    /// Lines received, one list per connection.
+    sessions: Arc<Mutex<Vec<Vec<String>>>>,
+}
+
+/// The hostile MX of the injection tests.
+pub type InjectingMx = ScriptedMx;
+
+impl ScriptedMx {
+    /// The injecting MX (kept for the tests written first).
+    pub fn start(ip: Ipv4Addr) -> ScriptedMx {
+        Self::with(ip, Starttls::Inject)
+    }
+
+    pub fn with(ip: Ipv4Addr, starttls: Starttls) -> ScriptedMx {
+        let listener = TcpListener::bind((ip, 25)).expect("bind scripted MX");
         let addr = listener.local_addr().unwrap();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let log = received.clone();
+        let sessions = Arc::new(Mutex::new(Vec::new()));
+        let log = sessions.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { break };
+                let index = {
+                    let mut all = log.lock().unwrap();
+                    all.push(Vec::new());
+                    all.len() - 1
+                };
                 let log = log.clone();
                 std::thread::spawn(move || {
-                    let _ = stream.write_all(b"220 evil.test ESMTP\r\n");
+                    let _ = stream.write_all(b"220 scripted.test ESMTP\r\n");
                     let mut reader = BufReader::new(stream.try_clone().expect("clone"));
                     let mut line = String::new();
+                    let mut in_data = false;
                     while reader.read_line(&mut line).unwrap_or(0) > 0 {
                         let cmd = line.trim_end().to_string();
-                        log.lock().unwrap().push(cmd.clone());
+                        log.lock().unwrap()[index].push(cmd.clone());
+                        line.clear();
+                        if in_data {
+                            if cmd == "." {
+                                in_data = false;
+                                let _ = stream.write_all(b"250 2.0.0 Ok: queued by scripted\r\n");
+                            }
+                            continue;
+                        }
                         let upper = cmd.to_ascii_uppercase();
                         let answer: &[u8] = if upper.starts_with("EHLO") {
-                            b"250-evil.test\r\n250 STARTTLS\r\n"
+                            b"250-scripted.test\r\n250 STARTTLS\r\n"
                         } else if upper.starts_with("STARTTLS") {
-                            b"220 2.0.0 Ready to start TLS\r\n250 2.1.0 injected\r\n"
+                            match starttls {
+                                Starttls::Inject => {
+                                    b"220 2.0.0 Ready to start TLS\r\n250 2.1.0 injected\r\n"
+                                }
+                                Starttls::Refuse => {
+                                    b"454 4.7.0 TLS not available due to local problem\r\n"
+                                }
+                                Starttls::Garbage => {
+                                    let _ = stream.write_all(b"220 2.0.0 Ready to start TLS\r\n");
+                                    // Wait for the ClientHello, answer with plaintext.
+                                    let _ = reader.fill_buf();
+                                    let _ = stream.write_all(b"this is not a TLS record\r\n");
+                                    break;
+                                }
+                            }
+                        } else if upper.starts_with("DATA") {
+                            in_data = true;
+                            b"354 End data with <CR><LF>.<CR><LF>\r\n"
                         } else if upper.starts_with("QUIT") {
                             b"221 2.0.0 Bye\r\n"
                         } else {
@@ -41,16 +93,28 @@ impl InjectingMx {
                         if stream.write_all(answer).is_err() {
                             break;
                         }
-                        line.clear();
                     }
                 });
             }
         });
-        InjectingMx { addr, received }
+        ScriptedMx { addr, sessions }
     }
 
-    /// Every line received so far (the TLS handshake, if any, shows up as garbage lines).
+    /// Every line received so far, all connections in order.
     pub fn received(&self) -> Vec<String> {
-        self.received.lock().unwrap().clone()
+        self.sessions.lock().unwrap().concat()
     }
+
+    /// Lines received, per connection.
+    pub fn sessions(&self) -> Vec<Vec<String>> {
+        self.sessions.lock().unwrap().clone()
+    }
+}
+
+/// Whether `lines` hold an envelope command.
+pub fn has_envelope(lines: &[String]) -> bool {
+    lines.iter().any(|l| {
+        let u = l.to_ascii_uppercase();
+        u.starts_with("MAIL") || u.starts_with("RCPT") || u.starts_with("DATA")
+    })
 }
