@@ -3,7 +3,7 @@
 
 use crate::config::ResolverConfig;
 use hickory_resolver::config::{
-    NameServerConfig, NameServerConfigGroup, Protocol, ResolverConfig as HickoryConfig,
+    LookupIpStrategy, NameServerConfig, NameServerConfigGroup, Protocol, ResolverConfig as HickoryConfig,
     ResolverOpts,
 };
 use hickory_resolver::error::ResolveErrorKind;
@@ -57,11 +57,14 @@ impl Hickory {
         // Routing needs today's answers; a short cache only saves repeated questions within a
         // session burst.
         opts.cache_size = 256;
+        // Both families: an MX host reachable only over IPv6 (or only over IPv4) still works.
+        opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
         let resolver = if config.nameservers.is_empty() {
             let (system, mut system_opts) = hickory_resolver::system_conf::read_system_conf()
                 .map_err(|e| format!("cannot read the system resolver configuration: {e}"))?;
             system_opts.timeout = Self::TIMEOUT;
             system_opts.attempts = Self::ATTEMPTS;
+            system_opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
             TokioAsyncResolver::tokio(system, system_opts)
         } else {
             let mut group = NameServerConfigGroup::new();

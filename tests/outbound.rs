@@ -608,7 +608,9 @@ fn transparent_mode_inside_a_namespace() {
             .mx("bank.test", "mx.bank.test", 10)
             .a("mx.bank.test", mx_ip)
             .mx("strict.test", "mx.strict.test", 10)
-            .a("mx.strict.test", mx_ip),
+            .a("mx.strict.test", mx_ip)
+            .mx("v6.test", "mx.v6.test", 10)
+            .aaaa("mx.v6.test", std::net::Ipv6Addr::LOCALHOST),
     );
     let leaf = ca.leaf("mx", &["mx.bank.test"]);
     let mx = Postfix::start_on(
@@ -628,6 +630,9 @@ nameservers = ["{dns}"]
 name = "intercept"
 listen = "127.0.0.1:{TRANSPARENT_PORT}"
 mode = "transparent"
+[[outbound]]
+name = "relay"
+listen = "127.0.0.1:0"
 [outbound_policy]
 default = "opportunistic"
 trust_anchors = "{ca}"
@@ -701,6 +706,20 @@ trust_anchors = "{ca}"
     );
     let queued = sender.wait_deferred("4.7.5");
     assert!(queued.contains("strict.test"), "{queued}");
+
+    // Relay mode reaches an MX that only has an IPv6 address (this namespace owns ::1).
+    let v6 = ScriptedMx::on(std::net::Ipv6Addr::LOCALHOST.into(), Starttls::Refuse);
+    let (mut r, greeting) = SmtpClient::connect(proxy.listener("relay"));
+    greeting.assert(220, "relay.proxy.test");
+    r.cmd("EHLO legacy.sender.test");
+    let replies = r.mail("alice@sender.test", &["erin@v6.test"], "over IPv6");
+    replies.last().unwrap().assert(250, "2.0.0");
+    r.cmd("QUIT");
+    assert!(mx::has_envelope(&v6.received()), "{:?}", v6.received());
+    proxy.wait_event(
+        "mx_session",
+        &[("domain", "v6.test"), ("mx", "mx.v6.test[::1]")],
+    );
 
     // Loop guard: a connection straight to the proxy has the proxy as original destination.
     let (mut direct, greeting) =

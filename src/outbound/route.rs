@@ -82,8 +82,29 @@ pub async fn route_for(
 ) -> Result<Route, RouteError> {
     match &listener.next_hop {
         Some(hop) => next_hop(resolver, hop).await,
-        None => mx_route(resolver, domain, listener.mx_port).await,
+        None => match address_literal(domain) {
+            // RFC 5321 §4.1.3: `user@[192.0.2.1]` goes to that address, no DNS.
+            Some(ip) => Ok(Route {
+                hosts: vec![MxHost {
+                    name: ip.to_string(),
+                    addrs: vec![ip],
+                }],
+                port: listener.mx_port,
+                key: format!("literal {ip}:{}", listener.mx_port),
+            }),
+            None => mx_route(resolver, domain, listener.mx_port).await,
+        },
     }
+}
+
+/// `[192.0.2.1]` or `[IPv6:2001:db8::1]`.
+pub fn address_literal(domain: &str) -> Option<IpAddr> {
+    let inner = domain.strip_prefix('[')?.strip_suffix(']')?;
+    let inner = match inner.get(..5) {
+        Some(tag) if tag.eq_ignore_ascii_case("ipv6:") => &inner[5..],
+        _ => inner,
+    };
+    inner.parse().ok()
 }
 
 /// What `starttls-proxy policy DOMAIN` prints: the policy in force and, per outbound listener,
@@ -256,6 +277,16 @@ mod tests {
     use super::*;
     use crate::resolver::Lookup;
     use std::collections::HashMap;
+
+    #[test]
+    fn address_literals() {
+        assert_eq!(address_literal("[192.0.2.1]"), Some(ip("192.0.2.1")));
+        assert_eq!(address_literal("[IPv6:2001:db8::1]"), Some(ip("2001:db8::1")));
+        assert_eq!(address_literal("[ipv6:2001:db8::1]"), Some(ip("2001:db8::1")));
+        assert_eq!(address_literal("192.0.2.1"), None);
+        assert_eq!(address_literal("[example.org]"), None);
+        assert_eq!(address_literal("[2001:db8::1]"), Some(ip("2001:db8::1")));
+    }
 
     #[test]
     fn mx_order_by_preference_shuffled_among_equals() {

@@ -23,6 +23,12 @@ impl Zone {
         self
     }
 
+    /// `host` AAAA `ip`.
+    pub fn aaaa(mut self, host: &str, ip: std::net::Ipv6Addr) -> Self {
+        self.args.push(format!("--host-record={host},{ip}"));
+        self
+    }
+
     /// `host` A `ip`.
     pub fn a(mut self, host: &str, ip: Ipv4Addr) -> Self {
         self.args.push(format!("--host-record={host},{ip}"));

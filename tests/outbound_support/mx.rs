@@ -4,7 +4,7 @@
 //! (per connection), so a test can prove where MAIL/RCPT went and where they did not.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 
 /// How the scripted MX answers STARTTLS.
@@ -34,6 +34,11 @@ impl ScriptedMx {
     }
 
     pub fn with(ip: Ipv4Addr, starttls: Starttls) -> ScriptedMx {
+        Self::on(IpAddr::V4(ip), starttls)
+    }
+
+    /// On any address, IPv6 included.
+    pub fn on(ip: IpAddr, starttls: Starttls) -> ScriptedMx {
         let listener = TcpListener::bind((ip, 25)).expect("bind scripted MX");
         let addr = listener.local_addr().unwrap();
         let sessions = Arc::new(Mutex::new(Vec::new()));
