@@ -552,6 +552,23 @@ fn policy_subcommand_prints_route_and_policy() {
     assert_eq!(code, 0);
     assert!(out.contains("policy: opportunistic"), "{out}");
     assert!(out.contains("550 5.1.2"), "{out}");
+    // A relaxation that has already expired: warned about at load, not applied.
+    let past = std::fs::read_to_string(config)
+        .unwrap()
+        .replace("2999-01-01T00:00:00Z", "2020-01-01T00:00:00Z");
+    let past_path = b.dir.join("past.toml");
+    std::fs::write(&past_path, past).unwrap();
+    let (code, out, err) = run_cli(&[
+        "policy",
+        "bank.test",
+        "--config",
+        past_path.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("event=config"), "{err}");
+    assert!(err.contains("in the past"), "{err}");
+    assert!(out.contains("policy: verify"), "{out}");
+    assert!(!out.contains("relaxed until"), "{out}");
     let (code, _, err) = run_cli(&["policy", "x.test", "--config", "/nonexistent.toml"]);
     assert_eq!(code, 2, "{err}");
 }
@@ -937,4 +954,31 @@ fn postfix_sends_recipients_of_other_routes_in_another_transaction() {
     drop(proxy);
     drop(c);
     drop(a);
+}
+
+#[test]
+fn mx_pointing_back_at_the_proxy_is_a_loop() {
+    let proxy_ip = unique_ip();
+    let dir = TempDir::new("loop");
+    let ca = Ca::new(dir.path(), "test-ca");
+    let dns = Dns::start(
+        Zone::default()
+            .mx("loop.test", "mx.loop.test", 10)
+            .a("mx.loop.test", proxy_ip),
+    );
+    // The relay listener on port 25 of the address the MX record names.
+    let config = proxy_config(&dns, &ca, proxy_ip, "").replace(
+        &format!("listen = \"{proxy_ip}:0\"\nmode"),
+        &format!("listen = \"{proxy_ip}:25\"\nmode"),
+    );
+    let proxy = Proxy::start(dir.path(), &config);
+    let (mut c, greeting) = SmtpClient::connect(proxy.listener("relay"));
+    greeting.assert(220, "relay.proxy.test");
+    c.cmd("EHLO legacy.sender.test");
+    c.cmd("MAIL FROM:<alice@sender.test>").assert(250, "2.1.0");
+    let reply = c.cmd("RCPT TO:<bob@loop.test>");
+    reply.assert(554, "5.4.6");
+    assert!(reply.text().contains("loops back to myself"), "{reply:?}");
+    c.cmd("QUIT");
+    proxy.wait_event("mail_loop", &[("domain", "loop.test")]);
 }

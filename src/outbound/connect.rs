@@ -219,6 +219,20 @@ pub async fn establish(
                     continue;
                 }
             };
+            if is_loop(ctx, &conn) {
+                // Postfix's "mail for ... loops back to myself": permanent, like its 5.4.6.
+                crate::log::warn("mail_loop")
+                    .field("id", id)
+                    .field("domain", domain)
+                    .field("mx", &conn.label)
+                    .emit();
+                ctx.metrics.policy_rejection("mail_loop");
+                conn.quit(ctx).await;
+                return Err((
+                    crate::smtp::reply::mail_loops(domain, &ctx.config.hostname),
+                    "mail_loop",
+                ));
+            }
             if applied.mode == Mode::None {
                 return Ok(Mx {
                     conn,
@@ -290,6 +304,28 @@ pub async fn establish(
             "mx_unreachable",
         )
     }))
+}
+
+/// The MX is this proxy: one of our listeners, or a host greeting with our own name.
+fn is_loop(ctx: &Context, conn: &MxConn) -> bool {
+    let ours = ctx
+        .config
+        .outbound
+        .iter()
+        .map(|l| l.listen)
+        .chain(ctx.config.inbound.iter().map(|l| l.listen))
+        .any(|listen| {
+            listen.port() == conn.addr.port()
+                && (listen.ip() == conn.addr.ip()
+                    || (listen.ip().is_unspecified() && conn.addr.ip().is_loopback()))
+        });
+    let name = conn
+        .ehlo
+        .as_ref()
+        .and_then(|r| r.lines.first())
+        .map(|l| l.split(|&b| b == b' ').next().unwrap_or_default())
+        .unwrap_or_default();
+    ours || name.eq_ignore_ascii_case(ctx.config.hostname.as_bytes())
 }
 
 pub fn refusal_reply(failure: &crate::policy::TlsFailure, domain: &str, label: &str) -> Reply {

@@ -326,3 +326,11 @@ pub fn no_original_destination(hostname: &str) -> Reply {
         format!("4.3.0 {hostname} Error: cannot determine the original destination"),
     )
 }
+
+/// Relay mode: the MX found for `domain` is this proxy (Postfix's wording and code).
+pub fn mail_loops(domain: &str, hostname: &str) -> Reply {
+    Reply::new(
+        554,
+        format!("5.4.6 mail for {domain} loops back to myself ({hostname})"),
+    )
+}
