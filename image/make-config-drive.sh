@@ -53,7 +53,8 @@ vfat)
     truncate -s "${kib}K" "$out"
     mkfs.vfat -n CIDATA -i 43444154 "$out" >/dev/null
     export MTOOLS_SKIP_CHECK=1
-    mcopy -s -m -i "$out" "$stage"/* "$stage"/.[!.]* ::/ 2>/dev/null || mcopy -s -m -i "$out" "$stage"/* ::/
+    shopt -s dotglob
+    mcopy -s -m -i "$out" "$stage"/* ::/
     ;;
 esac
 echo "$out: $format config drive from $src"
