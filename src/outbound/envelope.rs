@@ -113,7 +113,10 @@ impl<'a> Dialogue<'a> {
                     .field("error", &e)
                     .emit();
                 record.domain = Some(domain.clone());
-                return Ok(e.reply(&domain));
+                let reply = e.reply(&domain);
+                record.outcome = e.reason();
+                record.detail = Some(connect::summary(&reply));
+                return Ok(reply);
             }
         };
         let key = format!(
@@ -183,7 +186,12 @@ impl<'a> Dialogue<'a> {
                 .await
                 {
                     Ok(mx) => mx,
-                    Err((reply, _reason)) => return Ok(Some(reply)),
+                    Err((reply, reason)) => {
+                        // The session log shows the last refusal (the MTA keeps the message).
+                        record.outcome = reason;
+                        record.detail = Some(connect::summary(&reply));
+                        return Ok(Some(reply));
+                    }
                 };
                 let verified = mx.facts.as_ref().is_some_and(|f| f.verdict == "verified");
                 crate::metrics::outbound_domain_session(
@@ -291,7 +299,7 @@ impl<'a> Dialogue<'a> {
     }
 
     /// QUITs the MX session, if any.
-    pub async fn close(&mut self, _record: &mut SessionRecord) {
+    pub async fn close(&mut self) {
         if let Some(mx) = self.mx.take() {
             mx.conn.quit(self.ctx).await;
         }

@@ -126,7 +126,7 @@ pub async fn run(ctx: Context, mta: TcpStream, peer: SocketAddr) {
             let _ = stream.write_all(&reply.to_bytes()).await;
         }
     }
-    dialogue.close(&mut record).await;
+    dialogue.close().await;
     let _ = mta.get_mut().shutdown().await;
     ctx.metrics
         .session_ended(tls, record.bytes_from_peer + record.bytes_to_peer);

@@ -281,8 +281,14 @@ mod tests {
     #[test]
     fn address_literals() {
         assert_eq!(address_literal("[192.0.2.1]"), Some(ip("192.0.2.1")));
-        assert_eq!(address_literal("[IPv6:2001:db8::1]"), Some(ip("2001:db8::1")));
-        assert_eq!(address_literal("[ipv6:2001:db8::1]"), Some(ip("2001:db8::1")));
+        assert_eq!(
+            address_literal("[IPv6:2001:db8::1]"),
+            Some(ip("2001:db8::1"))
+        );
+        assert_eq!(
+            address_literal("[ipv6:2001:db8::1]"),
+            Some(ip("2001:db8::1"))
+        );
         assert_eq!(address_literal("192.0.2.1"), None);
         assert_eq!(address_literal("[example.org]"), None);
         assert_eq!(address_literal("[2001:db8::1]"), Some(ip("2001:db8::1")));

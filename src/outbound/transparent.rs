@@ -244,6 +244,8 @@ impl Transparent<'_> {
                 Decision::Refuse(failure) => {
                     ctx.metrics.policy_rejection(failure.reason());
                     let r = connect::refusal_reply(&failure, &domain, &mx.label);
+                    record.outcome = failure.reason();
+                    record.detail = Some(summary(&r));
                     log::warn("policy_refused")
                         .field("id", &record.id)
                         .field("listener", &ctx.listener.name)
