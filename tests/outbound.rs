@@ -982,3 +982,51 @@ fn mx_pointing_back_at_the_proxy_is_a_loop() {
     c.cmd("QUIT");
     proxy.wait_event("mail_loop", &[("domain", "loop.test")]);
 }
+
+#[test]
+fn sighup_applies_a_stricter_policy_to_new_transactions() {
+    let ip = unique_ip();
+    let mx = ScriptedMx::with(ip, Starttls::Refuse);
+    let b = Bench::new(
+        "reload",
+        Zone::default()
+            .mx("partner.test", "mx.partner.test", 10)
+            .a("mx.partner.test", ip),
+        "",
+    );
+    let mut c = b.client();
+    let replies = c.mail("alice@sender.test", &["bob@partner.test"], "before");
+    replies.last().unwrap().assert(250, "2.0.0");
+    c.cmd("QUIT");
+
+    let path = b.dir.join("proxy.toml");
+    let text = std::fs::read_to_string(&path).unwrap() + &entry("partner.test", "encrypt", "");
+    std::fs::write(&path, text).unwrap();
+    b.proxy.signal("HUP");
+    b.proxy.wait_event("reloaded", &[]);
+
+    let mut c = b.client();
+    c.cmd("MAIL FROM:<alice@sender.test>").assert(250, "2.1.0");
+    c.cmd("RCPT TO:<bob@partner.test>").assert(451, "4.7.4");
+    c.cmd("QUIT");
+    let sessions = mx.sessions();
+    assert!(mx::has_envelope(&sessions[0]), "{sessions:?}");
+    assert!(!mx::has_envelope(sessions.last().unwrap()), "{sessions:?}");
+}
+
+#[test]
+fn shutdown_tells_an_idle_mta_421_and_check_config_summarises_outbound() {
+    let b = Bench::new("drain", Zone::default(), &entry("bank.test", "verify", ""));
+    let path = b.dir.join("proxy.toml");
+    let (code, out, err) = run_cli(&["check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("outbound relay (relay)"), "{out}");
+    assert!(
+        out.contains("outbound policy: default opportunistic"),
+        "{out}"
+    );
+
+    let mut c = b.client();
+    b.proxy.signal("TERM");
+    c.reply().assert(421, "4.3.2");
+}

@@ -85,6 +85,16 @@ impl Proxy {
         proxy
     }
 
+    /// Sends a signal (`HUP`, `TERM`) with the `kill` program.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
     pub fn listener(&self, name: &str) -> SocketAddr {
         *self
             .listeners
