@@ -3,8 +3,8 @@
 
 use crate::config::ResolverConfig;
 use hickory_resolver::config::{
-    LookupIpStrategy, NameServerConfig, NameServerConfigGroup, Protocol, ResolverConfig as HickoryConfig,
-    ResolverOpts,
+    LookupIpStrategy, NameServerConfig, NameServerConfigGroup, Protocol,
+    ResolverConfig as HickoryConfig, ResolverOpts,
 };
 use hickory_resolver::error::ResolveErrorKind;
 use hickory_resolver::proto::op::ResponseCode;
