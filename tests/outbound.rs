@@ -1030,3 +1030,53 @@ fn shutdown_tells_an_idle_mta_421_and_check_config_summarises_outbound() {
     b.proxy.signal("TERM");
     c.reply().assert(421, "4.3.2");
 }
+
+#[test]
+fn per_domain_trust_anchors_verify_a_partner_private_ca() {
+    let mx_ip = unique_ip();
+    let b = Bench::new(
+        "private-ca",
+        Zone::default()
+            .mx("bank.test", "mx.bank.test", 10)
+            .mx("other-bank.test", "mx.bank.test", 10)
+            .a("mx.bank.test", mx_ip),
+        "",
+    );
+    // The partner's own CA, known only to its domain entry.
+    let private = Ca::new(b.dir.path(), "bank-private-ca");
+    let leaf = private.leaf("mx", &["mx.bank.test"]);
+    let mx = Postfix::start_on(
+        b.dir.path(),
+        "mx",
+        mx_ip,
+        Role::Mx {
+            domains: &["bank.test", "other-bank.test"],
+            tls: Some(&leaf),
+        },
+    );
+    let path = b.dir.join("proxy.toml");
+    let text = std::fs::read_to_string(&path).unwrap()
+        + &entry(
+            "bank.test",
+            "verify",
+            &format!("trust_anchors = \"{}\"", private.path.display()),
+        )
+        + &entry("other-bank.test", "verify", "");
+    std::fs::write(&path, text).unwrap();
+    b.proxy.signal("HUP");
+    b.proxy.wait_event("reloaded", &[]);
+
+    let mut c = b.client();
+    let ok = c.mail("alice@sender.test", &["bob@bank.test"], "private CA");
+    ok.last().unwrap().assert(250, "2.0.0");
+    c.cmd("MAIL FROM:<alice@sender.test>").assert(250, "2.1.0");
+    let refused = c.cmd("RCPT TO:<bob@other-bank.test>");
+    refused.assert(451, "4.7.5");
+    assert!(
+        refused.text().contains("not signed by a trusted CA"),
+        "{refused:?}"
+    );
+    c.cmd("QUIT");
+    let mail = mx.wait_delivered(1);
+    assert!(mail[0].contains("private CA"));
+}
