@@ -573,10 +573,16 @@ fn policy_subcommand_prints_route_and_policy() {
     assert_eq!(code, 2, "{err}");
 }
 
-/// Transparent mode needs a network namespace of its own (nft rules, fixed port): the outer
-/// test runs `transparent_mode_inside_a_namespace` in one made by `unshare --net`.
+/// Set in the copy of this test that runs inside the namespace.
+const NETNS_MARKER: &str = "STARTTLS_PROXY_TEST_NETNS";
+
+/// Transparent mode needs a network namespace of its own (nft rules, fixed port): the test
+/// re-runs itself under `unshare --net`, where the marker makes it play the scenario.
 #[test]
 fn transparent_mode_intercepts_port_25_in_a_network_namespace() {
+    if std::env::var_os(NETNS_MARKER).is_some() {
+        return transparent_mode_scenario();
+    }
     let unshare = require_program("unshare");
     require_program("nft");
     require_program("ip");
@@ -586,12 +592,11 @@ fn transparent_mode_intercepts_port_25_in_a_network_namespace() {
         .arg(exe)
         .args([
             "--exact",
-            "transparent_mode_inside_a_namespace",
-            "--ignored",
+            "transparent_mode_intercepts_port_25_in_a_network_namespace",
             "--nocapture",
             "--test-threads=1",
         ])
-        .env("STARTTLS_PROXY_TEST_NETNS", "1")
+        .env(NETNS_MARKER, "1")
         .output()
         .expect("run the namespace half");
     let all = format!(
@@ -608,13 +613,8 @@ fn transparent_mode_intercepts_port_25_in_a_network_namespace() {
 
 const TRANSPARENT_PORT: u16 = 10026;
 
-#[test]
-#[ignore = "runs inside the namespace made by transparent_mode_intercepts_port_25_in_a_network_namespace"]
-fn transparent_mode_inside_a_namespace() {
-    assert!(
-        std::env::var_os("STARTTLS_PROXY_TEST_NETNS").is_some(),
-        "run through transparent_mode_intercepts_port_25_in_a_network_namespace"
-    );
+/// The namespace half: only ever called with the marker set, inside `unshare --net`.
+fn transparent_mode_scenario() {
     run_ok("ip", &["link", "set", "lo", "up"]);
     let dir = TempDir::new("transparent");
     let ca = Ca::new(dir.path(), "test-ca");

@@ -3,8 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# postfix also provides smtp-sink; procps provides kill(1) for signalling the proxy and peers.
-need=(postfix swaks openssl procps)
+# postfix also provides smtp-sink; procps kill(1) for signalling the proxy and peers;
+# dnsmasq-base serves MX records for the outbound tests; nftables, iproute2 and util-linux
+# (unshare) build the network namespace of the transparent-mode test.
+need=(postfix swaks openssl procps dnsmasq-base nftables iproute2 util-linux)
 missing=()
 for pkg in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -15,10 +17,15 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 1
   fi
   # Keep package installs from starting system services (the tests run their own instances).
-  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-  chmod +x /usr/sbin/policy-rc.d
+  made_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    made_policy=1
+  fi
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  [ "$made_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
 fi
 
 if cargo nextest --version >/dev/null 2>&1; then
