@@ -29,6 +29,12 @@ chroot "$root" systemctl enable systemd-networkd.service systemd-resolved.servic
 chroot "$root" systemctl mask apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer \
     systemd-firstboot.service
 
+# The kernel's postinst built the initramfs without SOURCE_DATE_EPOCH (dpkg does not pass it on):
+# build it again with it, so its cpio time stamps are fixed.
+for kver in $(ls "$root/usr/lib/modules"); do
+    chroot "$root" env SOURCE_DATE_EPOCH="$SOURCE_DATE_EPOCH" update-initramfs -c -k "$kver" >/dev/null
+done
+
 # Leave nothing that differs between two builds or that belongs to the build host.
 rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/* "$root"/var/cache/debconf/*-old \
     "$root"/var/lib/dpkg/*-old "$root"/var/cache/ldconfig/aux-cache "$root"/var/lib/systemd/random-seed \
