@@ -1,12 +1,13 @@
 //! Listeners and their lifecycle: bind (socket2), accept, connection limits, reload, drain.
 
-use crate::config::{Config, Inbound};
+use crate::config::{Config, Inbound, Outbound};
 use crate::inbound::{self, Observer};
 use crate::metrics::{self, ListenerMetrics};
 use crate::smtp::reply;
 use crate::{admin, log, outbound, resolver};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -29,7 +30,8 @@ pub enum ServerError {
 /// A running proxy: its listeners, and the means to reload and drain it.
 pub struct Server {
     config: Arc<Config>,
-    listeners: HashMap<SocketAddr, Listener>,
+    inbound: Listeners<inbound::Context>,
+    outbound: Listeners<outbound::Context>,
     draining: watch::Sender<bool>,
     draining_flag: Arc<AtomicBool>,
     /// Each session holds a clone; when all are gone, the drain is over.
@@ -37,22 +39,136 @@ pub struct Server {
     sessions_done: mpsc::Receiver<()>,
     observer: Option<Observer>,
     admin: Option<(SocketAddr, JoinHandle<()>)>,
-    /// `[[outbound]]` listeners, by configured address.
-    outbound: HashMap<SocketAddr, OutboundListener>,
 }
 
-/// One bound outbound listener.
-struct OutboundListener {
+/// What the accept loop needs from a listener's per-session context, whatever the direction.
+trait SessionContext: Clone + Send + Sync + 'static {
+    const DIRECTION: &'static str;
+    fn listener_name(&self) -> &str;
+    fn config(&self) -> &Config;
+    fn metrics(&self) -> &ListenerMetrics;
+    fn run(self, stream: TcpStream, peer: SocketAddr) -> impl Future<Output = ()> + Send;
+}
+
+impl SessionContext for inbound::Context {
+    const DIRECTION: &'static str = "inbound";
+    fn listener_name(&self) -> &str {
+        &self.listener.name
+    }
+    fn config(&self) -> &Config {
+        &self.config
+    }
+    fn metrics(&self) -> &ListenerMetrics {
+        &self.metrics
+    }
+    fn run(self, stream: TcpStream, peer: SocketAddr) -> impl Future<Output = ()> + Send {
+        inbound::run(self, stream, peer)
+    }
+}
+
+impl SessionContext for outbound::Context {
+    const DIRECTION: &'static str = "outbound";
+    fn listener_name(&self) -> &str {
+        &self.listener.name
+    }
+    fn config(&self) -> &Config {
+        &self.config
+    }
+    fn metrics(&self) -> &ListenerMetrics {
+        &self.metrics
+    }
+    fn run(self, stream: TcpStream, peer: SocketAddr) -> impl Future<Output = ()> + Send {
+        outbound::run(self, stream, peer)
+    }
+}
+
+/// The bound listeners of one direction, by configured address.
+struct Listeners<C> {
+    bound: HashMap<SocketAddr, Listener<C>>,
+}
+
+struct Listener<C> {
     local_addr: SocketAddr,
-    context: watch::Sender<outbound::Context>,
+    context: watch::Sender<C>,
     accept_task: JoinHandle<()>,
 }
 
-/// One bound inbound listener.
-struct Listener {
-    local_addr: SocketAddr,
-    context: watch::Sender<inbound::Context>,
-    accept_task: JoinHandle<()>,
+impl<C: SessionContext> Listeners<C> {
+    fn new() -> Self {
+        Self {
+            bound: HashMap::new(),
+        }
+    }
+
+    /// Binds the addresses not bound yet; nothing else changes, so a failure leaves all as is.
+    fn bind_missing(
+        &self,
+        wanted: &[SocketAddr],
+    ) -> Result<HashMap<SocketAddr, TcpListener>, ServerError> {
+        let mut fresh = HashMap::new();
+        for addr in wanted {
+            if !self.bound.contains_key(addr) {
+                fresh.insert(*addr, bind(*addr)?);
+            }
+        }
+        Ok(fresh)
+    }
+
+    /// Stops listeners no longer wanted, hands kept ones their new context (for new sessions
+    /// only) and starts the freshly bound ones.
+    fn apply(
+        &mut self,
+        contexts: Vec<(SocketAddr, C)>,
+        mut fresh: HashMap<SocketAddr, TcpListener>,
+        sessions: &mpsc::Sender<()>,
+    ) {
+        self.bound.retain(|addr, listener| {
+            let keep = contexts.iter().any(|(wanted, _)| wanted == addr);
+            if !keep {
+                listener.accept_task.abort();
+                log::info("stopped_listening").field("addr", addr).emit();
+            }
+            keep
+        });
+        for (addr, context) in contexts {
+            if let Some(listener) = self.bound.get(&addr) {
+                listener.context.send_replace(context);
+                continue;
+            }
+            let Some(socket) = fresh.remove(&addr) else {
+                continue;
+            };
+            let local_addr = socket.local_addr().unwrap_or(addr);
+            log::info("listening")
+                .field("listener", context.listener_name())
+                .field("direction", C::DIRECTION)
+                .field("addr", local_addr)
+                .emit();
+            let (tx, rx) = watch::channel(context);
+            let accept_task = tokio::spawn(accept_loop(socket, rx, sessions.clone()));
+            self.bound.insert(
+                addr,
+                Listener {
+                    local_addr,
+                    context: tx,
+                    accept_task,
+                },
+            );
+        }
+    }
+
+    fn addrs_by_name(&self) -> HashMap<String, SocketAddr> {
+        self.bound
+            .values()
+            .map(|l| (l.context.borrow().listener_name().to_string(), l.local_addr))
+            .collect()
+    }
+
+    fn stop_accepting(&self) {
+        for listener in self.bound.values() {
+            listener.accept_task.abort();
+        }
+    }
 }
 
 impl Server {
@@ -83,17 +199,17 @@ impl Server {
         };
         let mut server = Server {
             config: Arc::new(config),
-            listeners: HashMap::new(),
+            inbound: Listeners::new(),
+            outbound: Listeners::new(),
             draining,
             draining_flag,
             sessions,
             sessions_done,
             observer,
             admin,
-            outbound: HashMap::new(),
         };
         let config = server.config.clone();
-        server.apply(&config).await?;
+        server.apply(&config)?;
         log::info("ready")
             .field("config", config.source.display())
             .emit();
@@ -102,18 +218,12 @@ impl Server {
 
     /// Where each inbound listener is bound, by name (tests bind port 0).
     pub fn inbound_addrs(&self) -> HashMap<String, SocketAddr> {
-        self.listeners
-            .values()
-            .map(|l| (l.context.borrow().listener.name.clone(), l.local_addr))
-            .collect()
+        self.inbound.addrs_by_name()
     }
 
     /// Where each outbound listener is bound, by name.
     pub fn outbound_addrs(&self) -> HashMap<String, SocketAddr> {
-        self.outbound
-            .values()
-            .map(|l| (l.context.borrow().listener.name.clone(), l.local_addr))
-            .collect()
+        self.outbound.addrs_by_name()
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
@@ -128,59 +238,46 @@ impl Server {
                 .emit();
         }
         let config = Arc::new(config);
-        self.apply(&config).await?;
+        self.apply(&config)?;
         self.config = config;
         Ok(())
     }
 
-    /// Binds new listeners first (so a failure changes nothing), then retunes kept ones and
-    /// stops removed ones.
-    async fn apply(&mut self, config: &Arc<Config>) -> Result<(), ServerError> {
-        let mut fresh = HashMap::new();
-        for entry in &config.inbound {
-            if !self.listeners.contains_key(&entry.listen) {
-                fresh.insert(entry.listen, bind(entry.listen)?);
+    /// Binds new listeners of both directions first (so a failure changes nothing), then
+    /// retunes kept ones and stops removed ones.
+    fn apply(&mut self, config: &Arc<Config>) -> Result<(), ServerError> {
+        let inbound_addrs: Vec<SocketAddr> = config.inbound.iter().map(|l| l.listen).collect();
+        let outbound_addrs: Vec<SocketAddr> = config.outbound.iter().map(|l| l.listen).collect();
+        let fresh_inbound = self.inbound.bind_missing(&inbound_addrs)?;
+        let fresh_outbound = self.outbound.bind_missing(&outbound_addrs)?;
+
+        let inbound_contexts = config
+            .inbound
+            .iter()
+            .map(|entry| (entry.listen, self.inbound_context(config, entry)))
+            .collect();
+        self.inbound
+            .apply(inbound_contexts, fresh_inbound, &self.sessions);
+        // One resolver (and its cache) per configuration, only when something needs DNS.
+        let outbound_contexts = match config.outbound.is_empty() {
+            true => Vec::new(),
+            false => {
+                let resolver = resolver::build(&config.resolver);
+                config
+                    .outbound
+                    .iter()
+                    .map(|entry| {
+                        (
+                            entry.listen,
+                            self.outbound_context(config, entry, resolver.clone()),
+                        )
+                    })
+                    .collect()
             }
-        }
-        let wanted: Vec<SocketAddr> = config.inbound.iter().map(|l| l.listen).collect();
-        self.listeners.retain(|addr, listener| {
-            let keep = wanted.contains(addr);
-            if !keep {
-                listener.accept_task.abort();
-                log::info("stopped_listening").field("addr", addr).emit();
-            }
-            keep
-        });
-        for entry in &config.inbound {
-            let context = self.context(config, entry);
-            match self.listeners.get(&entry.listen) {
-                Some(listener) => {
-                    listener.context.send_replace(context);
-                }
-                None => {
-                    let socket = fresh.remove(&entry.listen).expect("bound above");
-                    let local_addr = socket
-                        .local_addr()
-                        .map_err(|e| ServerError::Bind(entry.listen, e))?;
-                    log::info("listening")
-                        .field("listener", &entry.name)
-                        .field("direction", "inbound")
-                        .field("addr", local_addr)
-                        .emit();
-                    let (tx, rx) = watch::channel(context);
-                    let accept_task = tokio::spawn(accept_loop(socket, rx, self.sessions.clone()));
-                    self.listeners.insert(
-                        entry.listen,
-                        Listener {
-                            local_addr,
-                            context: tx,
-                            accept_task,
-                        },
-                    );
-                }
-            }
-        }
-        self.apply_outbound(config)?;
+        };
+        self.outbound
+            .apply(outbound_contexts, fresh_outbound, &self.sessions);
+
         if let Some(tls) = &config.tls {
             if tls.label == "self-signed" {
                 log::warn("self_signed_certificate")
@@ -195,71 +292,7 @@ impl Server {
         Ok(())
     }
 
-    /// [`Server::apply`] for `[[outbound]]`: bind new, retune kept, stop removed.
-    fn apply_outbound(&mut self, config: &Arc<Config>) -> Result<(), ServerError> {
-        let mut fresh = HashMap::new();
-        for entry in &config.outbound {
-            if !self.outbound.contains_key(&entry.listen) {
-                fresh.insert(entry.listen, bind(entry.listen)?);
-            }
-        }
-        let wanted: Vec<SocketAddr> = config.outbound.iter().map(|l| l.listen).collect();
-        self.outbound.retain(|addr, listener| {
-            let keep = wanted.contains(addr);
-            if !keep {
-                listener.accept_task.abort();
-                log::info("stopped_listening").field("addr", addr).emit();
-            }
-            keep
-        });
-        if config.outbound.is_empty() {
-            return Ok(());
-        }
-        let resolver = resolver::build(&config.resolver);
-        for entry in &config.outbound {
-            let metrics = ListenerMetrics::new(&entry.name, "outbound");
-            metrics.register();
-            let context = outbound::Context {
-                config: config.clone(),
-                listener: entry.clone(),
-                metrics,
-                resolver: resolver.clone(),
-                draining: self.draining.subscribe(),
-            };
-            match self.outbound.get(&entry.listen) {
-                Some(listener) => {
-                    listener.context.send_replace(context);
-                }
-                None => {
-                    let Some(socket) = fresh.remove(&entry.listen) else {
-                        continue;
-                    };
-                    let local_addr = socket
-                        .local_addr()
-                        .map_err(|e| ServerError::Bind(entry.listen, e))?;
-                    log::info("listening")
-                        .field("listener", &entry.name)
-                        .field("direction", "outbound")
-                        .field("addr", local_addr)
-                        .emit();
-                    let (tx, rx) = watch::channel(context);
-                    let accept_task =
-                        tokio::spawn(outbound_accept_loop(socket, rx, self.sessions.clone()));
-                    self.outbound.insert(
-                        entry.listen,
-                        OutboundListener {
-                            local_addr,
-                            context: tx,
-                            accept_task,
-                        },
-                    );
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn context(&self, config: &Arc<Config>, entry: &Arc<Inbound>) -> inbound::Context {
+    fn inbound_context(&self, config: &Arc<Config>, entry: &Arc<Inbound>) -> inbound::Context {
         let metrics = ListenerMetrics::new(&entry.name, "inbound");
         metrics.register();
         inbound::Context {
@@ -271,17 +304,30 @@ impl Server {
         }
     }
 
+    fn outbound_context(
+        &self,
+        config: &Arc<Config>,
+        entry: &Arc<Outbound>,
+        resolver: Arc<dyn resolver::Resolve>,
+    ) -> outbound::Context {
+        let metrics = ListenerMetrics::new(&entry.name, "outbound");
+        metrics.register();
+        outbound::Context {
+            config: config.clone(),
+            listener: entry.clone(),
+            metrics,
+            resolver,
+            draining: self.draining.subscribe(),
+        }
+    }
+
     /// Stops accepting, tells sessions in a dialogue to say 421 and close, and waits for the
     /// rest up to `shutdown_grace`. Returns how many sessions were cut off.
     pub async fn shutdown(self) -> usize {
         self.draining_flag.store(true, Ordering::Relaxed);
         let _ = self.draining.send(true);
-        for listener in self.listeners.values() {
-            listener.accept_task.abort();
-        }
-        for listener in self.outbound.values() {
-            listener.accept_task.abort();
-        }
+        self.inbound.stop_accepting();
+        self.outbound.stop_accepting();
         let grace = self.config.shutdown_grace;
         log::info("draining")
             .field("grace_ms", grace.as_millis())
@@ -312,9 +358,9 @@ fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
     TcpListener::from_std(socket.into()).map_err(fail)
 }
 
-async fn accept_loop(
+async fn accept_loop<C: SessionContext>(
     listener: TcpListener,
-    context: watch::Receiver<inbound::Context>,
+    context: watch::Receiver<C>,
     sessions: mpsc::Sender<()>,
 ) {
     let active = Arc::new(AtomicUsize::new(0));
@@ -329,74 +375,30 @@ async fn accept_loop(
             }
         };
         let ctx = context.borrow().clone();
-        ctx.metrics.connection_opened();
-        if active.load(Ordering::Relaxed) >= ctx.config.limits.max_connections {
-            ctx.metrics.session_error("connection_limit");
-            ctx.metrics.connection_closed();
+        let metrics = ctx.metrics().clone();
+        metrics.connection_opened();
+        let limits = &ctx.config().limits;
+        if active.load(Ordering::Relaxed) >= limits.max_connections {
+            metrics.session_error("connection_limit");
+            metrics.connection_closed();
             log::warn("connection_limit")
-                .field("listener", &ctx.listener.name)
+                .field("listener", ctx.listener_name())
+                .field("direction", C::DIRECTION)
                 .field("peer", peer)
-                .field("max_connections", ctx.config.limits.max_connections)
+                .field("max_connections", limits.max_connections)
                 .emit();
-            tokio::spawn(turn_away(
-                stream,
-                reply::too_many_connections(&ctx.config.hostname).to_bytes(),
-            ));
+            let refusal = reply::too_many_connections(&ctx.config().hostname).to_bytes();
+            tokio::spawn(turn_away(stream, refusal));
             continue;
         }
         active.fetch_add(1, Ordering::Relaxed);
         let guard = SessionGuard {
             active: active.clone(),
-            metrics: ctx.metrics.clone(),
+            metrics,
             _drain: sessions.clone(),
         };
         tokio::spawn(async move {
-            inbound::run(ctx, stream, peer).await;
-            drop(guard);
-        });
-    }
-}
-
-/// [`accept_loop`] for an outbound listener: same limits, outbound sessions.
-async fn outbound_accept_loop(
-    listener: TcpListener,
-    context: watch::Receiver<outbound::Context>,
-    sessions: mpsc::Sender<()>,
-) {
-    let active = Arc::new(AtomicUsize::new(0));
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                log::warn("accept_failed").field("error", e).emit();
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let ctx = context.borrow().clone();
-        ctx.metrics.connection_opened();
-        if active.load(Ordering::Relaxed) >= ctx.config.limits.max_connections {
-            ctx.metrics.session_error("connection_limit");
-            ctx.metrics.connection_closed();
-            log::warn("connection_limit")
-                .field("listener", &ctx.listener.name)
-                .field("peer", peer)
-                .field("max_connections", ctx.config.limits.max_connections)
-                .emit();
-            tokio::spawn(turn_away(
-                stream,
-                reply::too_many_connections(&ctx.config.hostname).to_bytes(),
-            ));
-            continue;
-        }
-        active.fetch_add(1, Ordering::Relaxed);
-        let guard = SessionGuard {
-            active: active.clone(),
-            metrics: ctx.metrics.clone(),
-            _drain: sessions.clone(),
-        };
-        tokio::spawn(async move {
-            outbound::run(ctx, stream, peer).await;
+            ctx.run(stream, peer).await;
             drop(guard);
         });
     }
