@@ -495,41 +495,8 @@ impl RawConfig {
                     "an inbound listener needs [tls] certificate and private_key (or tls.self_signed = true)",
                 ));
             }
-            let listen_span = entry.listen.span();
-            let listen = *entry.listen.get_ref();
-            if !addrs.insert(listen) {
-                return Err(ctx.error(
-                    &format!("{key}.listen"),
-                    listen_span,
-                    format!("{listen} is used by another listener"),
-                ));
-            }
-            let name = match entry.name {
-                Some(n) => {
-                    let span = n.span();
-                    let n = n.into_inner();
-                    if n.is_empty()
-                        || !n
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-                    {
-                        return Err(ctx.error(
-                            &format!("{key}.name"),
-                            span,
-                            "use letters, digits, '-', '_' and '.' only",
-                        ));
-                    }
-                    if !names.insert(n.clone()) {
-                        return Err(ctx.error(
-                            &format!("{key}.name"),
-                            span,
-                            format!("{n:?} is used by another listener"),
-                        ));
-                    }
-                    n
-                }
-                None => listen.to_string(),
-            };
+            let (listen, name) =
+                listener_identity(ctx, &key, &entry.listen, entry.name, &mut names, &mut addrs)?;
             inbound.push(Arc::new(Inbound {
                 name,
                 listen,
@@ -711,40 +678,7 @@ impl RawOutbound {
         addrs: &mut HashSet<SocketAddr>,
     ) -> Result<Outbound, ConfigError> {
         let key = format!("outbound[{index}]");
-        let listen = *self.listen.get_ref();
-        if !addrs.insert(listen) {
-            return Err(ctx.error(
-                &format!("{key}.listen"),
-                self.listen.span(),
-                format!("{listen} is used by another listener"),
-            ));
-        }
-        let name = match self.name {
-            Some(n) => {
-                let span = n.span();
-                let n = n.into_inner();
-                if n.is_empty()
-                    || !n
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-                {
-                    return Err(ctx.error(
-                        &format!("{key}.name"),
-                        span,
-                        "use letters, digits, '-', '_' and '.' only",
-                    ));
-                }
-                if !names.insert(n.clone()) {
-                    return Err(ctx.error(
-                        &format!("{key}.name"),
-                        span,
-                        format!("{n:?} is used by another listener"),
-                    ));
-                }
-                n
-            }
-            None => listen.to_string(),
-        };
+        let (listen, name) = listener_identity(ctx, &key, &self.listen, self.name, names, addrs)?;
         let mode = self.mode;
         let next_hop = match self.next_hop {
             Some(hop) if mode == OutboundMode::Transparent => {
@@ -959,6 +893,49 @@ fn load_anchors(ctx: &Ctx, key: &str, path: &Spanned<String>) -> Result<TrustAnc
             format!("cannot load trust anchors {}: {e}", resolved.display()),
         )
     })
+}
+
+/// A listener's address and name (default: the address), each unique across all listeners.
+fn listener_identity(
+    ctx: &Ctx,
+    key: &str,
+    listen: &Spanned<SocketAddr>,
+    name: Option<Spanned<String>>,
+    names: &mut HashSet<String>,
+    addrs: &mut HashSet<SocketAddr>,
+) -> Result<(SocketAddr, String), ConfigError> {
+    let addr = *listen.get_ref();
+    if !addrs.insert(addr) {
+        return Err(ctx.error(
+            &format!("{key}.listen"),
+            listen.span(),
+            format!("{addr} is used by another listener"),
+        ));
+    }
+    let Some(name) = name else {
+        return Ok((addr, addr.to_string()));
+    };
+    let span = name.span();
+    let name = name.into_inner();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(ctx.error(
+            &format!("{key}.name"),
+            span,
+            "use letters, digits, '-', '_' and '.' only",
+        ));
+    }
+    if !names.insert(name.clone()) {
+        return Err(ctx.error(
+            &format!("{key}.name"),
+            span,
+            format!("{name:?} is used by another listener"),
+        ));
+    }
+    Ok((addr, name))
 }
 
 fn domain_set(
