@@ -1,8 +1,14 @@
-//! What a session leaves behind: one log line in the contract's fields, and its TLS facts.
+//! What every session shares, whatever its direction: reading the peer's commands under the
+//! limits, and what it leaves behind (one log line in the contract's fields, its TLS facts).
 
+use crate::config::Limits;
 use crate::log;
+use crate::smtp::{reply, LineError, LineReader};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// Facts of a completed handshake, for logs and metrics.
@@ -108,4 +114,69 @@ fn next_id() -> String {
         "{prefix:08x}{:08x}",
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// Why the peer's next command could not be had.
+#[derive(Debug)]
+pub enum CommandError {
+    /// Nothing for `idle_timeout`.
+    Idle(Duration),
+    /// `max_errors` over-long lines.
+    TooManyErrors,
+    Closed,
+    Io(std::io::Error),
+    /// The proxy is shutting down.
+    Draining,
+}
+
+/// Reads the commands of the peer that talks to us: idle timeout, shutdown, and over-long lines
+/// answered with `500 5.5.2` until `max_errors`.
+pub struct CommandReader {
+    errors: u32,
+    draining: watch::Receiver<bool>,
+}
+
+impl CommandReader {
+    pub fn new(draining: watch::Receiver<bool>) -> Self {
+        Self {
+            errors: 0,
+            draining,
+        }
+    }
+
+    pub async fn next<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        peer: &mut LineReader<S>,
+        limits: &Limits,
+        record: &mut SessionRecord,
+    ) -> Result<Vec<u8>, CommandError> {
+        loop {
+            let read =
+                tokio::time::timeout(limits.idle_timeout, peer.read_line(limits.max_line_length));
+            let result = tokio::select! {
+                r = read => r,
+                _ = self.draining.wait_for(|d| *d) => return Err(CommandError::Draining),
+            };
+            match result {
+                Err(_) => return Err(CommandError::Idle(limits.idle_timeout)),
+                Ok(Ok(line)) => {
+                    record.bytes_from_peer += line.len() as u64 + 2;
+                    return Ok(line);
+                }
+                Ok(Err(LineError::TooLong(_))) => {
+                    self.errors += 1;
+                    if self.errors >= limits.max_errors {
+                        return Err(CommandError::TooManyErrors);
+                    }
+                    let refusal = reply::line_too_long().to_bytes();
+                    record.bytes_to_peer += refusal.len() as u64;
+                    let stream = peer.get_mut();
+                    stream.write_all(&refusal).await.map_err(CommandError::Io)?;
+                    stream.flush().await.map_err(CommandError::Io)?;
+                }
+                Ok(Err(LineError::Eof)) => return Err(CommandError::Closed),
+                Ok(Err(LineError::Io(e))) => return Err(CommandError::Io(e)),
+            }
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! `require_tls*` applies to a plaintext session, envelope inspection.
 
 use super::{message, Context, InboundError};
-use crate::session::SessionRecord;
+use crate::session::{CommandReader, SessionRecord};
 use crate::smtp::{ehlo, reply, Command, LineError, LineReader, Reply};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -26,8 +26,7 @@ pub struct Dialogue<'a> {
     /// Plaintext with `require_tls*`: every MAIL/RCPT is checked, so the session is never spliced.
     inspect: bool,
     in_transaction: bool,
-    errors: u32,
-    draining: tokio::sync::watch::Receiver<bool>,
+    commands: CommandReader,
 }
 
 impl<'a> Dialogue<'a> {
@@ -37,8 +36,7 @@ impl<'a> Dialogue<'a> {
             tls_active,
             inspect: !tls_active && ctx.listener.enforces_tls(),
             in_transaction: false,
-            errors: 0,
-            draining: ctx.draining.clone(),
+            commands: CommandReader::new(ctx.draining.clone()),
         }
     }
 
@@ -70,8 +68,10 @@ impl<'a> Dialogue<'a> {
         record: &mut SessionRecord,
     ) -> Result<Step, InboundError> {
         loop {
-            let line = self.next_command(client, record).await?;
-            record.bytes_from_peer += line.len() as u64 + 2;
+            let line = self
+                .commands
+                .next(client, &self.ctx.config.limits, record)
+                .await?;
             let command = Command::parse(&line);
             // The envelope is still ours (so STARTTLS inside a transaction gets our 503); the
             // body and anything we do not know are the backend's business.
@@ -216,38 +216,6 @@ impl<'a> Dialogue<'a> {
             self.ctx.metrics.policy_rejection(reason);
             reply::encryption_required()
         })
-    }
-
-    /// Reads the next command line; over-long lines get `500 5.5.2` and are skipped.
-    async fn next_command<S: AsyncRead + AsyncWrite + Unpin>(
-        &mut self,
-        client: &mut LineReader<S>,
-        record: &mut SessionRecord,
-    ) -> Result<Vec<u8>, InboundError> {
-        let limits = &self.ctx.config.limits;
-        loop {
-            let read = tokio::time::timeout(
-                limits.idle_timeout,
-                client.read_line(limits.max_line_length),
-            );
-            let result = tokio::select! {
-                r = read => r,
-                _ = self.draining.wait_for(|d| *d) => return Err(InboundError::Draining),
-            };
-            match result {
-                Err(_) => return Err(InboundError::ClientIdle(limits.idle_timeout)),
-                Ok(Ok(line)) => return Ok(line),
-                Ok(Err(LineError::TooLong(_))) => {
-                    self.errors += 1;
-                    if self.errors >= limits.max_errors {
-                        return Err(InboundError::TooManyErrors);
-                    }
-                    self.send(client, &reply::line_too_long(), record).await?;
-                }
-                Ok(Err(LineError::Eof)) => return Err(InboundError::ClientClosed),
-                Ok(Err(LineError::Io(e))) => return Err(InboundError::ClientIo(e)),
-            }
-        }
     }
 
     async fn forward(

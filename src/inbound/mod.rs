@@ -11,7 +11,7 @@ mod starttls;
 
 use crate::config::{Config, Inbound};
 use crate::metrics::ListenerMetrics;
-use crate::session::SessionRecord;
+use crate::session::{CommandError, SessionRecord};
 use crate::smtp::{reply, LineReader, Reply};
 use crate::splice::{self, RelayEnd, RelayOutcome};
 use dialogue::{Dialogue, Step};
@@ -90,6 +90,18 @@ impl InboundError {
             Self::BackendUnreachable(..) => Some(reply::backend_unavailable(hostname)),
             Self::BackendLost(_) | Self::BackendProtocol(_) => Some(reply::backend_lost(hostname)),
             Self::Draining => Some(reply::shutting_down(hostname)),
+        }
+    }
+}
+
+impl From<CommandError> for InboundError {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::Idle(d) => Self::ClientIdle(d),
+            CommandError::TooManyErrors => Self::TooManyErrors,
+            CommandError::Closed => Self::ClientClosed,
+            CommandError::Io(e) => Self::ClientIo(e),
+            CommandError::Draining => Self::Draining,
         }
     }
 }

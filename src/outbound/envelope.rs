@@ -5,7 +5,7 @@
 use super::connect::{self, Mx};
 use super::{route, Context, OutboundError};
 use crate::log;
-use crate::session::SessionRecord;
+use crate::session::{CommandReader, SessionRecord};
 use crate::smtp::data::{EndOfData, Scan};
 use crate::smtp::{reply, Command, LineError, LineReader, Reply};
 use tokio::io::AsyncWriteExt;
@@ -20,8 +20,7 @@ pub struct Dialogue<'a> {
     /// Route key of the MX session carrying this transaction (MAIL was accepted there).
     txn_key: Option<String>,
     accepted: usize,
-    errors: u32,
-    draining: tokio::sync::watch::Receiver<bool>,
+    commands: CommandReader,
 }
 
 impl<'a> Dialogue<'a> {
@@ -32,8 +31,7 @@ impl<'a> Dialogue<'a> {
             mail: None,
             txn_key: None,
             accepted: 0,
-            errors: 0,
-            draining: ctx.draining.clone(),
+            commands: CommandReader::new(ctx.draining.clone()),
         }
     }
 
@@ -46,8 +44,10 @@ impl<'a> Dialogue<'a> {
         self.send(mta, &reply::outbound_greeting(&hostname), record)
             .await?;
         loop {
-            let line = self.next_command(mta, record).await?;
-            record.bytes_from_peer += line.len() as u64 + 2;
+            let line = self
+                .commands
+                .next(mta, &self.ctx.config.limits, record)
+                .await?;
             let answer = match Command::parse(&line) {
                 Command::Ehlo => {
                     self.reset().await;
@@ -317,35 +317,6 @@ impl<'a> Dialogue<'a> {
             .write_all(&bytes)
             .await
             .map_err(OutboundError::MtaIo)
-    }
-
-    async fn next_command(
-        &mut self,
-        mta: &mut LineReader<TcpStream>,
-        record: &mut SessionRecord,
-    ) -> Result<Vec<u8>, OutboundError> {
-        let limits = &self.ctx.config.limits;
-        loop {
-            let read =
-                tokio::time::timeout(limits.idle_timeout, mta.read_line(limits.max_line_length));
-            let result = tokio::select! {
-                r = read => r,
-                _ = self.draining.wait_for(|d| *d) => return Err(OutboundError::Draining),
-            };
-            match result {
-                Err(_) => return Err(OutboundError::MtaIdle(limits.idle_timeout)),
-                Ok(Ok(line)) => return Ok(line),
-                Ok(Err(LineError::TooLong(_))) => {
-                    self.errors += 1;
-                    if self.errors >= limits.max_errors {
-                        return Err(OutboundError::TooManyErrors);
-                    }
-                    self.send(mta, &reply::line_too_long(), record).await?;
-                }
-                Ok(Err(LineError::Eof)) => return Err(OutboundError::MtaClosed),
-                Ok(Err(LineError::Io(e))) => return Err(OutboundError::MtaIo(e)),
-            }
-        }
     }
 }
 

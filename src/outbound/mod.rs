@@ -17,7 +17,7 @@ use crate::config::{Config, Outbound, OutboundMode};
 use crate::log;
 use crate::metrics::ListenerMetrics;
 use crate::resolver::Resolve;
-use crate::session::SessionRecord;
+use crate::session::{CommandError, SessionRecord};
 use crate::smtp::{reply, LineReader, Reply};
 use std::io;
 use std::net::SocketAddr;
@@ -81,6 +81,18 @@ impl OutboundError {
             // The MTA never saw a 250 for what the MX did not accept: it keeps its copy.
             Self::MxLost(_) => Some(reply::backend_lost(hostname)),
             Self::Draining => Some(reply::shutting_down(hostname)),
+        }
+    }
+}
+
+impl From<CommandError> for OutboundError {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::Idle(d) => Self::MtaIdle(d),
+            CommandError::TooManyErrors => Self::TooManyErrors,
+            CommandError::Closed => Self::MtaClosed,
+            CommandError::Io(e) => Self::MtaIo(e),
+            CommandError::Draining => Self::Draining,
         }
     }
 }

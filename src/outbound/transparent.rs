@@ -14,8 +14,8 @@ use super::starttls::{self, Attempt};
 use super::{Context, OutboundError};
 use crate::log;
 use crate::policy::{decide, Applied, Decision, Offer};
-use crate::session::SessionRecord;
-use crate::smtp::{ehlo, reply, Command, LineError, LineReader, Reply};
+use crate::session::{CommandReader, SessionRecord};
+use crate::smtp::{ehlo, reply, Command, LineReader, Reply};
 use crate::tls::CertVerdict;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use std::net::SocketAddr;
@@ -95,8 +95,7 @@ pub async fn session(
         ctx,
         mail: None,
         mail_sent: false,
-        errors: 0,
-        draining: ctx.draining.clone(),
+        commands: CommandReader::new(ctx.draining.clone()),
     };
     send(mta, &conn.greeting.clone(), record).await?;
     let result = d.run(mta, &mut conn, &state, record).await;
@@ -144,8 +143,7 @@ struct Transparent<'a> {
     ctx: &'a Context,
     mail: Option<Vec<u8>>,
     mail_sent: bool,
-    errors: u32,
-    draining: tokio::sync::watch::Receiver<bool>,
+    commands: CommandReader,
 }
 
 impl Transparent<'_> {
@@ -158,8 +156,10 @@ impl Transparent<'_> {
     ) -> Result<(), OutboundError> {
         let ctx = self.ctx;
         loop {
-            let line = self.next_command(mta, record).await?;
-            record.bytes_from_peer += line.len() as u64 + 2;
+            let line = self
+                .commands
+                .next(mta, &self.ctx.config.limits, record)
+                .await?;
             let answer = match Command::parse(&line) {
                 Command::Ehlo => {
                     self.reset(mx).await?;
@@ -324,35 +324,6 @@ impl Transparent<'_> {
         self.mail = None;
         self.mail_sent = false;
         Ok(())
-    }
-
-    async fn next_command(
-        &mut self,
-        mta: &mut LineReader<TcpStream>,
-        record: &mut SessionRecord,
-    ) -> Result<Vec<u8>, OutboundError> {
-        let limits = &self.ctx.config.limits;
-        loop {
-            let read =
-                tokio::time::timeout(limits.idle_timeout, mta.read_line(limits.max_line_length));
-            let result = tokio::select! {
-                r = read => r,
-                _ = self.draining.wait_for(|d| *d) => return Err(OutboundError::Draining),
-            };
-            match result {
-                Err(_) => return Err(OutboundError::MtaIdle(limits.idle_timeout)),
-                Ok(Ok(line)) => return Ok(line),
-                Ok(Err(LineError::TooLong(_))) => {
-                    self.errors += 1;
-                    if self.errors >= limits.max_errors {
-                        return Err(OutboundError::TooManyErrors);
-                    }
-                    send(mta, &reply::line_too_long(), record).await?;
-                }
-                Ok(Err(LineError::Eof)) => return Err(OutboundError::MtaClosed),
-                Ok(Err(LineError::Io(e))) => return Err(OutboundError::MtaIo(e)),
-            }
-        }
     }
 }
 
