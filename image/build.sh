@@ -136,6 +136,8 @@ objcopy \
 le32() { printf "\\x%02x\\x%02x\\x%02x\\x%02x" $(($1 & 255)) $(($1 >> 8 & 255)) $(($1 >> 16 & 255)) $(($1 >> 24 & 255)); }
 pe=$(od -An -t u4 -j 60 -N 4 "$ESP/EFI/BOOT/BOOTX64.EFI" | tr -d ' ')
 printf "$(le32 "$SOURCE_DATE_EPOCH")" | dd of="$ESP/EFI/BOOT/BOOTX64.EFI" bs=1 seek=$((pe + 8)) conv=notrunc status=none
+# ... and its PE checksum, computed over that time stamp, is no longer right: firmware ignores it.
+printf '\0\0\0\0' | dd of="$ESP/EFI/BOOT/BOOTX64.EFI" bs=1 seek=$((pe + 24 + 64)) conv=notrunc status=none
 
 cat > "$ESP/syslinux/syslinux.cfg" <<EOF
 # BIOS boot. Type "linux <extra kernel options>" at the prompt within 2 s to change the command
@@ -189,11 +191,11 @@ log "ext4 root ($(du -sh "$ROOT" | cut -f1))"
 E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mkfs.ext4 -q -F -L root -U "$ROOT_UUID" \
     -E "hash_seed=$ROOT_HASH_SEED,lazy_itable_init=0,root_owner=0:0" -I 256 -b 4096 \
     -d "$ROOT" "$WORK/root.ext4" "$((root_sectors / 8))"
-# mkfs.ext4 -d (e2fsprogs 1.47.0) copies each source file's ctime, which is the build's time:
-# set every inode's ctime to SOURCE_DATE_EPOCH.
+# mkfs.ext4 -d (e2fsprogs 1.47.0) copies each source file's ctime (the build's time) and atime
+# (reading a file can update it): set both to SOURCE_DATE_EPOCH in every inode.
 (cd "$ROOT" && echo / && find . -mindepth 1 -printf '/%P\n') | LC_ALL=C sort \
-    | sed "s|.*|sif \"&\" ctime @$SOURCE_DATE_EPOCH|" > "$WORK/ctime.debugfs"
-debugfs -w -f "$WORK/ctime.debugfs" "$WORK/root.ext4" >/dev/null 2>"$WORK/debugfs.err" \
+    | sed "s|.*|sif \"&\" ctime @$SOURCE_DATE_EPOCH\nsif \"&\" atime @$SOURCE_DATE_EPOCH|" > "$WORK/ctime.debugfs"
+E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH debugfs -w -f "$WORK/ctime.debugfs" "$WORK/root.ext4" >/dev/null 2>"$WORK/debugfs.err" \
     || { cat "$WORK/debugfs.err" >&2; die "debugfs failed"; }
 if grep -v '^debugfs ' "$WORK/debugfs.err" | grep -q .; then cat "$WORK/debugfs.err" >&2; die "debugfs reported errors"; fi
 dd if="$WORK/root.ext4" of="$raw" bs=512 seek="$root_start" conv=notrunc,sparse status=none
