@@ -981,7 +981,7 @@ fn report(results: &std::path::Path, ceilings: Option<&std::path::Path>) -> io::
         })
         .collect();
     // The product's relay alone (bare forwarder, plaintext), if measured.
-    let relay_rows: Vec<(String, f64)> = ["relay_tcp (splice)", "relay (buffered)"]
+    let relay_rows: Vec<(String, f64)> = ["relay_tcp-splice", "relay-buffered"]
         .iter()
         .filter_map(|s| {
             value(s, "none", "bulk", "plain", "cpu_ms_per_mb").map(|(m, _)| (s.to_string(), m))
