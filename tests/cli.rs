@@ -77,13 +77,6 @@ fn assert_config_error(path: &Path, line: usize, key: &str, words: &[&str]) -> S
     err
 }
 
-fn pki(tag: &str) -> (TempDir, Ca, Leaf) {
-    let dir = TempDir::new(tag);
-    let ca = Ca::new(dir.path(), "test-ca");
-    let leaf = ca.leaf("mx", &["mx.test"]);
-    (dir, ca, leaf)
-}
-
 #[test]
 fn version_prints_name_and_version() {
     let (code, out, _) = run_cli(&["--version"]);
@@ -107,7 +100,7 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn check_config_accepts_a_valid_config_and_prints_a_summary() {
-    let (dir, _ca, leaf) = pki("check-ok");
+    let (dir, _ca, leaf) = setup("check-ok");
     let path = write(dir.path(), "ok.toml", &config_text(&leaf, ""));
     let (code, out, err) = run_cli(&["check-config", "--config", path.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
@@ -118,7 +111,7 @@ fn check_config_accepts_a_valid_config_and_prints_a_summary() {
 
 #[test]
 fn check_config_unknown_key_names_file_line_col_and_key() {
-    let (dir, _ca, leaf) = pki("check-unknown");
+    let (dir, _ca, leaf) = setup("check-unknown");
     let text = config_text(&leaf, "max_connectoins = 5\n");
     let path = write(dir.path(), "unknown.toml", &text);
     assert_config_error(
@@ -135,7 +128,7 @@ fn check_config_unknown_key_names_file_line_col_and_key() {
 
 #[test]
 fn check_config_bad_duration_names_file_line_col_and_key() {
-    let (dir, _ca, leaf) = pki("check-duration");
+    let (dir, _ca, leaf) = setup("check-duration");
     let text = config_text(&leaf, "idle_timeout = \"5 minutes\"\n");
     let path = write(dir.path(), "duration.toml", &text);
     assert_config_error(
@@ -156,7 +149,7 @@ fn check_config_bad_duration_names_file_line_col_and_key() {
 
 #[test]
 fn check_config_unreadable_certificate_names_file_line_col_and_key() {
-    let (dir, _ca, leaf) = pki("check-cert-missing");
+    let (dir, _ca, leaf) = setup("check-cert-missing");
     let missing = dir.join("no-such-cert.pem");
     let text = config_text(&leaf, "").replace(
         &format!("{:?}", leaf.cert.display().to_string()),
@@ -187,7 +180,7 @@ fn check_config_unreadable_certificate_names_file_line_col_and_key() {
 
 #[test]
 fn check_config_relative_certificate_paths_are_relative_to_the_config_file() {
-    let (dir, _ca, leaf) = pki("check-relative");
+    let (dir, _ca, leaf) = setup("check-relative");
     let text = config_text(&leaf, "")
         .replace(
             &format!("{:?}", leaf.cert.display().to_string()),
@@ -214,7 +207,7 @@ fn check_config_relative_certificate_paths_are_relative_to_the_config_file() {
 
 #[test]
 fn check_config_key_certificate_mismatch_names_file_line_col_and_key() {
-    let (dir, ca, leaf) = pki("check-mismatch");
+    let (dir, ca, leaf) = setup("check-mismatch");
     let other = ca.leaf("other", &["other.test"]);
     let text = config_text(&leaf, "").replace(
         &format!("{:?}", leaf.key.display().to_string()),
@@ -238,7 +231,7 @@ fn check_config_missing_file_exits_2() {
 
 #[test]
 fn run_with_invalid_config_exits_2() {
-    let (dir, _ca, leaf) = pki("run-invalid");
+    let (dir, _ca, leaf) = setup("run-invalid");
     let text = config_text(&leaf, "idle_timeout = \"soon\"\n");
     let path = write(dir.path(), "bad.toml", &text);
     let (code, _, err) = run_cli(&["run", "--config", path.to_str().unwrap()]);
@@ -248,7 +241,7 @@ fn run_with_invalid_config_exits_2() {
 
 #[test]
 fn run_exits_1_when_it_cannot_bind() {
-    let (dir, _ca, leaf) = pki("run-bind");
+    let (dir, _ca, leaf) = setup("run-bind");
     let taken = std::net::TcpListener::bind((unique_ip(), 0)).unwrap();
     let addr = taken.local_addr().unwrap();
     let text = config_text(&leaf, "").replace("127.0.0.1:2525", &addr.to_string());
@@ -277,7 +270,7 @@ fn toml_string(text: &str, key: &str) -> Option<String> {
 #[test]
 fn example_configs_pass_check_config() {
     let config_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-    let (dir, ca, _) = pki("examples");
+    let (dir, ca, _) = setup("examples");
     let mut checked = Vec::new();
     for entry in std::fs::read_dir(&config_dir).expect("config/ directory") {
         let path = entry.unwrap().path();

@@ -8,17 +8,21 @@ use common::backend::EhloMode;
 use common::postfix::{Role, MAIL_DOMAIN};
 use common::*;
 
-fn setup(tag: &str) -> (TempDir, Ca, Leaf) {
-    let dir = TempDir::new(tag);
-    let ca = Ca::new(dir.path(), "test-ca");
-    let leaf = ca.leaf("mx", &["mx.test"]);
-    (dir, ca, leaf)
-}
-
 fn labels<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     let mut l = vec![("listener", "mx"), ("direction", "inbound")];
     l.extend_from_slice(extra);
     l
+}
+
+/// The client must see a close and refusals only, never a positive reply the backend did not
+/// send.
+#[track_caller]
+fn assert_closed_without_success(client: &mut SmtpClient, context: &str) {
+    let replies = client.expect_closed();
+    assert!(
+        replies.iter().all(|r| r.code >= 400),
+        "{context}: the client saw a positive reply the backend never sent: {replies:?}"
+    );
 }
 
 #[test]
@@ -170,14 +174,11 @@ fn silent_client_after_starttls_hits_handshake_timeout() {
     let s = proxy.wait_sessions(1);
     assert_eq!(s[0]["outcome"], "tls_handshake", "{:?}", s[0]);
     let metrics = proxy.metrics();
-    assert_eq!(
-        metric(
-            &metrics,
-            "starttls_proxy_tls_handshake_failures_total",
-            &labels(&[("reason", "timeout")])
-        ),
-        Some(1.0),
-        "{metrics}"
+    assert_metric(
+        &metrics,
+        "starttls_proxy_tls_handshake_failures_total",
+        &labels(&[("reason", "timeout")]),
+        1.0,
     );
 }
 
@@ -190,9 +191,7 @@ fn silent_client_gets_421_after_idle_timeout() {
         .start();
     let (mut client, _) = SmtpClient::greeted(proxy.addr());
     client.cmd("EHLO client.test");
-    let replies = client.expect_closed();
-    assert_eq!(replies.len(), 1, "{replies:?}");
-    replies[0].assert(421, "4.4.2");
+    client.expect_closed_after(421, "4.4.2");
     let s = proxy.wait_sessions(1);
     assert_eq!(s[0]["outcome"], "idle_timeout", "{:?}", s[0]);
 }
@@ -205,9 +204,7 @@ fn silent_client_inside_tls_is_closed_after_idle_timeout() {
         .limit("idle_timeout", "\"1s\"")
         .start();
     let (mut client, _) = SmtpClient::greeted(proxy.addr());
-    client.cmd("EHLO client.test");
-    client.starttls(&ca.path, "mx.test");
-    client.cmd("EHLO client.test");
+    client.ehlo_tls(&ca.path, "mx.test");
     let replies = client.expect_closed();
     assert!(replies.len() <= 1, "{replies:?}");
     if let Some(r) = replies.first() {
@@ -225,14 +222,8 @@ fn silent_client_in_spliced_transaction_is_closed_after_idle_timeout() {
         .limit("idle_timeout", "\"1s\"")
         .start();
     let (mut client, _) = SmtpClient::greeted(proxy.addr());
-    client.cmd("EHLO client.test");
-    client.starttls(&ca.path, "mx.test");
-    client.cmd("EHLO client.test");
-    client
-        .cmd("MAIL FROM:<a@partner.example>")
-        .assert(250, "2.1.0");
-    client.cmd("RCPT TO:<u@example.org>").assert(250, "2.1.5");
-    assert_eq!(client.cmd("DATA").code, 354);
+    client.ehlo_tls(&ca.path, "mx.test");
+    client.open_data("a@partner.example", "u@example.org");
     client.send(b"Subject: stalled\r\n\r\nhalf a mess");
     let replies = client.expect_closed();
     assert!(
@@ -253,9 +244,7 @@ fn max_connections_turns_away_with_421_4_7_0() {
     let (mut a, _) = SmtpClient::greeted(proxy.addr());
     let (_b, _) = SmtpClient::greeted(proxy.addr());
     let mut c = SmtpClient::connect(proxy.addr());
-    let replies = c.expect_closed();
-    assert_eq!(replies.len(), 1, "{replies:?}");
-    replies[0].assert(421, "4.7.0");
+    c.expect_closed_after(421, "4.7.0");
     // A slot freed is a slot usable again.
     assert_eq!(a.cmd("QUIT").code, 221);
     a.expect_closed();
@@ -263,15 +252,17 @@ fn max_connections_turns_away_with_421_4_7_0() {
     let (mut d, _) = SmtpClient::greeted(proxy.addr());
     assert_eq!(d.cmd("EHLO client.test").code, 250);
     let metrics = proxy.metrics();
-    assert_eq!(
-        metric(&metrics, "starttls_proxy_connections_total", &labels(&[])),
-        Some(4.0),
-        "{metrics}"
+    assert_metric(
+        &metrics,
+        "starttls_proxy_connections_total",
+        &labels(&[]),
+        4.0,
     );
-    assert_eq!(
-        metric(&metrics, "starttls_proxy_connections_active", &labels(&[])),
-        Some(2.0),
-        "{metrics}"
+    assert_metric(
+        &metrics,
+        "starttls_proxy_connections_active",
+        &labels(&[]),
+        2.0,
     );
 }
 
@@ -280,20 +271,15 @@ fn unreachable_backend_gets_421_4_4_1() {
     let (dir, _ca, leaf) = setup("backend-down");
     let proxy = ProxyBuilder::new(dir.path(), &leaf, dead_addr()).start();
     let mut client = SmtpClient::connect(proxy.addr());
-    let replies = client.expect_closed();
-    assert_eq!(replies.len(), 1, "{replies:?}");
-    replies[0].assert(421, "4.4.1");
+    client.expect_closed_after(421, "4.4.1");
     let s = proxy.wait_sessions(1);
     assert_eq!(s[0]["outcome"], "backend_unreachable", "{:?}", s[0]);
     let metrics = proxy.metrics();
-    assert_eq!(
-        metric(
-            &metrics,
-            "starttls_proxy_session_errors_total",
-            &labels(&[("reason", "backend_unreachable")])
-        ),
-        Some(1.0),
-        "{metrics}"
+    assert_metric(
+        &metrics,
+        "starttls_proxy_session_errors_total",
+        &labels(&[("reason", "backend_unreachable")]),
+        1.0,
     );
 }
 
@@ -306,9 +292,7 @@ fn backend_stopped_after_start_gets_421_4_4_1() {
     ok.cmd("QUIT");
     sink.kill();
     let mut client = SmtpClient::connect(proxy.addr());
-    let replies = client.expect_closed();
-    assert_eq!(replies.len(), 1, "{replies:?}");
-    replies[0].assert(421, "4.4.1");
+    client.expect_closed_after(421, "4.4.1");
 }
 
 /// Starts a message over TLS, kills the backend mid-body, finishes the message: the client
@@ -319,22 +303,12 @@ fn backend_killed_during_data_never_yields_250() {
     let mut sink = SmtpSink::start(dir.path(), &[]);
     let proxy = ProxyBuilder::new(dir.path(), &leaf, sink.addr).start();
     let (mut client, _) = SmtpClient::greeted(proxy.addr());
-    client.cmd("EHLO client.test");
-    client.starttls(&ca.path, "mx.test");
-    client.cmd("EHLO client.test");
-    client
-        .cmd("MAIL FROM:<a@partner.example>")
-        .assert(250, "2.1.0");
-    client.cmd("RCPT TO:<u@example.org>").assert(250, "2.1.5");
-    assert_eq!(client.cmd("DATA").code, 354);
+    client.ehlo_tls(&ca.path, "mx.test");
+    client.open_data("a@partner.example", "u@example.org");
     client.send(b"Subject: doomed\r\n\r\nfirst half\r\n");
     sink.kill();
     let _ = client.try_send(b"second half\r\n.\r\n");
-    let replies = client.expect_closed();
-    assert!(
-        replies.iter().all(|r| r.code >= 400),
-        "the client saw a positive reply the backend never sent: {replies:?}"
-    );
+    assert_closed_without_success(&mut client, "the backend died");
     drop(client);
     proxy.wait_sessions(1);
     assert!(sink.messages().is_empty());
@@ -350,19 +324,11 @@ fn backend_killed_during_data_in_inspected_plaintext_session_gets_4xx() {
         .start();
     let (mut client, _) = SmtpClient::greeted(proxy.addr());
     client.cmd("EHLO client.test");
-    client
-        .cmd("MAIL FROM:<a@partner.example>")
-        .assert(250, "2.1.0");
-    client.cmd("RCPT TO:<u@example.org>").assert(250, "2.1.5");
-    assert_eq!(client.cmd("DATA").code, 354);
+    client.open_data("a@partner.example", "u@example.org");
     client.send(b"Subject: doomed\r\n\r\nfirst half\r\n");
     sink.kill();
     let _ = client.try_send(b"second half\r\n.\r\n");
-    let replies = client.expect_closed();
-    assert!(
-        replies.iter().all(|r| r.code >= 400),
-        "the client saw a positive reply the backend never sent: {replies:?}"
-    );
+    assert_closed_without_success(&mut client, "the backend died");
 }
 
 /// A real MTA killed between the body and its reply: Postfix's smtpd is SIGKILLed while the
@@ -373,16 +339,8 @@ fn postfix_smtpd_killed_during_data_never_yields_250() {
     let backend = Postfix::start(dir.path(), "legacy", Role::Backend { tls: None });
     let proxy = ProxyBuilder::new(dir.path(), &leaf, backend.addr).start();
     let (mut client, _) = SmtpClient::greeted(proxy.addr());
-    client.cmd("EHLO client.test");
-    client.starttls(&ca.path, "mx.test");
-    client.cmd("EHLO client.test");
-    client
-        .cmd("MAIL FROM:<a@partner.example>")
-        .assert(250, "2.1.0");
-    client
-        .cmd(&format!("RCPT TO:<u@{MAIL_DOMAIN}>"))
-        .assert(250, "2.1.5");
-    assert_eq!(client.cmd("DATA").code, 354);
+    client.ehlo_tls(&ca.path, "mx.test");
+    client.open_data("a@partner.example", &format!("u@{MAIL_DOMAIN}"));
     client.send(b"Subject: doomed\r\n\r\nfirst half\r\n");
     // The smtpd serving this session is the one that logged its client.
     let line = backend.wait_maillog("client=localhost");
@@ -394,11 +352,7 @@ fn postfix_smtpd_killed_during_data_never_yields_250() {
         .unwrap_or_else(|| panic!("no smtpd pid in {line:?}"));
     send_signal(pid, "KILL");
     let _ = client.try_send(b"second half\r\n.\r\n");
-    let replies = client.expect_closed();
-    assert!(
-        replies.iter().all(|r| r.code >= 400),
-        "the client saw a positive reply the backend never sent: {replies:?}"
-    );
+    assert_closed_without_success(&mut client, "the backend died");
     assert!(backend.delivered().is_empty());
 }
 
@@ -415,17 +369,9 @@ fn backend_hanging_up_at_end_of_data_never_yields_250() {
             client.starttls(&ca.path, "mx.test");
             client.cmd("EHLO client.test");
         }
-        client
-            .cmd("MAIL FROM:<a@partner.example>")
-            .assert(250, "2.1.0");
-        client.cmd("RCPT TO:<u@example.org>").assert(250, "2.1.5");
-        assert_eq!(client.cmd("DATA").code, 354);
+        client.open_data("a@partner.example", "u@example.org");
         client.send(b"Subject: x\r\n\r\nbody\r\n.\r\n");
-        let replies = client.expect_closed();
-        assert!(
-            replies.iter().all(|r| r.code >= 400),
-            "tls={tls}: positive reply the backend never sent: {replies:?}"
-        );
+        assert_closed_without_success(&mut client, &format!("tls={tls}"));
     }
 }
 
@@ -437,9 +383,7 @@ fn backend_closing_after_greeting_gets_a_4xx_not_a_hang() {
     let proxy = ProxyBuilder::new(dir.path(), &leaf, sink.addr).start();
     let (mut client, _) = SmtpClient::greeted(proxy.addr());
     client.send(b"EHLO client.test\r\n");
-    let replies = client.expect_closed();
-    assert_eq!(replies.len(), 1, "{replies:?}");
-    replies[0].assert(421, "4.4.2");
+    client.expect_closed_after(421, "4.4.2");
 }
 
 #[test]

@@ -18,14 +18,8 @@ fn der(pem: &str) -> Vec<u8> {
 /// A TLS session that has reached DATA (the proxy splices from there on).
 fn session_in_data(proxy: &Proxy, ca: &Ca) -> SmtpClient {
     let (mut client, _) = SmtpClient::greeted(proxy.addr());
-    client.cmd("EHLO client.test");
-    client.starttls(&ca.path, "mx.test");
-    client.cmd("EHLO client.test");
-    client
-        .cmd("MAIL FROM:<a@partner.example>")
-        .assert(250, "2.1.0");
-    client.cmd("RCPT TO:<u@example.org>").assert(250, "2.1.5");
-    assert_eq!(client.cmd("DATA").code, 354);
+    client.ehlo_tls(&ca.path, "mx.test");
+    client.open_data("a@partner.example", "u@example.org");
     client.send(b"Subject: in flight\r\n\r\nfirst part\r\n");
     client
 }
@@ -50,9 +44,7 @@ fn sigterm_drains_sessions_then_exits_0() {
     proxy.wait_log(|l| l.contains("event=draining"), "event=draining");
 
     // A is told to come back later.
-    let replies = a.expect_closed();
-    assert_eq!(replies.len(), 1, "{replies:?}");
-    replies[0].assert(421, "4.3.2");
+    a.expect_closed_after(421, "4.3.2");
 
     // Load balancers are told to move away while the drain lasts.
     let (status, body) = proxy.healthz();

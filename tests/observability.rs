@@ -40,11 +40,7 @@ fn metrics_cover_every_inbound_metric_of_the_contract() {
 
     // Before any session, the listener's series exist.
     let before = proxy.metrics();
-    assert_eq!(
-        metric(&before, "starttls_proxy_connections_total", &INBOUND),
-        Some(0.0),
-        "{before}"
-    );
+    assert_metric(&before, "starttls_proxy_connections_total", &INBOUND, 0.0);
 
     let to = format!("u@{MAIL_DOMAIN}");
     // 1: TLS session delivering a message.
@@ -142,21 +138,13 @@ fn active_connections_gauge_follows_open_sessions() {
     b.cmd("EHLO x");
     b.starttls(&ca.path, "mx.test");
     let m = proxy.metrics();
-    assert_eq!(
-        metric(&m, "starttls_proxy_connections_active", &INBOUND),
-        Some(2.0),
-        "{m}"
-    );
+    assert_metric(&m, "starttls_proxy_connections_active", &INBOUND, 2.0);
     assert_eq!(a.cmd("QUIT").code, 221);
     drop(a);
     drop(b);
     proxy.wait_sessions(2);
     let m = proxy.metrics();
-    assert_eq!(
-        metric(&m, "starttls_proxy_connections_active", &INBOUND),
-        Some(0.0),
-        "{m}"
-    );
+    assert_metric(&m, "starttls_proxy_connections_active", &INBOUND, 0.0);
 }
 
 const SESSION_FIELDS: [&str; 15] = [

@@ -6,14 +6,14 @@
 //! Refusals are proven on both sides: the sender's queue still holds the message (with the
 //! proxy's 4xx as the delay reason) and the MX never saw MAIL/RCPT.
 
-mod outbound_support;
+mod common;
 
-use outbound_support::dns::{Zone, TEMPFAIL_DOMAIN};
-use outbound_support::mx;
-use outbound_support::pki::{self, Leaf};
-use outbound_support::postfix::Role;
-use outbound_support::proxy::{fields, metric, run_cli};
-use outbound_support::*;
+use common::dns::TEMPFAIL_DOMAIN;
+use common::mx;
+use common::pki;
+use common::postfix::Role;
+use common::proxy::run_cli;
+use common::*;
 use std::net::{Ipv4Addr, SocketAddr};
 
 /// The proxy's configuration for one test: its own addresses, the test's DNS server and CA,
@@ -76,30 +76,19 @@ impl World {
         let ca = Ca::new(dir.path(), "test-ca");
         let mx_host = format!("mx.{domain}");
         let mx_ip = unique_ip();
-        let dns = Dns::start(Zone::default().mx(domain, &mx_host, 10).a(&mx_host, mx_ip));
+        let dns = Dns::start(Zone::default().mx_at(domain, &mx_host, mx_ip));
         let leaf: Option<Leaf> = match cert {
             Cert::Valid => Some(ca.leaf("mx", &[&mx_host])),
             Cert::WrongName => Some(ca.leaf("mx", &["somebody-else.test"])),
             Cert::SelfSigned => Some(pki::self_signed(dir.path(), "mx", &[&mx_host])),
             Cert::None => None,
         };
-        let mx = Postfix::start_on(
-            dir.path(),
-            "mx",
-            mx_ip,
-            Role::Mx {
-                domains: &[domain],
-                tls: leaf.as_ref(),
-            },
-        );
-        let proxy = Proxy::start(dir.path(), &proxy_config(&dns, &ca, unique_ip(), policy));
+        let mx = Postfix::mx(dir.path(), "mx", mx_ip, &[domain], leaf.as_ref());
+        let proxy = Proxy::start_text(dir.path(), &proxy_config(&dns, &ca, unique_ip(), policy));
         let sender = Postfix::start(
             dir.path(),
             "sender",
-            Role::Sender {
-                relayhost: proxy.listener("relay"),
-                bind: None,
-            },
+            Role::relay_to(proxy.listener("relay")),
         );
         World {
             sender,
@@ -112,7 +101,7 @@ impl World {
     }
 
     fn send(&self, to: &str, body: &str) {
-        submit(self.sender.addr, "alice@sender.test", to, body);
+        self.sender.submit("alice@sender.test", to, body);
     }
 
     /// The MX saw a session end without any MAIL or RCPT (Postfix's disconnect summary).
@@ -175,9 +164,7 @@ fn verify_partner_gets_mail_over_verified_tls_from_postfix() {
         .is_some(),
         "{m}"
     );
-    eventually("the sender's queue to empty", || {
-        w.sender.queue().is_empty().then_some(())
-    });
+    w.sender.wait_queue_empty();
 }
 
 #[test]
@@ -201,17 +188,14 @@ fn encrypt_without_starttls_defers_and_mail_stays_queued() {
         .wait_event("policy_refused", &[("domain", "partner.test")]);
     assert_eq!(refused["reason"], "starttls_not_offered");
     let m = w.proxy.metrics();
-    assert_eq!(
-        metric(
-            &m,
-            "starttls_proxy_policy_rejections_total",
-            &[
-                ("direction", "outbound"),
-                ("reason", "starttls_not_offered")
-            ]
-        ),
-        Some(1.0),
-        "{m}"
+    assert_metric(
+        &m,
+        "starttls_proxy_policy_rejections_total",
+        &[
+            ("direction", "outbound"),
+            ("reason", "starttls_not_offered"),
+        ],
+        1.0,
     );
 }
 
@@ -282,19 +266,16 @@ fn opportunistic_accepts_self_signed_and_records_the_verdict() {
     assert_eq!(session["verdict"], "untrusted");
     assert_eq!(session["policy"], "opportunistic");
     let m = w.proxy.metrics();
-    assert_eq!(
-        metric(
-            &m,
-            "starttls_proxy_outbound_domain_sessions_total",
-            &[
-                ("domain", "other"),
-                ("mode", "opportunistic"),
-                ("tls", "yes"),
-                ("verified", "no")
-            ]
-        ),
-        Some(1.0),
-        "{m}"
+    assert_metric(
+        &m,
+        "starttls_proxy_outbound_domain_sessions_total",
+        &[
+            ("domain", "other"),
+            ("mode", "opportunistic"),
+            ("tls", "yes"),
+            ("verified", "no"),
+        ],
+        1.0,
     );
 }
 
@@ -330,17 +311,14 @@ fn relax_until_in_the_future_lets_a_verify_failure_through_and_counts_it() {
         .wait_event("policy_relaxed", &[("domain", "moving.test")]);
     assert_eq!(relaxed["reason"], "certificate_not_verified");
     let m = w.proxy.metrics();
-    assert_eq!(
-        metric(
-            &m,
-            "starttls_proxy_outbound_relaxed_total",
-            &[
-                ("domain", "moving.test"),
-                ("reason", "certificate_not_verified")
-            ]
-        ),
-        Some(1.0),
-        "{m}"
+    assert_metric(
+        &m,
+        "starttls_proxy_outbound_relaxed_total",
+        &[
+            ("domain", "moving.test"),
+            ("reason", "certificate_not_verified"),
+        ],
+        1.0,
     );
 }
 
@@ -358,7 +336,7 @@ impl Bench {
         let dir = TempDir::new(tag);
         let ca = Ca::new(dir.path(), "test-ca");
         let dns = Dns::start(zone);
-        let proxy = Proxy::start(dir.path(), &proxy_config(&dns, &ca, unique_ip(), policy));
+        let proxy = Proxy::start_text(dir.path(), &proxy_config(&dns, &ca, unique_ip(), policy));
         Bench {
             proxy,
             _dns: dns,
@@ -368,8 +346,8 @@ impl Bench {
     }
 
     fn client(&self) -> SmtpClient {
-        let (mut c, greeting) = SmtpClient::connect(self.proxy.listener("relay"));
-        greeting.assert(220, "relay.proxy.test");
+        let (mut c, greeting) = SmtpClient::connected(self.proxy.listener("relay"));
+        greeting.assert_text(220, "relay.proxy.test");
         assert_eq!(c.cmd("EHLO legacy.sender.test").code, 250);
         c
     }
@@ -378,12 +356,10 @@ impl Bench {
 #[test]
 fn response_injection_after_starttls_aborts_and_nothing_leaves() {
     let evil_ip = unique_ip();
-    let evil = InjectingMx::start(evil_ip);
+    let evil = ScriptedMx::with(evil_ip, Starttls::Inject);
     let b = Bench::new(
         "injection",
-        Zone::default()
-            .mx("evil.test", "mx.evil.test", 10)
-            .a("mx.evil.test", evil_ip),
+        Zone::default().mx_at("evil.test", "mx.evil.test", evil_ip),
         &entry("evil.test", "encrypt", ""),
     );
     let mut c = b.client();
@@ -416,8 +392,7 @@ fn dns_answers_map_to_the_contract_replies() {
         Zone::default()
             .mx("null.test", ".", 0)
             .mx("dangling.test", "gone.dangling.test", 10)
-            .mx("down.test", "mx.down.test", 10)
-            .a("mx.down.test", dead_ip),
+            .mx_at("down.test", "mx.down.test", dead_ip),
         "",
     );
     let mut c = b.client();
@@ -453,29 +428,18 @@ fn transactions_route_apart_and_reuse_the_mx_session() {
             .mx("b.test", "mx.shared.test", 20)
             .a("down.shared.test", dead_ip)
             .a("mx.shared.test", dir_ip)
-            .mx("c.test", "mx.c.test", 10)
-            .a("mx.c.test", other_ip),
+            .mx_at("c.test", "mx.c.test", other_ip),
         "",
     );
     let leaf = b.ca.leaf("shared", &["mx.shared.test"]);
-    let shared = Postfix::start_on(
+    let shared = Postfix::mx(
         b.dir.path(),
         "shared",
         dir_ip,
-        Role::Mx {
-            domains: &["a.test", "b.test"],
-            tls: Some(&leaf),
-        },
+        &["a.test", "b.test"],
+        Some(&leaf),
     );
-    let other = Postfix::start_on(
-        b.dir.path(),
-        "other",
-        other_ip,
-        Role::Mx {
-            domains: &["c.test"],
-            tls: None,
-        },
-    );
+    let other = Postfix::mx(b.dir.path(), "other", other_ip, &["c.test"], None);
     let mut c = b.client();
     let replies = {
         c.cmd("MAIL FROM:<alice@sender.test>").assert(250, "2.1.0");
@@ -483,7 +447,7 @@ fn transactions_route_apart_and_reuse_the_mx_session() {
         c.cmd("RCPT TO:<two@b.test>").assert(250, "2.1.5");
         let elsewhere = c.cmd("RCPT TO:<three@c.test>");
         elsewhere.assert(452, "4.5.3");
-        c.cmd("DATA").assert(354, "");
+        assert_eq!(c.cmd("DATA").code, 354);
         c.send(b"Subject: first\r\n\r\nfirst transaction\r\n.\r\n");
         c.reply()
     };
@@ -498,13 +462,7 @@ fn transactions_route_apart_and_reuse_the_mx_session() {
     shared.wait_delivered(2);
     other.wait_delivered(1);
     b.proxy.wait_event("session", &[("direction", "outbound")]);
-    let sessions: Vec<_> = b
-        .proxy
-        .lines()
-        .iter()
-        .map(|l| fields(l))
-        .filter(|f| f.get("event").map(String::as_str) == Some("mx_session"))
-        .collect();
+    let sessions = b.proxy.events("mx_session");
     assert_eq!(
         sessions.len(),
         2,
@@ -524,8 +482,7 @@ fn policy_subcommand_prints_route_and_policy() {
         "policy-cli",
         Zone::default()
             .mx("bank.test", "mx2.bank.test", 20)
-            .mx("bank.test", "mx1.bank.test", 10)
-            .a("mx1.bank.test", mx_ip)
+            .mx_at("bank.test", "mx1.bank.test", mx_ip)
             .a("mx2.bank.test", mx_ip),
         &entry(
             "bank.test",
@@ -533,7 +490,7 @@ fn policy_subcommand_prints_route_and_policy() {
             "match = [\"mail.bank.test\"]\nrelax_until = \"2999-01-01T00:00:00Z\"",
         ),
     );
-    let config = b.dir.join("proxy.toml");
+    let config = b.proxy.config.clone();
     let config = config.to_str().unwrap();
     let (code, out, err) = run_cli(&["policy", "bank.test", "--config", config]);
     assert_eq!(code, 0, "{err}");
@@ -622,22 +579,18 @@ fn transparent_mode_scenario() {
     let sender_ip = unique_ip();
     let dns = Dns::start(
         Zone::default()
-            .mx("bank.test", "mx.bank.test", 10)
-            .a("mx.bank.test", mx_ip)
-            .mx("strict.test", "mx.strict.test", 10)
-            .a("mx.strict.test", mx_ip)
+            .mx_at("bank.test", "mx.bank.test", mx_ip)
+            .mx_at("strict.test", "mx.strict.test", mx_ip)
             .mx("v6.test", "mx.v6.test", 10)
             .aaaa("mx.v6.test", std::net::Ipv6Addr::LOCALHOST),
     );
     let leaf = ca.leaf("mx", &["mx.bank.test"]);
-    let mx = Postfix::start_on(
+    let mx = Postfix::mx(
         dir.path(),
         "mx",
         mx_ip,
-        Role::Mx {
-            domains: &["bank.test", "strict.test"],
-            tls: Some(&leaf),
-        },
+        &["bank.test", "strict.test"],
+        Some(&leaf),
     );
     let config = format!(
         r#"hostname = "relay.proxy.test"
@@ -659,7 +612,7 @@ trust_anchors = "{ca}"
         bank = entry("bank.test", "verify", ""),
         strict = entry("strict.test", "verify", ""),
     );
-    let proxy = Proxy::start(dir.path(), &config);
+    let proxy = Proxy::start_text(dir.path(), &config);
     // The legacy MTA's port-25 traffic (from its own address) goes to the proxy; the proxy's
     // own connections (from 127.0.0.1) are left alone.
     let rules = dir.join("rules.nft");
@@ -683,7 +636,7 @@ trust_anchors = "{ca}"
     refused.assert(451, "4.7.5");
     assert!(refused.text().contains("strict.test"), "{refused:?}");
     c.cmd("RCPT TO:<bob@bank.test>").assert(250, "2.1.5");
-    c.cmd("DATA").assert(354, "");
+    assert_eq!(c.cmd("DATA").code, 354);
     c.send(b"Subject: intercepted\r\n\r\nthrough the transparent proxy\r\n.\r\n");
     c.reply().assert(250, "2.0.0");
     c.cmd("QUIT");
@@ -702,32 +655,24 @@ trust_anchors = "{ca}"
         "sender",
         Role::Sender {
             relayhost: SocketAddr::from((mx_ip, 25)),
+            level: "none",
+            ca: None,
             bind: Some(sender_ip),
         },
     );
-    submit(
-        sender.addr,
-        "alice@sender.test",
-        "carol@bank.test",
-        "from postfix",
-    );
+    sender.submit("alice@sender.test", "carol@bank.test", "from postfix");
     let mail = mx.wait_delivered(2);
     assert!(mail
         .iter()
         .any(|m| m.contains("from postfix") && m.contains("using TLSv1.")));
-    submit(
-        sender.addr,
-        "alice@sender.test",
-        "dave@strict.test",
-        "never in clear",
-    );
+    sender.submit("alice@sender.test", "dave@strict.test", "never in clear");
     let queued = sender.wait_deferred("4.7.5");
     assert!(queued.contains("strict.test"), "{queued}");
 
     // Relay mode reaches an MX that only has an IPv6 address (this namespace owns ::1).
     let v6 = ScriptedMx::on(std::net::Ipv6Addr::LOCALHOST.into(), Starttls::Refuse);
-    let (mut r, greeting) = SmtpClient::connect(proxy.listener("relay"));
-    greeting.assert(220, "relay.proxy.test");
+    let (mut r, greeting) = SmtpClient::connected(proxy.listener("relay"));
+    greeting.assert_text(220, "relay.proxy.test");
     r.cmd("EHLO legacy.sender.test");
     let replies = r.mail("alice@sender.test", &["erin@v6.test"], "over IPv6");
     replies.last().unwrap().assert(250, "2.0.0");
@@ -740,9 +685,9 @@ trust_anchors = "{ca}"
 
     // Loop guard: a connection straight to the proxy has the proxy as original destination.
     let (mut direct, greeting) =
-        SmtpClient::connect(SocketAddr::from(([127, 0, 0, 1], TRANSPARENT_PORT)));
+        SmtpClient::connected(SocketAddr::from(([127, 0, 0, 1], TRANSPARENT_PORT)));
     greeting.assert(554, "5.4.6");
-    drop(direct.reply_or_closed());
+    let _ = direct.try_reply();
     proxy.wait_event("loop_guard", &[]);
     drop(sender);
 }
@@ -766,7 +711,8 @@ fn connect_from(source: Ipv4Addr, to: SocketAddr) -> SmtpClient {
         .bind(&SocketAddr::from((source, 0)).into())
         .expect("bind source address");
     socket.connect(&to.into()).expect("connect (intercepted)");
-    let (client, greeting) = SmtpClient::from_stream(socket.into());
+    let mut client = SmtpClient::from_stream(socket.into());
+    let greeting = client.reply();
     assert_eq!(greeting.code, 220, "{greeting:?}");
     client
 }
@@ -779,8 +725,7 @@ fn starttls_refused_is_4_7_4_for_encrypt_and_plaintext_for_opportunistic() {
         "starttls-refused",
         Zone::default()
             .mx("enc.test", "mx.scripted.test", 10)
-            .mx("opp.test", "mx.scripted.test", 10)
-            .a("mx.scripted.test", ip),
+            .mx_at("opp.test", "mx.scripted.test", ip),
         &entry("enc.test", "encrypt", ""),
     );
     let mut c = b.client();
@@ -818,8 +763,7 @@ fn broken_handshake_falls_back_to_a_fresh_plaintext_connection_only_when_opportu
             "broken-handshake",
             Zone::default()
                 .mx("enc.test", "mx.scripted.test", 10)
-                .mx("opp.test", "mx.scripted.test", 10)
-                .a("mx.scripted.test", ip),
+                .mx_at("opp.test", "mx.scripted.test", ip),
             &entry("enc.test", "encrypt", ""),
         );
         let mut c = b.client();
@@ -854,30 +798,24 @@ fn next_hop_by_name_gets_sni_and_verification_for_that_name() {
     let hop_ip = unique_ip();
     let dns = Dns::start(Zone::default().a("smtp.hop.test", hop_ip));
     let leaf = ca.leaf("hop", &["smtp.hop.test"]);
-    let hop = Postfix::start_on(
+    let hop = Postfix::mx(
         dir.path(),
         "hop",
         hop_ip,
-        Role::Mx {
-            domains: &["anywhere.example"],
-            tls: Some(&leaf),
-        },
+        &["anywhere.example"],
+        Some(&leaf),
     );
     let config = proxy_config(&dns, &ca, unique_ip(), "")
         .replace("mx_port = 25", "next_hop = \"smtp.hop.test:25\"")
         + &entry("anywhere.example", "verify", "");
-    let proxy = Proxy::start(dir.path(), &config);
+    let proxy = Proxy::start_text(dir.path(), &config);
     let sender = Postfix::start(
         dir.path(),
         "sender",
-        Role::Sender {
-            relayhost: proxy.listener("relay"),
-            bind: None,
-        },
+        Role::relay_to(proxy.listener("relay")),
     );
     // anywhere.example has no DNS at all: the next hop does not need it.
-    submit(
-        sender.addr,
+    sender.submit(
         "alice@sender.test",
         "bob@anywhere.example",
         "via the smarthost",
@@ -901,42 +839,21 @@ fn postfix_sends_recipients_of_other_routes_in_another_transaction() {
     let ca = Ca::new(dir.path(), "test-ca");
     let a_ip = unique_ip();
     let c_ip = unique_ip();
-    let dns = Dns::start(
-        Zone::default()
-            .mx("a.test", "mx.a.test", 10)
-            .a("mx.a.test", a_ip)
-            .mx("c.test", "mx.c.test", 10)
-            .a("mx.c.test", c_ip),
-    );
-    let a_leaf = ca.leaf("a", &["mx.a.test"]);
-    let a = Postfix::start_on(
-        dir.path(),
-        "a",
-        a_ip,
-        Role::Mx {
-            domains: &["a.test"],
-            tls: Some(&a_leaf),
-        },
-    );
-    let c = Postfix::start_on(
-        dir.path(),
-        "c",
+    let dns = Dns::start(Zone::default().mx_at("a.test", "mx.a.test", a_ip).mx_at(
+        "c.test",
+        "mx.c.test",
         c_ip,
-        Role::Mx {
-            domains: &["c.test"],
-            tls: None,
-        },
-    );
-    let proxy = Proxy::start(dir.path(), &proxy_config(&dns, &ca, unique_ip(), ""));
+    ));
+    let a_leaf = ca.leaf("a", &["mx.a.test"]);
+    let a = Postfix::mx(dir.path(), "a", a_ip, &["a.test"], Some(&a_leaf));
+    let c = Postfix::mx(dir.path(), "c", c_ip, &["c.test"], None);
+    let proxy = Proxy::start_text(dir.path(), &proxy_config(&dns, &ca, unique_ip(), ""));
     let sender = Postfix::start(
         dir.path(),
         "sender",
-        Role::Sender {
-            relayhost: proxy.listener("relay"),
-            bind: None,
-        },
+        Role::relay_to(proxy.listener("relay")),
     );
-    let (mut s, _) = SmtpClient::connect(sender.addr);
+    let (mut s, _) = SmtpClient::connected(sender.addr);
     s.cmd("EHLO submitter.test");
     let replies = s.mail(
         "alice@sender.test",
@@ -947,9 +864,7 @@ fn postfix_sends_recipients_of_other_routes_in_another_transaction() {
     s.cmd("QUIT");
     a.wait_delivered(1);
     c.wait_delivered(1);
-    eventually("the sender's queue to empty", || {
-        sender.queue().is_empty().then_some(())
-    });
+    sender.wait_queue_empty();
     drop(sender);
     drop(proxy);
     drop(c);
@@ -961,19 +876,15 @@ fn mx_pointing_back_at_the_proxy_is_a_loop() {
     let proxy_ip = unique_ip();
     let dir = TempDir::new("loop");
     let ca = Ca::new(dir.path(), "test-ca");
-    let dns = Dns::start(
-        Zone::default()
-            .mx("loop.test", "mx.loop.test", 10)
-            .a("mx.loop.test", proxy_ip),
-    );
+    let dns = Dns::start(Zone::default().mx_at("loop.test", "mx.loop.test", proxy_ip));
     // The relay listener on port 25 of the address the MX record names.
     let config = proxy_config(&dns, &ca, proxy_ip, "").replace(
         &format!("listen = \"{proxy_ip}:0\"\nmode"),
         &format!("listen = \"{proxy_ip}:25\"\nmode"),
     );
-    let proxy = Proxy::start(dir.path(), &config);
-    let (mut c, greeting) = SmtpClient::connect(proxy.listener("relay"));
-    greeting.assert(220, "relay.proxy.test");
+    let proxy = Proxy::start_text(dir.path(), &config);
+    let (mut c, greeting) = SmtpClient::connected(proxy.listener("relay"));
+    greeting.assert_text(220, "relay.proxy.test");
     c.cmd("EHLO legacy.sender.test");
     c.cmd("MAIL FROM:<alice@sender.test>").assert(250, "2.1.0");
     let reply = c.cmd("RCPT TO:<bob@loop.test>");
@@ -989,9 +900,7 @@ fn sighup_applies_a_stricter_policy_to_new_transactions() {
     let mx = ScriptedMx::with(ip, Starttls::Refuse);
     let b = Bench::new(
         "reload",
-        Zone::default()
-            .mx("partner.test", "mx.partner.test", 10)
-            .a("mx.partner.test", ip),
+        Zone::default().mx_at("partner.test", "mx.partner.test", ip),
         "",
     );
     let mut c = b.client();
@@ -999,7 +908,7 @@ fn sighup_applies_a_stricter_policy_to_new_transactions() {
     replies.last().unwrap().assert(250, "2.0.0");
     c.cmd("QUIT");
 
-    let path = b.dir.join("proxy.toml");
+    let path = b.proxy.config.clone();
     let text = std::fs::read_to_string(&path).unwrap() + &entry("partner.test", "encrypt", "");
     std::fs::write(&path, text).unwrap();
     b.proxy.signal("HUP");
@@ -1017,7 +926,7 @@ fn sighup_applies_a_stricter_policy_to_new_transactions() {
 #[test]
 fn shutdown_tells_an_idle_mta_421_and_check_config_summarises_outbound() {
     let b = Bench::new("drain", Zone::default(), &entry("bank.test", "verify", ""));
-    let path = b.dir.join("proxy.toml");
+    let path = b.proxy.config.clone();
     let (code, out, err) = run_cli(&["check-config", "--config", path.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("outbound relay (relay)"), "{out}");
@@ -1036,25 +945,24 @@ fn per_domain_trust_anchors_verify_a_partner_private_ca() {
     let mx_ip = unique_ip();
     let b = Bench::new(
         "private-ca",
-        Zone::default()
-            .mx("bank.test", "mx.bank.test", 10)
-            .mx("other-bank.test", "mx.bank.test", 10)
-            .a("mx.bank.test", mx_ip),
+        Zone::default().mx("bank.test", "mx.bank.test", 10).mx_at(
+            "other-bank.test",
+            "mx.bank.test",
+            mx_ip,
+        ),
         "",
     );
     // The partner's own CA, known only to its domain entry.
     let private = Ca::new(b.dir.path(), "bank-private-ca");
     let leaf = private.leaf("mx", &["mx.bank.test"]);
-    let mx = Postfix::start_on(
+    let mx = Postfix::mx(
         b.dir.path(),
         "mx",
         mx_ip,
-        Role::Mx {
-            domains: &["bank.test", "other-bank.test"],
-            tls: Some(&leaf),
-        },
+        &["bank.test", "other-bank.test"],
+        Some(&leaf),
     );
-    let path = b.dir.join("proxy.toml");
+    let path = b.proxy.config.clone();
     let text = std::fs::read_to_string(&path).unwrap()
         + &entry(
             "bank.test",

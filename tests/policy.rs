@@ -10,13 +10,6 @@ use common::*;
 
 const REJECTIONS: &str = "starttls_proxy_policy_rejections_total";
 
-fn setup(tag: &str) -> (TempDir, Ca, Leaf) {
-    let dir = TempDir::new(tag);
-    let ca = Ca::new(dir.path(), "test-ca");
-    let leaf = ca.leaf("mx", &["mx.test"]);
-    (dir, ca, leaf)
-}
-
 fn rejections(proxy: &Proxy, reason: &str) -> f64 {
     metric_sum(
         &proxy.metrics(),

@@ -10,13 +10,6 @@ use common::postfix::{Role, MAIL_DOMAIN};
 use common::*;
 use rustls::pki_types::pem::PemObject;
 
-fn setup(tag: &str) -> (TempDir, Ca, Leaf) {
-    let dir = TempDir::new(tag);
-    let ca = Ca::new(dir.path(), "test-ca");
-    let leaf = ca.leaf("mx", &["mx.test"]);
-    (dir, ca, leaf)
-}
-
 #[test]
 fn swaks_delivers_over_starttls_to_postfix_backend() {
     let (dir, _ca, leaf) = setup("swaks-postfix");
@@ -287,9 +280,7 @@ fn starttls_twice_is_refused_with_554() {
     let backend = Postfix::start(dir.path(), "legacy", Role::Backend { tls: None });
     let proxy = ProxyBuilder::new(dir.path(), &leaf, backend.addr).start();
     let (mut client, _) = SmtpClient::greeted(proxy.addr());
-    client.cmd("EHLO client.test");
-    client.starttls(&ca.path, "mx.test");
-    client.cmd("EHLO client.test");
+    client.ehlo_tls(&ca.path, "mx.test");
     client.cmd("STARTTLS").assert(554, "5.5.1");
     // The session goes on inside TLS.
     let reply = client
@@ -428,9 +419,7 @@ fn message_bytes_reach_smtp_sink_unchanged() {
     let sink = SmtpSink::start(dir.path(), &[]);
     let proxy = ProxyBuilder::new(dir.path(), &leaf, sink.addr).start();
     let (mut client, _) = SmtpClient::greeted(proxy.addr());
-    client.cmd("EHLO client.test");
-    client.starttls(&ca.path, "mx.test");
-    client.cmd("EHLO client.test");
+    client.ehlo_tls(&ca.path, "mx.test");
     let long_line = "x".repeat(900);
     let body = format!(
         "Subject: bytes\r\nX-Test: 1\r\n\r\n..leading dot stuffed\r\n{long_line}\r\n\tTab and trailing space \r\n\r\nlast\r\n"
@@ -487,7 +476,8 @@ fn postfix_sender_delivers_through_proxy_with_encrypt_to_postfix_backend() {
         Role::Sender {
             relayhost: proxy.addr(),
             level: "encrypt",
-            ca: &ca,
+            ca: Some(&ca),
+            bind: None,
         },
     );
     let run = swaks(

@@ -132,14 +132,11 @@ fn min_version_13_refuses_tls12() {
     assert_eq!(p, "TLSv1.3");
     proxy.wait_sessions(2);
     let metrics = proxy.metrics();
-    assert_eq!(
-        metric(
-            &metrics,
-            FAILURES,
-            &labels(&[("reason", "protocol_version")])
-        ),
-        Some(1.0),
-        "{metrics}"
+    assert_metric(
+        &metrics,
+        FAILURES,
+        &labels(&[("reason", "protocol_version")]),
+        1.0,
     );
     assert_eq!(
         metric_sum(&metrics, HANDSHAKES, &labels(&[("version", "TLSv1.2")])),

@@ -42,6 +42,15 @@ impl Reply {
         );
     }
 
+    /// Asserts the reply code and that the first line starts with `text` (a greeting's host).
+    #[track_caller]
+    pub fn assert_text(&self, code: u16, text: &str) {
+        assert!(
+            self.code == code && self.lines.first().is_some_and(|l| l.starts_with(text)),
+            "expected {code} {text}, got {self:?}"
+        );
+    }
+
     /// Whether an EHLO reply advertises `keyword` (case-insensitive, first word of a line).
     pub fn has_extension(&self, keyword: &str) -> bool {
         self.lines.iter().skip(1).any(|l| {
@@ -109,6 +118,11 @@ impl SmtpClient {
     pub fn connect(addr: SocketAddr) -> SmtpClient {
         let stream = TcpStream::connect(addr)
             .unwrap_or_else(|e| panic!("connect to the proxy at {addr}: {e}"));
+        SmtpClient::from_stream(stream)
+    }
+
+    /// Wraps a connected stream (e.g. one bound to a chosen source address).
+    pub fn from_stream(stream: TcpStream) -> SmtpClient {
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
         stream.set_nodelay(true).unwrap();
         SmtpClient {
@@ -117,10 +131,16 @@ impl SmtpClient {
         }
     }
 
-    /// Connects and reads the greeting, which must be a 220.
-    pub fn greeted(addr: SocketAddr) -> (SmtpClient, Reply) {
+    /// Connects and reads the greeting, whatever its code.
+    pub fn connected(addr: SocketAddr) -> (SmtpClient, Reply) {
         let mut client = SmtpClient::connect(addr);
         let greeting = client.reply();
+        (client, greeting)
+    }
+
+    /// Connects and reads the greeting, which must be a 220.
+    pub fn greeted(addr: SocketAddr) -> (SmtpClient, Reply) {
+        let (client, greeting) = SmtpClient::connected(addr);
         assert_eq!(greeting.code, 220, "greeting: {greeting:?}");
         (client, greeting)
     }
@@ -206,6 +226,14 @@ impl SmtpClient {
         }
     }
 
+    /// Asserts the proxy sends exactly one reply, `code` with `enhanced`, and then closes.
+    #[track_caller]
+    pub fn expect_closed_after(&mut self, code: u16, enhanced: &str) {
+        let replies = self.expect_closed();
+        assert_eq!(replies.len(), 1, "{replies:?}");
+        replies[0].assert(code, enhanced);
+    }
+
     /// Bytes buffered but not yet consumed as replies.
     pub fn buffered(&self) -> &[u8] {
         &self.buf
@@ -222,6 +250,14 @@ impl SmtpClient {
         );
         self.handshake(ca, server_name, None)
             .unwrap_or_else(|e| panic!("TLS handshake with the proxy failed: {e}"));
+    }
+
+    /// EHLO, STARTTLS and the handshake (see `starttls`), then EHLO again inside TLS; returns
+    /// that second EHLO reply.
+    pub fn ehlo_tls(&mut self, ca: &Path, server_name: &str) -> Reply {
+        self.cmd("EHLO client.test");
+        self.starttls(ca, server_name);
+        self.cmd("EHLO client.test")
     }
 
     /// Runs the TLS handshake on the plaintext connection, optionally pinning one version.
@@ -271,16 +307,40 @@ impl SmtpClient {
         }
     }
 
-    /// MAIL, RCPT, DATA (354), the body, and the final reply (or the read error).
-    pub fn send_mail(&mut self, from: &str, to: &str, body: &str) -> Result<Reply, ReadError> {
+    /// MAIL (`250 2.1.0`), RCPT (`250 2.1.5`) and DATA (`354`): the client may send the body.
+    #[track_caller]
+    pub fn open_data(&mut self, from: &str, to: &str) {
         self.cmd(&format!("MAIL FROM:<{from}>"))
             .assert(250, "2.1.0");
         self.cmd(&format!("RCPT TO:<{to}>")).assert(250, "2.1.5");
         let r = self.cmd("DATA");
         assert_eq!(r.code, 354, "DATA: {r:?}");
+    }
+
+    /// MAIL, RCPT, DATA (354), the body, and the final reply (or the read error).
+    pub fn send_mail(&mut self, from: &str, to: &str, body: &str) -> Result<Reply, ReadError> {
+        self.open_data(from, to);
         self.send(body.as_bytes());
         self.send(b".\r\n");
         self.try_reply()
+    }
+
+    /// One whole transaction without assertions: MAIL, every RCPT, DATA and, after a 354, a
+    /// `Subject: test` message with `body`. The replies in order (the last is the reply to the
+    /// final dot, or the refusal of DATA).
+    pub fn mail(&mut self, from: &str, to: &[&str], body: &str) -> Vec<Reply> {
+        let mut replies = vec![self.cmd(&format!("MAIL FROM:<{from}>"))];
+        for rcpt in to {
+            replies.push(self.cmd(&format!("RCPT TO:<{rcpt}>")));
+        }
+        let data = self.cmd("DATA");
+        let go = data.code == 354;
+        replies.push(data);
+        if go {
+            self.send(format!("Subject: test\r\n\r\n{body}\r\n.\r\n").as_bytes());
+            replies.push(self.reply());
+        }
+        replies
     }
 }
 

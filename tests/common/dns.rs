@@ -10,6 +10,7 @@ use std::time::Duration;
 /// Domain whose look-ups fail temporarily (SERVFAIL/REFUSED from a dead upstream).
 pub const TEMPFAIL_DOMAIN: &str = "tempfail.test";
 
+/// The records dnsmasq serves (besides `.test` being local and the tempfail domain).
 #[derive(Default)]
 pub struct Zone {
     args: Vec<String>,
@@ -21,6 +22,11 @@ impl Zone {
         self.args
             .push(format!("--mx-host={domain},{host},{preference}"));
         self
+    }
+
+    /// `domain` MX `host` (preference 10), and `host` A `ip`: a domain with one MX host.
+    pub fn mx_at(self, domain: &str, host: &str, ip: Ipv4Addr) -> Self {
+        self.mx(domain, host, 10).a(host, ip)
     }
 
     /// `host` AAAA `ip`.

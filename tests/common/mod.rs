@@ -1,5 +1,6 @@
 //! Shared harness for the integration suite: the proxy process, a CA made at test time, real
-//! peers (Postfix, smtp-sink, swaks, openssl) and raw SMTP clients for adversarial cases.
+//! peers (Postfix as backend, sender or remote MX; smtp-sink, swaks, openssl; dnsmasq serving
+//! MX records) and raw SMTP clients and servers for adversarial cases.
 //!
 //! Every child process is owned by a guard whose `Drop` ends it, so a failing test leaves
 //! nothing running. Addresses: each test process gets its own loopback /24
@@ -9,6 +10,8 @@
 
 pub mod backend;
 pub mod client;
+pub mod dns;
+pub mod mx;
 pub mod peers;
 pub mod pki;
 pub mod postfix;
@@ -21,14 +24,17 @@ use std::time::{Duration, Instant};
 
 pub use backend::FakeBackend;
 pub use client::{Reply, SmtpClient};
+pub use dns::{Dns, Zone};
+pub use mx::{ScriptedMx, Starttls};
 pub use peers::{openssl_s_client, swaks, SmtpSink};
 pub use pki::{Ca, Leaf};
 pub use postfix::Postfix;
 pub use proxy::{Proxy, ProxyBuilder};
 
 /// How long any wait on a peer may take before the test fails (a hang is a failure, never a
-/// timing assertion: healthy waits end in milliseconds).
-pub const PATIENCE: Duration = Duration::from_secs(20);
+/// timing assertion: healthy waits end much sooner, though a Postfix queue run behind a TLS
+/// handshake on a loaded machine can take seconds).
+pub const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A fresh loopback address for this test process (its own /24 inside 127/8).
 pub fn unique_ip() -> Ipv4Addr {
@@ -90,6 +96,14 @@ impl Drop for TempDir {
     }
 }
 
+/// A test directory with a CA in it and the proxy's leaf for `mx.test` (files `mx.crt`/`mx.key`).
+pub fn setup(tag: &str) -> (TempDir, Ca, Leaf) {
+    let dir = TempDir::new(tag);
+    let ca = Ca::new(dir.path(), "test-ca");
+    let leaf = ca.leaf("mx", &["mx.test"]);
+    (dir, ca, leaf)
+}
+
 /// Polls `check` until it returns `Some` or `PATIENCE` runs out (for facts with no readiness
 /// signal, like a file a delivery agent writes).
 pub fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
@@ -103,6 +117,20 @@ pub fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// The Debian package that provides each peer program the suite runs (tests/run.sh installs
+/// them all).
+const PROGRAMS: &[(&str, &str)] = &[
+    ("postfix", "postfix"),
+    ("postqueue", "postfix"),
+    ("smtp-sink", "postfix"),
+    ("swaks", "swaks"),
+    ("openssl", "openssl"),
+    ("dnsmasq", "dnsmasq-base"),
+    ("nft", "nftables"),
+    ("ip", "iproute2"),
+    ("unshare", "util-linux"),
+];
+
 /// The absolute path of a peer program; panics (never skips) when it is not installed.
 pub fn require_program(name: &str) -> PathBuf {
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
@@ -115,9 +143,13 @@ pub fn require_program(name: &str) -> PathBuf {
         .map(|d| d.join(name))
         .find(|p| p.is_file())
         .unwrap_or_else(|| {
+            let package = PROGRAMS
+                .iter()
+                .find(|(program, _)| *program == name)
+                .map_or(name, |(_, package)| package);
             panic!(
                 "required peer program `{name}` is not installed: run tests/run.sh as root \
-                 (it installs postfix, swaks and openssl)"
+                 (it installs the `{package}` package)"
             )
         })
 }
@@ -197,29 +229,29 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 
 /// The value of one Prometheus sample whose labels include all of `labels`; `None` if absent.
 pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (metric_name, label_text) = match series.split_once('{') {
-                Some((n, rest)) => (n, rest.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            if metric_name != name {
-                return None;
-            }
-            let all = labels
-                .iter()
-                .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")));
-            all.then(|| value.parse().ok()).flatten()
-        })
+    samples(text, name, labels).next()
+}
+
+/// Asserts the sample of `name` with `labels` in the metrics `text` is `value`.
+#[track_caller]
+pub fn assert_metric(text: &str, name: &str, labels: &[(&str, &str)], value: f64) {
+    assert_eq!(metric(text, name, labels), Some(value), "{text}");
 }
 
 /// The sum of all samples of `name` whose labels include all of `labels`.
 pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples(text, name, labels).sum()
+}
+
+/// The values of the samples of `name` whose labels include all of `labels`, in order.
+fn samples<'a>(
+    text: &'a str,
+    name: &'a str,
+    labels: &'a [(&'a str, &'a str)],
+) -> impl Iterator<Item = f64> + 'a {
     text.lines()
         .filter(|l| !l.starts_with('#'))
-        .filter_map(|line| {
+        .filter_map(move |line| {
             let (series, value) = line.rsplit_once(' ')?;
             let (metric_name, label_text) = match series.split_once('{') {
                 Some((n, rest)) => (n, rest.trim_end_matches('}')),
@@ -232,5 +264,4 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
             .then(|| value.parse::<f64>().ok())
             .flatten()
         })
-        .sum()
 }

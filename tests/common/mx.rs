@@ -24,15 +24,8 @@ pub struct ScriptedMx {
     sessions: Arc<Mutex<Vec<Vec<String>>>>,
 }
 
-/// The hostile MX of the injection tests.
-pub type InjectingMx = ScriptedMx;
-
 impl ScriptedMx {
-    /// The injecting MX (kept for the tests written first).
-    pub fn start(ip: Ipv4Addr) -> ScriptedMx {
-        Self::with(ip, Starttls::Inject)
-    }
-
+    /// On `ip:25`.
     pub fn with(ip: Ipv4Addr, starttls: Starttls) -> ScriptedMx {
         Self::on(IpAddr::V4(ip), starttls)
     }

@@ -1,9 +1,10 @@
 //! Postfix instances, each from its own configuration directory (`postfix -c DIR start`), with
 //! its own queue, data directory and loopback address: as the legacy MTA behind the proxy
-//! (delivering to a Maildir the test reads), or as a legacy sender relaying through it.
+//! (delivering to a Maildir the test reads), as a legacy sender relaying through it, or as a
+//! remote MX host (with or without a certificate) the proxy delivers to.
 
-use super::{eventually, require_program, unique_ip, Ca, Leaf};
-use std::net::SocketAddr;
+use super::{eventually, require_program, unique_ip, Ca, Leaf, SmtpClient};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -51,16 +52,60 @@ pub enum Role<'a> {
     /// offers STARTTLS itself (which the proxy must strip).
     Backend { tls: Option<&'a Leaf> },
     /// A legacy sender: relays everything to `relayhost` with `smtp_tls_security_level`
-    /// `level`, trusting `ca`.
+    /// `level`, trusting `ca` when set, from `bind` when set.
     Sender {
         relayhost: SocketAddr,
         level: &'a str,
-        ca: &'a Ca,
+        ca: Option<&'a Ca>,
+        bind: Option<Ipv4Addr>,
     },
+    /// A remote MX on port 25 accepting mail for `domains` into a Maildir; `tls`: its
+    /// certificate (None: no STARTTLS). Received headers say whether TLS was used.
+    Mx {
+        domains: &'a [&'a str],
+        tls: Option<&'a Leaf>,
+    },
+}
+
+impl Role<'_> {
+    /// A legacy sender that relays everything to `relayhost` (the proxy, or in transparent
+    /// mode the MX itself) in plaintext.
+    pub fn relay_to(relayhost: SocketAddr) -> Role<'static> {
+        Role::Sender {
+            relayhost,
+            level: "none",
+            ca: None,
+            bind: None,
+        }
+    }
+
+    /// The smtpd port: an MX listens where the proxy delivers (25).
+    fn port(&self) -> u16 {
+        match self {
+            Role::Mx { .. } => 25,
+            Role::Backend { .. } | Role::Sender { .. } => 2525,
+        }
+    }
 }
 
 impl Postfix {
     pub fn start(parent: &Path, name: &str, role: Role) -> Postfix {
+        Self::start_on(parent, name, unique_ip(), role)
+    }
+
+    /// A remote MX on `ip:25` for `domains`, offering STARTTLS with `tls` when set.
+    pub fn mx(
+        parent: &Path,
+        name: &str,
+        ip: Ipv4Addr,
+        domains: &[&str],
+        tls: Option<&Leaf>,
+    ) -> Postfix {
+        Self::start_on(parent, name, ip, Role::Mx { domains, tls })
+    }
+
+    /// Starts with smtpd on `ip` (port 25 for an MX, 2525 otherwise).
+    pub fn start_on(parent: &Path, name: &str, ip: Ipv4Addr, role: Role) -> Postfix {
         let postfix = require_program("postfix");
         let dir = parent.join(format!("postfix-{name}"));
         let conf = dir.join("conf");
@@ -71,8 +116,7 @@ impl Postfix {
         for sub in ["data", "mail"] {
             chown(&dir.join(sub), uid, gid);
         }
-        let ip = unique_ip();
-        let addr = SocketAddr::from((ip, 2525));
+        let addr = SocketAddr::from((ip, role.port()));
         let d = dir.display();
         let mut main = format!(
             "compatibility_level = 3.6\n\
@@ -98,42 +142,56 @@ impl Postfix {
              minimal_backoff_time = 1s\n\
              queue_run_delay = 1s\n"
         );
-        match &role {
-            Role::Backend { tls } => {
-                main += &format!(
-                    "virtual_mailbox_domains = {MAIL_DOMAIN}\n\
-                     virtual_mailbox_base = {d}/mail\n\
-                     virtual_mailbox_maps = static:inbox/\n\
-                     virtual_uid_maps = static:{uid}\n\
-                     virtual_gid_maps = static:{gid}\n\
-                     virtual_minimum_uid = 1\n"
-                );
-                match tls {
-                    Some(leaf) => {
-                        main += &format!(
-                            "smtpd_tls_security_level = may\n\
-                             smtpd_tls_chain_files = {}, {}\n",
-                            leaf.key.display(),
-                            leaf.cert.display()
-                        )
-                    }
-                    None => main += "smtpd_tls_security_level = none\n",
+        let maildir = |domains: &str, tls: Option<&Leaf>| {
+            let mut cf = format!(
+                "virtual_mailbox_domains = {domains}\n\
+                 virtual_mailbox_base = {d}/mail\n\
+                 virtual_mailbox_maps = static:inbox/\n\
+                 virtual_uid_maps = static:{uid}\n\
+                 virtual_gid_maps = static:{gid}\n\
+                 virtual_minimum_uid = 1\n"
+            );
+            match tls {
+                Some(leaf) => {
+                    cf += &format!(
+                        "smtpd_tls_security_level = may\n\
+                         smtpd_tls_chain_files = {}, {}\n",
+                        leaf.key.display(),
+                        leaf.cert.display()
+                    )
                 }
+                None => cf += "smtpd_tls_security_level = none\n",
+            }
+            cf
+        };
+        match role {
+            Role::Backend { tls } => main += &maildir(MAIL_DOMAIN, tls),
+            Role::Mx { domains, tls } => {
+                main += &maildir(&domains.join(" "), tls);
+                main += "smtpd_tls_received_header = yes\n";
             }
             Role::Sender {
                 relayhost,
                 level,
                 ca,
+                bind,
             } => {
+                if let Some(ip) = bind {
+                    main += &format!("smtp_bind_address = {ip}\n");
+                }
+                if let Some(ca) = ca {
+                    main += &format!(
+                        "smtp_tls_CAfile = {}\n\
+                         smtp_tls_loglevel = 1\n",
+                        ca.path.display()
+                    );
+                }
                 main += &format!(
                     "relayhost = [{}]:{}\n\
                      smtp_tls_security_level = {level}\n\
-                     smtp_tls_CAfile = {}\n\
-                     smtp_tls_loglevel = 1\n\
                      smtpd_tls_security_level = none\n",
                     relayhost.ip(),
-                    relayhost.port(),
-                    ca.path.display()
+                    relayhost.port()
                 );
             }
         }
@@ -193,6 +251,54 @@ impl Postfix {
             })
         }));
         found.unwrap_or_else(|_| panic!("not delivered; maillog:\n{}", self.maillog()))
+    }
+
+    /// The queue as `postqueue -j` reports it: one JSON object per message.
+    pub fn queue(&self) -> Vec<String> {
+        let out = Command::new(require_program("postqueue"))
+            .arg("-c")
+            .arg(&self.conf)
+            .arg("-j")
+            .output()
+            .expect("run postqueue");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Waits until a queued message's delay reason contains `needle`; returns that entry.
+    pub fn wait_deferred(&self, needle: &str) -> String {
+        let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            eventually(&format!("a deferred message with {needle:?}"), || {
+                self.queue().into_iter().find(|m| m.contains(needle))
+            })
+        }));
+        found.unwrap_or_else(|_| {
+            panic!(
+                "no deferral with {needle:?}; queue: {:?}\nmaillog:\n{}",
+                self.queue(),
+                self.maillog()
+            )
+        })
+    }
+
+    /// Waits until the queue is empty (everything delivered or bounced).
+    pub fn wait_queue_empty(&self) {
+        eventually("the sender's queue to empty", || {
+            self.queue().is_empty().then_some(())
+        });
+    }
+
+    /// Sends one message by SMTP to this instance's smtpd and asserts it was queued.
+    pub fn submit(&self, from: &str, to: &str, body: &str) {
+        let (mut c, greeting) = SmtpClient::connected(self.addr);
+        assert_eq!(greeting.code, 220, "{greeting:?}");
+        assert_eq!(c.cmd("EHLO submitter.test").code, 250);
+        let replies = c.mail(from, &[to], body);
+        let last = replies.last().unwrap();
+        assert_eq!(last.code, 250, "submission refused: {replies:?}");
+        c.cmd("QUIT");
     }
 
     /// Waits for a line in the maillog containing `needle`.

@@ -176,6 +176,14 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// Writes `config` (TOML written by the test, e.g. outbound listeners) into `dir` and
+    /// starts the proxy on it; the file is `self.config`.
+    pub fn start_text(dir: &Path, config: &str) -> Proxy {
+        let path = dir.join("starttls-proxy.toml");
+        std::fs::write(&path, config).expect("write proxy configuration");
+        Proxy::start_with(&path, false)
+    }
+
     /// Starts `run --config PATH` and waits for `event=ready`.
     pub fn start_with(config: &Path, json_logs: bool) -> Proxy {
         let mut command = Command::new(binary());
@@ -230,9 +238,9 @@ impl Proxy {
                 continue;
             }
             let addr: SocketAddr = fields["addr"].parse().expect("listening addr");
-            match fields["listener"].as_str() {
-                "admin" => proxy.admin = Some(addr),
-                name => {
+            match fields.get("listener").map(String::as_str) {
+                Some("admin") | None => proxy.admin = Some(addr),
+                Some(name) => {
                     proxy.listeners.insert(name.to_string(), addr);
                 }
             }
@@ -308,17 +316,37 @@ impl Proxy {
 
     /// `event=session` lines so far, parsed.
     pub fn sessions(&self) -> Vec<HashMap<String, String>> {
-        self.lines()
-            .iter()
-            .map(|l| parse_log_line(l))
-            .filter(|f| f.get("event").map(String::as_str) == Some("session"))
-            .collect()
+        self.events("session")
     }
 
     /// Waits for the `n`-th `event=session` line and returns all of them, parsed.
     pub fn wait_sessions(&self, n: usize) -> Vec<HashMap<String, String>> {
         self.wait_log_count(|l| l.contains(" event=session "), n, "event=session");
         self.sessions()
+    }
+
+    /// Waits for an `event=NAME` line with all of `want` as fields; returns its fields.
+    pub fn wait_event(&self, name: &str, want: &[(&str, &str)]) -> HashMap<String, String> {
+        let line = self.wait_log(
+            |l| {
+                let f = parse_log_line(l);
+                f.get("event").map(String::as_str) == Some(name)
+                    && want
+                        .iter()
+                        .all(|(k, v)| f.get(*k).map(String::as_str) == Some(*v))
+            },
+            &format!("event={name} {want:?}"),
+        );
+        parse_log_line(&line)
+    }
+
+    /// Every `event=NAME` line so far, parsed.
+    pub fn events(&self, name: &str) -> Vec<HashMap<String, String>> {
+        self.lines()
+            .iter()
+            .map(|l| parse_log_line(l))
+            .filter(|f| f.get("event").map(String::as_str) == Some(name))
+            .collect()
     }
 
     pub fn signal(&self, signal: &str) {
