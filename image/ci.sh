@@ -24,9 +24,9 @@ pids=()
 for i in "${!scenarios[@]}"; do
     # shellcheck disable=SC2086  # the scenario is a list of options
     if [ -n "${SERIAL:-}" ]; then
-        "$HERE/boot-test.sh" ${scenarios[$i]} > "$logs/$i.log" 2>&1 && echo 0 > "$logs/$i.rc" || echo $? > "$logs/$i.rc"
+        if "$HERE/boot-test.sh" ${scenarios[$i]} > "$logs/$i.log" 2>&1; then echo 0; else echo $?; fi > "$logs/$i.rc"
     else
-        ( "$HERE/boot-test.sh" ${scenarios[$i]} > "$logs/$i.log" 2>&1; echo $? > "$logs/$i.rc" ) &
+        ( if "$HERE/boot-test.sh" ${scenarios[$i]} > "$logs/$i.log" 2>&1; then echo 0; else echo $?; fi > "$logs/$i.rc" ) &
         pids+=($!)
     fi
 done
@@ -35,7 +35,7 @@ for p in "${pids[@]}"; do wait "$p" || true; done
 failed=0
 for i in "${!scenarios[@]}"; do
     cat "$logs/$i.log" >&2
-    [ "$(cat "$logs/$i.rc")" = 0 ] || failed=1
+    [ "$(cat "$logs/$i.rc" 2>/dev/null)" = 0 ] || failed=1
 done
 [ "$failed" = 0 ] || { log "FAILED"; exit 1; }
 log "PASS: build ${t_build}s, total $(( $(date +%s) - t0 ))s; $(cat "$HERE/out/SHA256SUMS" | head -1)"
