@@ -5,6 +5,7 @@
 #   benches/compare.sh            full run (several minutes)
 #   benches/compare.sh --quick    proves the benches build and run (well under a minute once built)
 #   benches/compare.sh --rounds 5 --idle 10000
+#   benches/compare.sh --only idle   (sessions | latency | bulk | idle | relay)
 #
 # Pinning: the proxy under test on the last core, load generator and sink on the first.
 # CPU figures come from the proxy process's own accounting (/proc/PID/stat utime+stime of the
@@ -15,6 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 quick=0
+only=
 rounds=3
 idle=2000
 while [ $# -gt 0 ]; do
@@ -22,7 +24,8 @@ while [ $# -gt 0 ]; do
     --quick) quick=1 ;;
     --rounds) rounds="$2"; shift ;;
     --idle) idle="$2"; shift ;;
-    *) echo "usage: $0 [--quick] [--rounds N] [--idle SESSIONS]" >&2; exit 2 ;;
+    --only) only="$2"; shift ;; # sessions | latency | bulk | idle | relay
+    *) echo "usage: $0 [--quick] [--rounds N] [--idle SESSIONS] [--only SCENARIO]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -177,15 +180,21 @@ load() { # system cert round pid scenario tls [extra args]
     echo "system=$sys cert=$cert round=$round scenario=$scenario tls=$tls errors=failed" >> "$results"
 }
 
+# Allocators and lazy initialisation are not what we measure.
+warm_up() { # system
+  taskset -c "$load_cpu" "$bench_bin" load --target "127.0.0.1:$(port_of "$1")" \
+    --scenario sessions --count 20 --concurrency 4 >/dev/null || true
+}
+want() { [ -z "$only" ] || [ "$only" = "$1" ]; }
+
 for cert in ecdsa rsa; do
+  [ "$cert" = ecdsa ] || want sessions || continue
   declare -A pid_of=()
   for sys in "${systems[@]}"; do
     pid_of[$sys]=$(start_system "$sys" "$cert")
     pids+=("${pid_of[$sys]}")
     wait_port "$(port_of "$sys")"
-    # Warm-up: allocators and lazy initialisation are not what we measure.
-    taskset -c "$load_cpu" "$bench_bin" load --target "127.0.0.1:$(port_of "$sys")" \
-      --scenario sessions --count 20 --concurrency 4 >/dev/null || true
+    warm_up "$sys"
   done
   for round in $(seq 1 "$rounds"); do
     n=${#systems[@]}
@@ -196,14 +205,30 @@ for cert in ecdsa rsa; do
       # stunnel waits 200 ms per session for the client to speak first (protocol detection):
       # a wider window keeps its run short; CPU per session does not depend on it.
       conc=16; [ "$sys" = stunnel ] && conc=64
-      load "$sys" "$cert" "$round" "$pid" sessions 1.3 --count "$sessions" --concurrency "$conc"
-      load "$sys" "$cert" "$round" "$pid" sessions 1.2 --count "$sessions" --concurrency "$conc"
+      if want sessions; then
+        load "$sys" "$cert" "$round" "$pid" sessions 1.3 --count "$sessions" --concurrency "$conc"
+        load "$sys" "$cert" "$round" "$pid" sessions 1.2 --count "$sessions" --concurrency "$conc"
+      fi
       [ "$cert" = ecdsa ] || continue
-      load "$sys" "$cert" "$round" "$pid" latency 1.3 --count "$latency"
-      load "$sys" "$cert" "$round" "$pid" bulk 1.3 --size "$bulk_mib"
+      want latency && load "$sys" "$cert" "$round" "$pid" latency 1.3 --count "$latency"
+      want bulk && load "$sys" "$cert" "$round" "$pid" bulk 1.3 --size "$bulk_mib"
       # stunnel (protocol = smtp) cannot carry a session that never starts TLS.
-      [ "$sys" = stunnel ] || load "$sys" "$cert" "$round" "$pid" bulk plain --size "$plain_mib"
-      load "$sys" "$cert" "$round" "$pid" idle 1.3 --count "$idle" --concurrency 32 --settle 2
+      want bulk && [ "$sys" != stunnel ] && load "$sys" "$cert" "$round" "$pid" bulk plain --size "$plain_mib"
+      true
+    done
+    # RSS per idle session needs a process that has not yet grown for earlier load (freed heap
+    # stays resident): a fresh instance per round, warmed up, then the idle sessions.
+    [ "$cert" = ecdsa ] && want idle || continue
+    for i in $(seq 0 $((n - 1))); do
+      sys=${systems[$(((i + round - 1) % n))]}
+      kill "${pid_of[$sys]}" 2>/dev/null || true
+      while kill -0 "${pid_of[$sys]}" 2>/dev/null; do sleep 0.1; done
+      pid_of[$sys]=$(start_system "$sys" "$cert")
+      pids+=("${pid_of[$sys]}")
+      wait_port "$(port_of "$sys")"
+      warm_up "$sys"
+      echo "== $cert round $round: $sys (idle, fresh process)" >&2
+      load "$sys" "$cert" "$round" "${pid_of[$sys]}" idle 1.3 --count "$idle" --concurrency 32 --settle 2
     done
   done
   for sys in "${systems[@]}"; do kill "${pid_of[$sys]}" 2>/dev/null || true; wait "${pid_of[$sys]}" 2>/dev/null || true; done
@@ -212,6 +237,7 @@ done
 
 # --- the product's relay alone: relay_tcp (splice) vs relay (buffered), plaintext ---------------
 for round in $(seq 1 "$rounds"); do
+  want relay || break
   for mode in splice buffered; do
     port=$splice_port; name=relay_tcp-splice
     [ "$mode" = buffered ] && { port=$buffered_port; name=relay-buffered; }

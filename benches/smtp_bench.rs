@@ -548,14 +548,20 @@ impl Meter {
 
     /// utime + stime of the tree, in seconds (USER_HZ is 100 on Linux).
     fn cpu_seconds(&self) -> f64 {
+        let (user, sys) = self.cpu_split();
+        user + sys
+    }
+
+    /// (utime, stime) of the tree, in seconds.
+    fn cpu_split(&self) -> (f64, f64) {
         self.pids()
             .into_iter()
             .filter_map(stat_fields)
             .map(|f| {
                 let t = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-                (t(11) + t(12)) as f64 / 100.0
+                (t(11) as f64 / 100.0, t(12) as f64 / 100.0)
             })
-            .sum()
+            .fold((0.0, 0.0), |(u, s), (a, b)| (u + a, s + b))
     }
 
     /// VmRSS of the tree, KiB.
@@ -613,7 +619,7 @@ async fn load(args: LoadArgs) -> io::Result<()> {
                 args.concurrency.max(1)
             };
             let started = Instant::now();
-            let cpu0 = meter.cpu_seconds();
+            let (user0, sys0) = meter.cpu_split();
             let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             let mut workers = tokio::task::JoinSet::new();
             for _ in 0..concurrency {
@@ -650,7 +656,9 @@ async fn load(args: LoadArgs) -> io::Result<()> {
             let wall = started.elapsed().as_secs_f64();
             // Let the proxy finish closing (its last log lines) before reading its clock.
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let cpu = meter.cpu_seconds() - cpu0;
+            let (user1, sys1) = meter.cpu_split();
+            let (user, sys) = (user1 - user0, sys1 - sys0);
+            let cpu = user + sys;
             lat.sort_by(f64::total_cmp);
             let done = lat.len();
             out += &format!(
@@ -662,8 +670,9 @@ async fn load(args: LoadArgs) -> io::Result<()> {
             );
             if args.pid.is_some() && done > 0 {
                 out += &format!(
-                    " cpu_s={cpu:.2} cpu_us_per_session={:.0}",
-                    cpu * 1e6 / done as f64
+                    " cpu_s={cpu:.2} cpu_us_per_session={:.0} kernel_share={:.2}",
+                    cpu * 1e6 / done as f64,
+                    if cpu > 0.0 { sys / cpu } else { f64::NAN }
                 );
             }
             if let Some(e) = first_error {
@@ -830,7 +839,7 @@ fn report(results: &std::path::Path, ceilings: Option<&std::path::Path>) -> io::
         &'static str,
         &'static str,
     );
-    let metrics: [Metric; 13] = [
+    let metrics: [Metric; 14] = [
         (
             "CPU per session, TLS 1.3, ECDSA (µs)",
             "ecdsa",
@@ -838,6 +847,14 @@ fn report(results: &std::path::Path, ceilings: Option<&std::path::Path>) -> io::
             "1.3",
             "cpu_us_per_session",
             "≤ 150",
+        ),
+        (
+            "  of which in the kernel (share)",
+            "ecdsa",
+            "sessions",
+            "1.3",
+            "kernel_share",
+            "",
         ),
         (
             "CPU per session, TLS 1.2, ECDSA (µs)",
