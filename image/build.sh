@@ -45,7 +45,7 @@ case $KERNEL in cloud|generic) ;; *) die "KERNEL must be cloud or generic" ;; es
 
 # --- host packages, installed only when missing --------------------------------------------------
 need_pkgs=(mmdebstrap eatmydata mtools dosfstools syslinux syslinux-common systemd-boot-efi
-           e2fsprogs fdisk binutils faketime qemu-utils zstd)
+           e2fsprogs fdisk binutils faketime qemu-utils zstd file)
 missing=()
 for p in "${need_pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
