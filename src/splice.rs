@@ -78,8 +78,8 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut up = Copy::new(client_prefix);
-    let mut down = Copy::new(server_prefix);
+    let mut up = BufferedCopy::new(client_prefix);
+    let mut down = BufferedCopy::new(server_prefix);
     let mut clock = IdleClock::new(idle);
     let mut server_ended = false;
     let end = std::future::poll_fn(|cx| {
@@ -295,7 +295,7 @@ impl IdleClock {
 
 /// One direction of the buffered relay: prefix first, then read → write until EOF, then
 /// shutdown of the writer (so the peer sees the end too).
-struct Copy {
+struct BufferedCopy {
     prefix: Vec<u8>,
     /// How much of the prefix, or of the current buffer, is written.
     written: usize,
@@ -319,9 +319,9 @@ enum CopyState {
     Done,
 }
 
-impl Copy {
-    fn new(prefix: Vec<u8>) -> Copy {
-        Copy {
+impl BufferedCopy {
+    fn new(prefix: Vec<u8>) -> BufferedCopy {
+        BufferedCopy {
             prefix,
             written: 0,
             filled: 0,
@@ -336,8 +336,8 @@ impl Copy {
 
     /// A direction that carried on after splice(2) failed: no prefix left, `bytes` so far.
     #[cfg(target_os = "linux")]
-    fn after_splice(bytes: u64) -> Copy {
-        let mut copy = Copy::new(Vec::new());
+    fn after_splice(bytes: u64) -> BufferedCopy {
+        let mut copy = BufferedCopy::new(Vec::new());
         copy.bytes = bytes;
         copy
     }
@@ -455,7 +455,7 @@ enum TcpCopy {
     #[cfg(target_os = "linux")]
     Splice(linux::SpliceCopy),
     /// Boxed: the fallback is rare, and the spliced direction should not carry its buffer.
-    Buffered(Box<Copy>),
+    Buffered(Box<BufferedCopy>),
 }
 
 impl TcpCopy {
@@ -465,7 +465,7 @@ impl TcpCopy {
         if splice {
             return TcpCopy::Splice(linux::SpliceCopy::new(prefix));
         }
-        TcpCopy::Buffered(Box::new(Copy::new(prefix)))
+        TcpCopy::Buffered(Box::new(BufferedCopy::new(prefix)))
     }
 
     fn bytes(&self) -> u64 {
@@ -497,7 +497,7 @@ impl TcpCopy {
                 Ok(linux::Spliced::Done) => return Poll::Ready(Ok(())),
                 Err(e) => return Poll::Ready(Err(e)),
                 Ok(linux::Spliced::Unsupported) => {
-                    *self = TcpCopy::Buffered(Box::new(Copy::after_splice(s.bytes)));
+                    *self = TcpCopy::Buffered(Box::new(BufferedCopy::after_splice(s.bytes)));
                 }
             }
         }

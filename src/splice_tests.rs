@@ -330,7 +330,7 @@ async fn relay_idle_timeout_keeps_counts() {
 
 #[test]
 fn large_buffer_is_released_when_idle_and_not_in_flight() {
-    let mut copy = Copy::new(Vec::new());
+    let mut copy = BufferedCopy::new(Vec::new());
     copy.large = Some(vec![0; LARGE].into_boxed_slice());
     copy.in_large = true;
     copy.filled = 10;
