@@ -982,12 +982,14 @@ fn is_valid_hostname(name: &str) -> bool {
         })
 }
 
-/// The kernel's host name, as `hostname` prints it.
+/// The kernel's host name, as `hostname` prints it; `/etc/hostname` where a sandbox hides
+/// `/proc/sys` (systemd's ProcSubset=pid).
 fn system_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
         .map(|s| s.trim().to_string())
-        .filter(|s| is_valid_hostname(s))
+        .find(|s| is_valid_hostname(s))
         .unwrap_or_else(|| "localhost".to_string())
 }
 

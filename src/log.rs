@@ -66,7 +66,25 @@ impl Event {
             Format::Json => self.json(),
         };
         // A full or closed stderr must not take the proxy down.
-        let _ = writeln!(std::io::stderr().lock(), "{line}");
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "{}{line}",
+            self.journal_priority()
+        );
+    }
+
+    /// Under systemd, stderr goes to journald, which reads a `<N>` prefix as the syslog priority
+    /// (and strips it), so `journalctl -p warning` finds our warnings.
+    fn journal_priority(&self) -> &'static str {
+        static UNDER_JOURNALD: OnceLock<bool> = OnceLock::new();
+        if !*UNDER_JOURNALD.get_or_init(|| std::env::var_os("JOURNAL_STREAM").is_some()) {
+            return "";
+        }
+        match self.fields.get(1).map(|(_, level)| level.as_str()) {
+            Some("error") => "<3>",
+            Some("warn") => "<4>",
+            _ => "<6>",
+        }
     }
 
     fn text(&self) -> String {
