@@ -141,7 +141,7 @@ printf '\0\0\0\0' | dd of="$ESP/EFI/BOOT/BOOTX64.EFI" bs=1 seek=$((pe + 24 + 64)
 
 cat > "$ESP/syslinux/syslinux.cfg" <<EOF
 # BIOS boot. Type "linux <extra kernel options>" at the prompt within 2 s to change the command
-# line (e.g. "linux init=/bin/sh" to reach a root shell on the console; see DEPLOY.md).
+# line (e.g. "linux init=/bin/sh" to reach a root shell on the console; see the README, "Deploying inline").
 SERIAL 0 115200
 PROMPT 1
 TIMEOUT 20

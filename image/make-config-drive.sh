@@ -7,7 +7,7 @@
 # disk image labelled "CIDATA" (attach as a raw disk). Either is also a valid cloud-init NoCloud
 # seed: meta-data and user-data are added when the folder has none.
 #
-# FOLDER layout (see DEPLOY.md):
+# FOLDER layout (see the README, "Deploying inline"):
 #   starttls-proxy/config.toml          required: the proxy configuration
 #   starttls-proxy/tls/cert.pem         certificate chain, leaf first
 #   starttls-proxy/tls/key.pem          private key; the configuration refers to it as
