@@ -881,7 +881,7 @@ fn report(results: &std::path::Path, ceilings: Option<&std::path::Path>) -> io::
             "",
         ),
         (
-            "session rate, TLS 1.3 ECDSA (/s, wall, noisy)",
+            "session rate, TLS 1.3 ECDSA (/s, wall)",
             "ecdsa",
             "sessions",
             "1.3",
