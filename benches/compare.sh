@@ -66,6 +66,13 @@ proxy_cpu=$((ncpu - 1))
 load_cpu=0
 [ "$ncpu" -ge 2 ] || echo "compare.sh: one core only, proxy and load share it" >&2
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+# Each idle session costs the proxy two descriptors; a container's hard limit (20,000 here)
+# cannot be raised even by root, so clamp rather than hang on a full accept queue.
+max_idle=$((($(ulimit -n) - 200) / 2))
+if [ "$idle" -gt "$max_idle" ]; then
+  echo "compare.sh: descriptor limit $(ulimit -n) allows $max_idle idle sessions, not $idle" >&2
+  idle=$max_idle
+fi
 work=$(mktemp -d /tmp/starttls-bench.XXXXXX)
 pids=()
 cleanup() {
