@@ -2,8 +2,11 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-/// How much we ask the kernel for at once; lines are short, DATA chunks reuse it.
+/// How much we ask the kernel for at once when more is expected (a long line, a message body).
 const READ_CHUNK: usize = 4096;
+/// What an empty reader asks for: commands and most replies fit, and a session waiting for
+/// its peer's next command holds no more than this (many idle sessions are the common case).
+const FIRST_READ: usize = 512;
 
 /// Why a line could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -82,14 +85,19 @@ impl<S: AsyncRead + Unpin> LineReader<S> {
                 self.skip_to_newline().await?;
                 return Err(LineError::TooLong(max));
             }
-            self.fill().await?;
+            let want = if self.buffered().is_empty() {
+                FIRST_READ
+            } else {
+                READ_CHUNK
+            };
+            self.fill(want).await?;
         }
     }
 
     /// What is buffered, reading more first if nothing is (for relaying a message body).
     pub async fn fill_buf(&mut self) -> Result<&[u8], LineError> {
         if self.buffered().is_empty() {
-            self.fill().await?;
+            self.fill(READ_CHUNK).await?;
         }
         Ok(self.buffered())
     }
@@ -110,13 +118,13 @@ impl<S: AsyncRead + Unpin> LineReader<S> {
             }
             self.buf.clear();
             self.pos = 0;
-            self.fill().await?;
+            self.fill(READ_CHUNK).await?;
         }
     }
 
     /// Cancel-safe (`read_buf` only appends what was read), so callers may race it.
-    async fn fill(&mut self) -> Result<(), LineError> {
-        self.buf.reserve(READ_CHUNK);
+    async fn fill(&mut self, want: usize) -> Result<(), LineError> {
+        self.buf.reserve(want);
         match self.stream.read_buf(&mut self.buf).await? {
             0 => Err(LineError::Eof),
             _ => Ok(()),
@@ -125,11 +133,10 @@ impl<S: AsyncRead + Unpin> LineReader<S> {
 
     fn compact(&mut self) {
         if self.pos == self.buf.len() {
-            self.buf.clear();
+            // Everything consumed: give the memory back rather than hold it while the peer
+            // thinks; the next read allocates what it needs.
+            self.buf = Vec::new();
             self.pos = 0;
-            if self.buf.capacity() > 4 * READ_CHUNK {
-                self.buf = Vec::new();
-            }
         } else if self.pos > READ_CHUNK {
             self.buf.drain(..self.pos);
             self.pos = 0;
