@@ -42,6 +42,7 @@ pass() { log "ok: $*"; }
 missing=()
 command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86 qemu-utils/bookworm)
 command -v swaks >/dev/null || missing+=(swaks)
+perl -MNet::SSLeay -e1 2>/dev/null || missing+=(libnet-ssleay-perl)   # swaks --tls; only Recommended
 command -v openssl >/dev/null || missing+=(openssl)
 command -v curl >/dev/null || missing+=(curl)
 command -v python3 >/dev/null || missing+=(python3)

@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 # postfix also provides smtp-sink; procps kill(1) for signalling the proxy and peers;
 # dnsmasq-base serves MX records for the outbound tests; nftables, iproute2 and util-linux
 # (unshare) build the network namespace of the transparent-mode test.
-need=(postfix swaks openssl procps dnsmasq-base nftables iproute2 util-linux)
+# libnet-ssleay-perl is what `swaks --tls` needs, and only a Recommends of swaks.
+need=(postfix swaks libnet-ssleay-perl openssl procps dnsmasq-base nftables iproute2 util-linux)
 missing=()
 for pkg in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
