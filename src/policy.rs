@@ -91,15 +91,6 @@ pub struct Applied {
 }
 
 impl OutboundPolicy {
-    /// A policy with only a default mode (tests, and configurations without the table).
-    pub fn with_default(default: Mode, trust_anchors: Arc<TrustAnchors>) -> Self {
-        Self {
-            default,
-            trust_anchors,
-            domains: Vec::new(),
-        }
-    }
-
     /// The policy for `domain` (lowercase, no trailing dot) at `now` (Unix seconds): an exact
     /// entry wins, then the longest matching `.suffix`, then the default.
     pub fn lookup(&self, domain: &str, now: i64) -> Applied {

@@ -94,14 +94,10 @@ impl<'a> Dialogue<'a> {
         record: &mut SessionRecord,
     ) -> Result<Reply, OutboundError> {
         let ctx = self.ctx;
-        let Some(mail) = self.mail.clone() else {
-            return Ok(reply::need_mail());
+        let (mail, domain, applied) = match super::rcpt_preconditions(ctx, &self.mail, domain) {
+            Ok(ready) => ready,
+            Err(refusal) => return Ok(refusal),
         };
-        let Some(domain) = domain else {
-            return Ok(reply::bad_recipient_syntax());
-        };
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let applied = ctx.config.outbound_policy.lookup(&domain, now);
         let route = match route::route(ctx, &domain).await {
             Ok(r) => r,
             Err(e) => {

@@ -97,6 +97,20 @@ impl From<CommandError> for OutboundError {
     }
 }
 
+/// What every RCPT needs first, in either mode: a MAIL before it, a domain, and the policy that
+/// applies to that domain now. `Err` is the reply the MTA gets instead.
+fn rcpt_preconditions(
+    ctx: &Context,
+    mail: &Option<Vec<u8>>,
+    domain: Option<String>,
+) -> Result<(Vec<u8>, String, crate::policy::Applied), crate::smtp::Reply> {
+    let mail = mail.clone().ok_or_else(crate::smtp::reply::need_mail)?;
+    let domain = domain.ok_or_else(crate::smtp::reply::bad_recipient_syntax)?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let applied = ctx.config.outbound_policy.lookup(&domain, now);
+    Ok((mail, domain, applied))
+}
+
 /// Runs one session to its end and records it.
 pub async fn run(ctx: Context, mta: TcpStream, peer: SocketAddr) {
     let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));

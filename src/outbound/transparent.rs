@@ -225,14 +225,10 @@ impl Transparent<'_> {
         record: &mut SessionRecord,
     ) -> Result<Reply, OutboundError> {
         let ctx = self.ctx;
-        let Some(mail) = self.mail.clone() else {
-            return Ok(reply::need_mail());
+        let (mail, domain, applied) = match super::rcpt_preconditions(ctx, &self.mail, domain) {
+            Ok(ready) => ready,
+            Err(refusal) => return Ok(refusal),
         };
-        let Some(domain) = domain else {
-            return Ok(reply::bad_recipient_syntax());
-        };
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let applied = ctx.config.outbound_policy.lookup(&domain, now);
         record.domain = Some(domain.clone());
         record.policy = applied.mode.as_str();
         if applied.mode != crate::policy::Mode::None {
