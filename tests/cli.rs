@@ -376,7 +376,7 @@ fn demo_prints_commands_that_work_as_printed() {
     shell.arg("-c").arg(&swaks_line);
     let run = common::peers::run_with_deadline(shell, b"");
     assert_eq!(run.code, 0, "`{swaks_line}` failed:\n{}", run.all());
-    assert!(run.stdout.contains("<~  250"), "{}", run.stdout);
+    run.assert_stdout_contains("<~  250");
     let message = next("a line for the received message");
     assert!(
         message.contains("message") && message.contains("TLSv1."),

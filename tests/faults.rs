@@ -83,8 +83,7 @@ fn repeated_overlong_lines_end_the_session_with_421() {
         r.assert(500, "5.5.2");
     }
     replies.last().unwrap().assert(421, "4.7.0");
-    let s = proxy.wait_sessions(1);
-    assert_eq!(s[0]["outcome"], "too_many_errors", "{:?}", s[0]);
+    proxy.wait_session_outcome("too_many_errors");
 }
 
 #[test]
@@ -101,9 +100,8 @@ fn garbage_instead_of_client_hello_is_counted_and_closed() {
         replies.is_empty(),
         "no plaintext SMTP reply may follow the 220: {replies:?}"
     );
-    let s = proxy.wait_sessions(1);
-    assert_eq!(s[0]["outcome"], "tls_handshake", "{:?}", s[0]);
-    assert_eq!(s[0]["tls"], "no", "{:?}", s[0]);
+    let s = proxy.wait_session_outcome("tls_handshake");
+    assert_eq!(s["tls"], "no", "{s:?}");
     let metrics = proxy.metrics();
     let failures = metric_sum(
         &metrics,
@@ -171,11 +169,8 @@ fn silent_client_after_starttls_hits_handshake_timeout() {
     // Say nothing: the proxy must give up and close.
     let replies = client.expect_closed();
     assert!(replies.is_empty(), "{replies:?}");
-    let s = proxy.wait_sessions(1);
-    assert_eq!(s[0]["outcome"], "tls_handshake", "{:?}", s[0]);
-    let metrics = proxy.metrics();
-    assert_metric(
-        &metrics,
+    proxy.wait_session_outcome("tls_handshake");
+    proxy.assert_metric(
         "starttls_proxy_tls_handshake_failures_total",
         &labels(&[("reason", "timeout")]),
         1.0,
@@ -192,8 +187,7 @@ fn silent_client_gets_421_after_idle_timeout() {
     let (mut client, _) = SmtpClient::greeted(proxy.addr());
     client.cmd("EHLO client.test");
     client.expect_closed_after(421, "4.4.2");
-    let s = proxy.wait_sessions(1);
-    assert_eq!(s[0]["outcome"], "idle_timeout", "{:?}", s[0]);
+    proxy.wait_session_outcome("idle_timeout");
 }
 
 #[test]
@@ -210,8 +204,7 @@ fn silent_client_inside_tls_is_closed_after_idle_timeout() {
     if let Some(r) = replies.first() {
         r.assert(421, "4.4.2");
     }
-    let s = proxy.wait_sessions(1);
-    assert_eq!(s[0]["outcome"], "idle_timeout", "{:?}", s[0]);
+    proxy.wait_session_outcome("idle_timeout");
 }
 
 #[test]
@@ -272,11 +265,8 @@ fn unreachable_backend_gets_421_4_4_1() {
     let proxy = ProxyBuilder::new(dir.path(), &leaf, dead_addr()).start();
     let mut client = SmtpClient::connect(proxy.addr());
     client.expect_closed_after(421, "4.4.1");
-    let s = proxy.wait_sessions(1);
-    assert_eq!(s[0]["outcome"], "backend_unreachable", "{:?}", s[0]);
-    let metrics = proxy.metrics();
-    assert_metric(
-        &metrics,
+    proxy.wait_session_outcome("backend_unreachable");
+    proxy.assert_metric(
         "starttls_proxy_session_errors_total",
         &labels(&[("reason", "backend_unreachable")]),
         1.0,

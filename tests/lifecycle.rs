@@ -26,9 +26,7 @@ fn session_in_data(proxy: &Proxy, ca: &Ca) -> SmtpClient {
 
 #[test]
 fn sigterm_drains_sessions_then_exits_0() {
-    let dir = TempDir::new("sigterm");
-    let ca = Ca::new(dir.path(), "test-ca");
-    let leaf = ca.leaf("mx", &["mx.test"]);
+    let (dir, ca, leaf) = setup("sigterm");
     let sink = SmtpSink::start(dir.path(), &[]);
     let mut proxy = ProxyBuilder::new(dir.path(), &leaf, sink.addr)
         .shutdown_grace("15s")
@@ -82,9 +80,7 @@ fn sigterm_drains_sessions_then_exits_0() {
 
 #[test]
 fn sigterm_cuts_sessions_after_shutdown_grace_and_exits_0() {
-    let dir = TempDir::new("sigterm-grace");
-    let ca = Ca::new(dir.path(), "test-ca");
-    let leaf = ca.leaf("mx", &["mx.test"]);
+    let (dir, ca, leaf) = setup("sigterm-grace");
     let sink = SmtpSink::start(dir.path(), &[]);
     let mut proxy = ProxyBuilder::new(dir.path(), &leaf, sink.addr)
         .shutdown_grace("1s")
@@ -103,9 +99,7 @@ fn sigterm_cuts_sessions_after_shutdown_grace_and_exits_0() {
 
 #[test]
 fn sigint_stops_an_idle_proxy_with_exit_0() {
-    let dir = TempDir::new("sigint");
-    let ca = Ca::new(dir.path(), "test-ca");
-    let leaf = ca.leaf("mx", &["mx.test"]);
+    let (dir, _ca, leaf) = setup("sigint");
     let mut proxy = ProxyBuilder::new(dir.path(), &leaf, dead_addr()).start();
     proxy.signal("INT");
     let status = proxy.wait_exit();
@@ -171,9 +165,7 @@ fn sighup_reloads_certificate_and_config_without_dropping_sessions() {
 
 #[test]
 fn sighup_with_invalid_config_keeps_the_old_one_serving() {
-    let dir = TempDir::new("sighup-invalid");
-    let ca = Ca::new(dir.path(), "test-ca");
-    let leaf = ca.leaf("mx", &["mx.test"]);
+    let (dir, ca, leaf) = setup("sighup-invalid");
     let sink = SmtpSink::start(dir.path(), &[]);
     let mut proxy = ProxyBuilder::new(dir.path(), &leaf, sink.addr)
         .require_tls()
@@ -227,9 +219,7 @@ fn sighup_with_invalid_config_keeps_the_old_one_serving() {
 /// (SIGHUP's default action terminates the process).
 #[test]
 fn sighup_right_after_ready_reloads_instead_of_killing() {
-    let dir = TempDir::new("sighup-at-ready");
-    let ca = Ca::new(dir.path(), "test-ca");
-    let leaf = ca.leaf("mx", &["mx.test"]);
+    let (dir, _ca, leaf) = setup("sighup-at-ready");
     let mut proxy = ProxyBuilder::new(dir.path(), &leaf, dead_addr()).start();
     proxy.signal("HUP");
     proxy.wait_log(|l| l.contains("event=reloaded"), "event=reloaded");

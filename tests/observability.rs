@@ -17,9 +17,7 @@ fn with<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
 
 #[test]
 fn healthz_answers_ok() {
-    let dir = TempDir::new("healthz");
-    let ca = Ca::new(dir.path(), "test-ca");
-    let leaf = ca.leaf("mx", &["mx.test"]);
+    let (dir, _ca, leaf) = setup("healthz");
     let proxy = ProxyBuilder::new(dir.path(), &leaf, dead_addr()).start();
     let (status, body) = proxy.healthz();
     assert_eq!(status, 200);
@@ -30,9 +28,7 @@ fn healthz_answers_ok() {
 
 #[test]
 fn metrics_cover_every_inbound_metric_of_the_contract() {
-    let dir = TempDir::new("metrics");
-    let ca = Ca::new(dir.path(), "test-ca");
-    let leaf = ca.leaf("mx", &["mx.test"]);
+    let (dir, _ca, leaf) = setup("metrics");
     let backend = Postfix::start(dir.path(), "legacy", Role::Backend { tls: None });
     let proxy = ProxyBuilder::new(dir.path(), &leaf, backend.addr)
         .require_tls_recipients(&["bank.example"])
@@ -48,16 +44,16 @@ fn metrics_cover_every_inbound_metric_of_the_contract() {
         proxy.addr(),
         &["--tls", "--from", "a@partner.example", "--to", &to],
     );
-    assert_eq!(tls.code, 0, "{}", tls.all());
+    tls.assert_success();
     // 2: plaintext session delivering a message.
     let plain = swaks(proxy.addr(), &["--from", "a@partner.example", "--to", &to]);
-    assert_eq!(plain.code, 0, "{}", plain.all());
+    plain.assert_success();
     // 3: a policy refusal.
     let refused = swaks(
         proxy.addr(),
         &["--from", "a@partner.example", "--to", "ceo@bank.example"],
     );
-    assert!(refused.stdout.contains("450 4.7.1"), "{}", refused.stdout);
+    refused.assert_stdout_contains("450 4.7.1");
     // 4: a failed handshake.
     let (mut garbage, _) = SmtpClient::greeted(proxy.addr());
     garbage.cmd("EHLO x");
@@ -128,9 +124,7 @@ fn metrics_cover_every_inbound_metric_of_the_contract() {
 
 #[test]
 fn active_connections_gauge_follows_open_sessions() {
-    let dir = TempDir::new("active");
-    let ca = Ca::new(dir.path(), "test-ca");
-    let leaf = ca.leaf("mx", &["mx.test"]);
+    let (dir, ca, leaf) = setup("active");
     let sink = SmtpSink::start(dir.path(), &[]);
     let proxy = ProxyBuilder::new(dir.path(), &leaf, sink.addr).start();
     let (mut a, _) = SmtpClient::greeted(proxy.addr());
@@ -167,9 +161,7 @@ const SESSION_FIELDS: [&str; 15] = [
 
 #[test]
 fn one_session_log_line_per_session_with_contract_fields() {
-    let dir = TempDir::new("session-log");
-    let ca = Ca::new(dir.path(), "test-ca");
-    let leaf = ca.leaf("mx", &["mx.test"]);
+    let (dir, ca, leaf) = setup("session-log");
     let sink = SmtpSink::start(dir.path(), &[]);
     let proxy = ProxyBuilder::new(dir.path(), &leaf, sink.addr).start();
     let ca_path = ca.path.display().to_string();
@@ -183,7 +175,7 @@ fn one_session_log_line_per_session_with_contract_fields() {
         proxy.addr(),
         &["--from", "a@partner.example", "--to", "u@example.org"],
     );
-    assert_eq!(plain.code, 0, "{}", plain.all());
+    plain.assert_success();
     let (mut aborted, _) = SmtpClient::greeted(proxy.addr());
     aborted.cmd("EHLO x");
     drop(aborted);
@@ -224,9 +216,7 @@ fn one_session_log_line_per_session_with_contract_fields() {
 
 #[test]
 fn json_log_format_gives_one_json_object_per_line() {
-    let dir = TempDir::new("json-log");
-    let ca = Ca::new(dir.path(), "test-ca");
-    let leaf = ca.leaf("mx", &["mx.test"]);
+    let (dir, _ca, leaf) = setup("json-log");
     let sink = SmtpSink::start(dir.path(), &[]);
     let proxy = ProxyBuilder::new(dir.path(), &leaf, sink.addr)
         .json_logs()
@@ -243,7 +233,7 @@ fn json_log_format_gives_one_json_object_per_line() {
             "u@example.org",
         ],
     );
-    assert_eq!(run.code, 0, "{}", run.all());
+    run.assert_success();
     let line = proxy.wait_log(|l| l.contains("\"event\":\"session\""), "JSON session line");
     for l in proxy.lines() {
         assert!(

@@ -104,6 +104,13 @@ impl World {
         self.sender.submit("alice@sender.test", to, body);
     }
 
+    /// Sends `body` to `to` and waits until the sender's queue holds it with a delay reason
+    /// containing `reason` (e.g. "4.7.5"); returns that queue entry.
+    fn send_deferred(&self, to: &str, body: &str, reason: &str) -> String {
+        self.send(to, body);
+        self.sender.wait_deferred(reason)
+    }
+
     /// The MX saw a session end without any MAIL or RCPT (Postfix's disconnect summary).
     fn assert_mx_saw_no_envelope(&self) {
         let line = self.mx.wait_maillog("disconnect from");
@@ -175,8 +182,7 @@ fn encrypt_without_starttls_defers_and_mail_stays_queued() {
         Cert::None,
         &entry("partner.test", "encrypt", ""),
     );
-    w.send("bob@partner.test", "must not leave in plaintext");
-    let queued = w.sender.wait_deferred("4.7.4");
+    let queued = w.send_deferred("bob@partner.test", "must not leave in plaintext", "4.7.4");
     assert!(
         queued.contains("TLS is required, but was not offered by host mx.partner.test"),
         "{queued}"
@@ -187,9 +193,7 @@ fn encrypt_without_starttls_defers_and_mail_stays_queued() {
         .proxy
         .wait_event("policy_refused", &[("domain", "partner.test")]);
     assert_eq!(refused["reason"], "starttls_not_offered");
-    let m = w.proxy.metrics();
-    assert_metric(
-        &m,
+    w.proxy.assert_metric(
         "starttls_proxy_policy_rejections_total",
         &[
             ("direction", "outbound"),
@@ -207,8 +211,7 @@ fn verify_refuses_wrong_name_certificate_and_mail_stays_queued() {
         Cert::WrongName,
         &entry("bank.test", "verify", ""),
     );
-    w.send("bob@bank.test", "wrong name");
-    let queued = w.sender.wait_deferred("4.7.5");
+    let queued = w.send_deferred("bob@bank.test", "wrong name", "4.7.5");
     assert!(
         queued.contains("Server certificate not verified"),
         "{queued}"
@@ -242,8 +245,7 @@ fn verify_refuses_self_signed_certificate_and_mail_stays_queued() {
         Cert::SelfSigned,
         &entry("bank.test", "verify", ""),
     );
-    w.send("bob@bank.test", "self signed");
-    let queued = w.sender.wait_deferred("4.7.5");
+    let queued = w.send_deferred("bob@bank.test", "self signed", "4.7.5");
     assert!(queued.contains("not signed by a trusted CA"), "{queued}");
     w.assert_mx_saw_no_envelope();
 }
@@ -265,9 +267,7 @@ fn opportunistic_accepts_self_signed_and_records_the_verdict() {
     assert_eq!(session["tls"], "yes");
     assert_eq!(session["verdict"], "untrusted");
     assert_eq!(session["policy"], "opportunistic");
-    let m = w.proxy.metrics();
-    assert_metric(
-        &m,
+    w.proxy.assert_metric(
         "starttls_proxy_outbound_domain_sessions_total",
         &[
             ("domain", "other"),
@@ -310,9 +310,7 @@ fn relax_until_in_the_future_lets_a_verify_failure_through_and_counts_it() {
         .proxy
         .wait_event("policy_relaxed", &[("domain", "moving.test")]);
     assert_eq!(relaxed["reason"], "certificate_not_verified");
-    let m = w.proxy.metrics();
-    assert_metric(
-        &m,
+    w.proxy.assert_metric(
         "starttls_proxy_outbound_relaxed_total",
         &[
             ("domain", "moving.test"),

@@ -33,20 +33,14 @@ fn require_tls_refuses_plaintext_mail_with_530_and_swaks_tls_gets_through() {
 
     let plain = swaks(proxy.addr(), &["--from", "a@partner.example", "--to", &to]);
     assert_ne!(plain.code, 0, "{}", plain.all());
-    assert!(
-        plain
-            .stdout
-            .contains("<** 530 5.7.0 Must issue a STARTTLS command first"),
-        "{}",
-        plain.stdout
-    );
+    plain.assert_stdout_contains("<** 530 5.7.0 Must issue a STARTTLS command first");
     assert_eq!(rejections(&proxy, "require_tls"), 1.0);
 
     let tls = swaks(
         proxy.addr(),
         &["--tls", "--from", "a@partner.example", "--to", &to],
     );
-    assert_eq!(tls.code, 0, "{}", tls.all());
+    tls.assert_success();
     let mail = backend.wait_delivered(1);
     assert_eq!(mail.len(), 1);
     assert_eq!(rejections(&proxy, "require_tls"), 1.0);
@@ -104,13 +98,7 @@ fn listed_sender_domain_is_refused_with_450_in_plaintext() {
         proxy.addr(),
         &["--from", "teller@bank.example", "--to", "u@example.org"],
     );
-    assert!(
-        refused
-            .stdout
-            .contains("<** 450 4.7.1 Session encryption is required"),
-        "{}",
-        refused.stdout
-    );
+    refused.assert_stdout_contains("<** 450 4.7.1 Session encryption is required");
     let sub = swaks(
         proxy.addr(),
         &["--from", "clerk@tax.gov.example", "--to", "u@example.org"],
@@ -126,7 +114,7 @@ fn listed_sender_domain_is_refused_with_450_in_plaintext() {
         proxy.addr(),
         &["--from", "teller@BANK.Example", "--to", "u@example.org"],
     );
-    assert!(upper.stdout.contains("<** 450 4.7.1"), "{}", upper.stdout);
+    upper.assert_stdout_contains("<** 450 4.7.1");
     assert_eq!(
         rejections(&proxy, "sender_requires_tls"),
         3.0,
@@ -139,7 +127,7 @@ fn listed_sender_domain_is_refused_with_450_in_plaintext() {
         proxy.addr(),
         &["--from", "a@partner.example", "--to", "u@example.org"],
     );
-    assert_eq!(other.code, 0, "{}", other.all());
+    other.assert_success();
     let tls = swaks(
         proxy.addr(),
         &[
@@ -150,7 +138,7 @@ fn listed_sender_domain_is_refused_with_450_in_plaintext() {
             "u@example.org",
         ],
     );
-    assert_eq!(tls.code, 0, "{}", tls.all());
+    tls.assert_success();
     let m = sink.wait_messages(2);
     assert_eq!(m.len(), 2, "{m:?}");
     assert!(m
@@ -168,19 +156,13 @@ fn listed_recipient_domain_is_refused_with_450_in_plaintext() {
         .start();
     let to = format!("u@{MAIL_DOMAIN}");
     let refused = swaks(proxy.addr(), &["--from", "a@partner.example", "--to", &to]);
-    assert!(
-        refused
-            .stdout
-            .contains("<** 450 4.7.1 Session encryption is required"),
-        "{}",
-        refused.stdout
-    );
+    refused.assert_stdout_contains("<** 450 4.7.1 Session encryption is required");
     assert_eq!(rejections(&proxy, "recipient_requires_tls"), 1.0);
     let tls = swaks(
         proxy.addr(),
         &["--tls", "--from", "a@partner.example", "--to", &to],
     );
-    assert_eq!(tls.code, 0, "{}", tls.all());
+    tls.assert_success();
     assert_eq!(backend.wait_delivered(1).len(), 1);
     assert_eq!(rejections(&proxy, "recipient_requires_tls"), 1.0);
 }

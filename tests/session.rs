@@ -408,7 +408,7 @@ fn openssl_s_client_sees_backend_ehlo_without_starttls_inside_tls() {
         !ehlo_inside.iter().any(|l| l.contains("STARTTLS")),
         "{ehlo_inside:?}"
     );
-    assert!(run.stdout.contains("221 2.0.0 Bye"), "{}", run.stdout);
+    run.assert_stdout_contains("221 2.0.0 Bye");
     let sessions = proxy.wait_sessions(1);
     assert_eq!(sessions[0]["sni"], "mx.test", "{:?}", sessions[0]);
 }
@@ -458,7 +458,7 @@ fn plaintext_session_without_starttls_is_relayed_when_not_enforced() {
             &format!("u@{MAIL_DOMAIN}"),
         ],
     );
-    assert_eq!(run.code, 0, "{}", run.all());
+    run.assert_success();
     backend.wait_delivered(1);
     let s = proxy.wait_sessions(1);
     assert_eq!(s[0]["tls"], "no", "{:?}", s[0]);
@@ -491,7 +491,7 @@ fn postfix_sender_delivers_through_proxy_with_encrypt_to_postfix_backend() {
             "Subject: postfix to postfix via the proxy",
         ],
     );
-    assert_eq!(run.code, 0, "{}", run.all());
+    run.assert_success();
     // Postfix refuses to send in plaintext at level encrypt: delivery proves TLS was used.
     let tls_line = sender.wait_maillog("TLS connection established to");
     assert!(tls_line.contains("Trusted"), "{tls_line}");

@@ -32,9 +32,7 @@ fn labels<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
 
 #[test]
 fn tls13_and_tls12_are_accepted_by_default_with_iana_cipher_labels() {
-    let dir = TempDir::new("versions");
-    let ca = Ca::new(dir.path(), "test-ca");
-    let leaf = ca.leaf("mx", &["mx.test"]);
+    let (dir, ca, leaf) = setup("versions");
     let sink = SmtpSink::start(dir.path(), &[]);
     let proxy = ProxyBuilder::new(dir.path(), &leaf, sink.addr).start();
 
@@ -51,7 +49,7 @@ fn tls13_and_tls12_are_accepted_by_default_with_iana_cipher_labels() {
     let (p12, c12) = s_client_session(&v12).unwrap_or_else(|| panic!("{}", v12.all()));
     assert_eq!(p12, "TLSv1.2");
     assert!(c12.starts_with("ECDHE-ECDSA-"), "not forward secret: {c12}");
-    assert!(v12.stdout.contains("221"), "{}", v12.stdout);
+    v12.assert_stdout_contains("221");
 
     proxy.wait_sessions(2);
     let metrics = proxy.metrics();
@@ -87,9 +85,7 @@ fn tls13_and_tls12_are_accepted_by_default_with_iana_cipher_labels() {
 
 #[test]
 fn tls11_is_refused_and_counted() {
-    let dir = TempDir::new("tls11");
-    let ca = Ca::new(dir.path(), "test-ca");
-    let leaf = ca.leaf("mx", &["mx.test"]);
+    let (dir, ca, leaf) = setup("tls11");
     let sink = SmtpSink::start(dir.path(), &[]);
     let proxy = ProxyBuilder::new(dir.path(), &leaf, sink.addr).start();
     let run = s_client(&proxy, &ca, &["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"]);
@@ -114,9 +110,7 @@ fn tls11_is_refused_and_counted() {
 
 #[test]
 fn min_version_13_refuses_tls12() {
-    let dir = TempDir::new("min13");
-    let ca = Ca::new(dir.path(), "test-ca");
-    let leaf = ca.leaf("mx", &["mx.test"]);
+    let (dir, ca, leaf) = setup("min13");
     let sink = SmtpSink::start(dir.path(), &[]);
     let proxy = ProxyBuilder::new(dir.path(), &leaf, sink.addr)
         .min_version("1.3")
@@ -262,15 +256,13 @@ fn pem_chain_with_intermediate_is_sent_whole() {
             "u@example.org",
         ],
     );
-    assert_eq!(swaks_run.code, 0, "{}", swaks_run.all());
+    swaks_run.assert_success();
     sink.wait_messages(1);
 }
 
 #[test]
 fn rustls_client_pinned_to_each_version_completes_a_message() {
-    let dir = TempDir::new("rustls-versions");
-    let ca = Ca::new(dir.path(), "test-ca");
-    let leaf = ca.leaf("mx", &["mx.test"]);
+    let (dir, ca, leaf) = setup("rustls-versions");
     let sink = SmtpSink::start(dir.path(), &[]);
     let proxy = ProxyBuilder::new(dir.path(), &leaf, sink.addr).start();
     for version in [&rustls::version::TLS12, &rustls::version::TLS13] {

@@ -19,6 +19,18 @@ impl Run {
     pub fn all(&self) -> String {
         format!("{}\n{}", self.stdout, self.stderr)
     }
+
+    /// Asserts the program exited 0; shows all its output otherwise.
+    #[track_caller]
+    pub fn assert_success(&self) {
+        assert_eq!(self.code, 0, "{}", self.all());
+    }
+
+    /// Asserts the program wrote `text` to stdout; shows its stdout otherwise.
+    #[track_caller]
+    pub fn assert_stdout_contains(&self, text: &str) {
+        assert!(self.stdout.contains(text), "{}", self.stdout);
+    }
 }
 
 /// Runs a command to completion with `stdin`, failing the test if it runs past `PATIENCE`.

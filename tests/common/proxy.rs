@@ -325,6 +325,14 @@ impl Proxy {
         self.sessions()
     }
 
+    /// Waits for the first `event=session` line, asserts its `outcome`, returns its fields.
+    #[track_caller]
+    pub fn wait_session_outcome(&self, outcome: &str) -> HashMap<String, String> {
+        let first = self.wait_sessions(1).swap_remove(0);
+        assert_eq!(first["outcome"], outcome, "{first:?}");
+        first
+    }
+
     /// Waits for an `event=NAME` line with all of `want` as fields; returns its fields.
     pub fn wait_event(&self, name: &str, want: &[(&str, &str)]) -> HashMap<String, String> {
         let line = self.wait_log(
@@ -382,6 +390,12 @@ impl Proxy {
         let (status, body) = http_get(self.admin.expect("admin endpoint configured"), "/metrics");
         assert_eq!(status, 200, "GET /metrics: {body}");
         body
+    }
+
+    /// Fetches `GET /metrics` and asserts the sample of `name` with `labels` is `value`.
+    #[track_caller]
+    pub fn assert_metric(&self, name: &str, labels: &[(&str, &str)], value: f64) {
+        super::assert_metric(&self.metrics(), name, labels, value);
     }
 
     pub fn healthz(&self) -> (u16, String) {
