@@ -20,3 +20,4 @@ pub mod session;
 pub mod smtp;
 pub mod splice;
 pub mod tls;
+pub mod tls_stream;

@@ -6,16 +6,15 @@ use crate::log;
 use crate::session::{SessionRecord, TlsFacts};
 use crate::smtp::LineReader;
 use crate::tls;
+use crate::tls_stream::{self, TlsServerStream};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
 
 pub async fn handshake(
     ctx: &Context,
     mut client: LineReader<TcpStream>,
     record: &mut SessionRecord,
-) -> Result<TlsStream<TcpStream>, InboundError> {
+) -> Result<TlsServerStream, InboundError> {
     let discarded = client.discard_buffered();
     if discarded > 0 {
         log::warn("pipelined_after_starttls")
@@ -35,13 +34,10 @@ pub async fn handshake(
     };
     let started = Instant::now();
     let timeout = ctx.config.limits.handshake_timeout;
-    let accepted = tokio::time::timeout(
-        timeout,
-        TlsAcceptor::from(server_tls.config.clone()).accept(stream),
-    )
-    .await;
-    let stream = match accepted {
-        Ok(Ok(stream)) => stream,
+    let accepted =
+        tokio::time::timeout(timeout, tls_stream::accept(stream, &server_tls.config)).await;
+    let (stream, negotiated) = match accepted {
+        Ok(Ok(accepted)) => accepted,
         Ok(Err(e)) => {
             let reason = tls::handshake_failure_reason(&e);
             ctx.metrics.handshake_failed(reason, started.elapsed());
@@ -55,11 +51,10 @@ pub async fn handshake(
             ));
         }
     };
-    let connection = stream.get_ref().1;
     let facts = TlsFacts {
-        version: tls::version_name(connection.protocol_version()),
-        cipher: tls::cipher_name(connection.negotiated_cipher_suite().map(|s| s.suite())),
-        sni: connection.server_name().map(str::to_string),
+        version: tls::version_name(negotiated.version),
+        cipher: tls::cipher_name(negotiated.suite),
+        sni: negotiated.sni,
         verdict: "none",
     };
     ctx.metrics

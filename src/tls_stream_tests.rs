@@ -1,0 +1,217 @@
+use super::*;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_rustls::client::TlsStream as ClientStream;
+use tokio_rustls::TlsConnector;
+
+struct Pki {
+    server: Arc<ServerConfig>,
+    client: Arc<ClientConfig>,
+}
+
+fn pki(version: &'static rustls::SupportedProtocolVersion) -> Pki {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["mx.test".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let der = CertificateDer::from(cert.der().to_vec());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![der.clone()],
+            PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+    // As in the product (tls::server_config); the client leaves no unread tickets behind.
+    server.send_tls13_tickets = 0;
+    let mut roots = RootCertStore::empty();
+    roots.add(der).unwrap();
+    let client = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Pki {
+        server: Arc::new(server),
+        client: Arc::new(client),
+    }
+}
+
+async fn pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (outer, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+    (outer.unwrap(), accepted.unwrap().0)
+}
+
+/// A handshake between a tokio-rustls client and our server stream.
+async fn connected(
+    version: &'static rustls::SupportedProtocolVersion,
+) -> (ClientStream<TcpStream>, TlsServerStream, Negotiated) {
+    let pki = pki(version);
+    let (client_tcp, server_tcp) = pair().await;
+    let connector = TlsConnector::from(pki.client.clone());
+    let name = ServerName::try_from("mx.test").unwrap();
+    let (client, server) = tokio::join!(
+        connector.connect(name, client_tcp),
+        accept(server_tcp, &pki.server)
+    );
+    let (server, negotiated) = server.unwrap();
+    (client.unwrap(), server, negotiated)
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn holds_no_buffer(s: &TlsServerStream) -> bool {
+    s.incoming.capacity() == 0 && s.plaintext.capacity() == 0 && s.outgoing.capacity() == 0
+}
+
+#[tokio::test]
+async fn handshake_reports_version_suite_and_sni() {
+    for (version, name) in [
+        (&rustls::version::TLS13, "TLSv1.3"),
+        (&rustls::version::TLS12, "TLSv1.2"),
+    ] {
+        let (_client, server, negotiated) = connected(version).await;
+        assert_eq!(crate::tls::version_name(negotiated.version), name);
+        assert!(negotiated.suite.is_some());
+        assert_eq!(negotiated.sni.as_deref(), Some("mx.test"));
+        assert!(holds_no_buffer(&server), "buffers held after the handshake");
+    }
+}
+
+/// Megabytes each way at once, read through small buffers on our side (the leftover path) and
+/// large ones on the client's, then close_notify each way.
+#[tokio::test]
+async fn bulk_both_ways_through_small_and_large_reads() {
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let (mut client, mut server, _) = connected(version).await;
+        let up = pattern(3 * 1024 * 1024 + 11, 1);
+        let down = pattern(1024 * 1024 + 5, 2);
+        let client_side = async {
+            let (mut r, mut w) = tokio::io::split(&mut client);
+            let send = async {
+                w.write_all(&up).await.unwrap();
+                w.shutdown().await.unwrap();
+            };
+            let receive = async {
+                let mut got = Vec::new();
+                r.read_to_end(&mut got).await.unwrap();
+                got
+            };
+            tokio::join!(send, receive).1
+        };
+        let server_side = async {
+            let (mut r, mut w) = tokio::io::split(&mut server);
+            let send = async {
+                w.write_all(&down).await.unwrap();
+                w.shutdown().await.unwrap();
+            };
+            let receive = async {
+                let mut got = Vec::new();
+                let mut small = [0u8; 700];
+                loop {
+                    let n = r.read(&mut small).await.unwrap();
+                    if n == 0 {
+                        break got;
+                    }
+                    got.extend_from_slice(&small[..n]);
+                }
+            };
+            tokio::join!(send, receive).1
+        };
+        let (at_client, at_server) = tokio::join!(client_side, server_side);
+        assert!(at_server == up, "client → server bytes differ");
+        assert!(at_client == down, "server → client bytes differ");
+        assert!(holds_no_buffer(&server), "buffers held after the transfer");
+    }
+}
+
+/// The client's EHLO in the same flight as its Finished is kept for the first read, and a
+/// server waiting for the next command holds no buffer.
+#[tokio::test]
+async fn data_with_the_finished_is_kept_and_nothing_is_held_while_idle() {
+    let pki = pki(&rustls::version::TLS13);
+    let (client_tcp, server_tcp) = pair().await;
+    let connector = TlsConnector::from(pki.client.clone());
+    let name = ServerName::try_from("mx.test").unwrap();
+    let client = async {
+        let mut client = connector.connect(name, client_tcp).await.unwrap();
+        client.write_all(b"EHLO client.test\r\n").await.unwrap();
+        client.flush().await.unwrap();
+        client
+    };
+    let (mut client, server) = tokio::join!(client, accept(server_tcp, &pki.server));
+    let (mut server, _) = server.unwrap();
+    let mut buf = [0u8; 64];
+    let n = server.read(&mut buf).await.unwrap();
+    assert_eq!(&buf[..n], b"EHLO client.test\r\n");
+    server.write_all(b"250 mx.test\r\n").await.unwrap();
+    server.flush().await.unwrap();
+    let n = client.read(&mut buf).await.unwrap();
+    assert_eq!(&buf[..n], b"250 mx.test\r\n");
+    // Waiting for the next command: the read is pending and nothing is allocated.
+    let waiting = tokio::time::timeout(Duration::from_millis(50), server.read(&mut buf)).await;
+    assert!(waiting.is_err(), "read should be waiting");
+    assert!(holds_no_buffer(&server), "buffers held while idle");
+}
+
+#[tokio::test]
+async fn eof_without_close_notify_is_an_unexpected_eof() {
+    let (client, mut server, _) = connected(&rustls::version::TLS13).await;
+    let (tcp, _) = client.into_inner();
+    drop(tcp);
+    let mut buf = [0u8; 16];
+    let err = server.read(&mut buf).await.unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+}
+
+/// Plaintext SMTP where a ClientHello belongs: an InvalidData error carrying rustls's error (for
+/// the `not_tls` label), a fatal alert to the client, and every later call fails cleanly
+/// instead of driving rustls again.
+#[tokio::test]
+async fn garbage_gets_an_alert_and_the_stream_stays_failed() {
+    let pki = pki(&rustls::version::TLS13);
+    let (mut client_tcp, server_tcp) = pair().await;
+    client_tcp
+        .write_all(b"EHLO this is not a ClientHello\r\n")
+        .await
+        .unwrap();
+    let err = accept(server_tcp, &pki.server).await.err().unwrap();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    assert_eq!(crate::tls::handshake_failure_reason(&err), "not_tls");
+    let mut alert = Vec::new();
+    client_tcp.read_to_end(&mut alert).await.unwrap();
+    assert_eq!(
+        alert.first(),
+        Some(&0x15),
+        "expected an alert record: {alert:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_stream_refuses_further_io_without_panicking() {
+    let (client, mut server, _) = connected(&rustls::version::TLS13).await;
+    let (mut tcp, _) = client.into_inner();
+    // A record with a valid header but a body that cannot decrypt.
+    let mut bogus = vec![0x17, 0x03, 0x03, 0x00, 0x20];
+    bogus.extend_from_slice(&[0u8; 32]);
+    tcp.write_all(&bogus).await.unwrap();
+    let mut buf = [0u8; 16];
+    let err = server.read(&mut buf).await.unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    let again = server.write_all(b"250 ok\r\n").await.unwrap_err();
+    assert_eq!(again.kind(), io::ErrorKind::BrokenPipe);
+    server.shutdown().await.unwrap();
+}
