@@ -155,9 +155,14 @@ async fn session(
     };
     match step {
         Step::Quit => Ok(()),
-        Step::Splice(pending) => splice_plain(ctx, client, backend, pending, record).await,
+        Step::Splice(pending) => {
+            Box::pin(splice_plain(ctx, client, backend, pending, record)).await
+        }
         Step::StartTls => {
-            let mut client = LineReader::new(starttls::handshake(ctx, client, record).await?);
+            // Boxed, like the relays: a task is as big as its largest phase, and an idle session
+            // should not keep the handshake's or the relay's state allocated.
+            let tls = Box::pin(starttls::handshake(ctx, client, record)).await?;
+            let mut client = LineReader::new(tls);
             if let Some(observer) = &ctx.observer {
                 observer(record);
             }
@@ -165,7 +170,9 @@ async fn session(
                 .run(&mut client, &mut backend, record)
                 .await
             {
-                Ok(Step::Splice(pending)) => splice(ctx, client, backend, pending, record).await,
+                Ok(Step::Splice(pending)) => {
+                    Box::pin(splice(ctx, client, backend, pending, record)).await
+                }
                 Ok(_) => Ok(()),
                 Err(e) => refuse(&mut client, e, ctx).await,
             }
