@@ -61,16 +61,15 @@ impl Event {
     }
 
     pub fn emit(self) {
-        let line = match FORMAT.get().copied().unwrap_or_default() {
+        let mut line = self.journal_priority().to_string();
+        line.push_str(&match FORMAT.get().copied().unwrap_or_default() {
             Format::Text => self.text(),
             Format::Json => self.json(),
-        };
+        });
+        line.push('\n');
+        // One write per line (stderr is unbuffered: `writeln!` would make two system calls).
         // A full or closed stderr must not take the proxy down.
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "{}{line}",
-            self.journal_priority()
-        );
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
 
     /// Under systemd, stderr goes to journald, which reads a `<N>` prefix as the syslog priority
