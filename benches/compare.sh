@@ -279,3 +279,15 @@ echo "machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 echo "versions: $("$proxy_bin" --version 2>&1 | head -1); $(nginx -v 2>&1 | head -1 || true); $(stunnel4 -version 2>&1 | grep -m1 -i '^stunnel' || true); $(openssl version)"
 "$bench_bin" report "$results" --ceilings "$ceil"
 if [ -n "${BENCH_KEEP:-}" ]; then cp "$results" "$ceil" "$BENCH_KEEP"/ ; fi
+
+# --quick is CI's smoke test: the figures are not judged there, but starttls-proxy must have
+# carried every session it was given.
+if [ "$quick" = 1 ]; then
+  bad=$(grep 'system=starttls-proxy' "$results" | grep -E 'scenario=(sessions|latency)' | grep -v 'errors=0' || true)
+  bad+=$(grep 'system=starttls-proxy' "$results" | grep 'scenario=idle' | grep -v 'probe=ok' || true)
+  if [ -n "$bad" ]; then
+    echo "compare.sh: starttls-proxy failed sessions in the smoke run:" >&2
+    echo "$bad" >&2
+    exit 1
+  fi
+fi
