@@ -112,7 +112,7 @@ pub async fn accept(
     let negotiated = Negotiated {
         version: stream.conn.protocol_version(),
         suite: stream.conn.negotiated_cipher_suite().map(|s| s.suite()),
-        sni: Arc::try_unwrap(sni).ok().and_then(OnceLock::into_inner),
+        sni: sni.get().cloned(),
     };
     Ok((stream, negotiated))
 }
