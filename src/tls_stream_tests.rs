@@ -215,3 +215,23 @@ async fn a_failed_stream_refuses_further_io_without_panicking() {
     assert_eq!(again.kind(), io::ErrorKind::BrokenPipe);
     server.shutdown().await.unwrap();
 }
+
+/// A TLS 1.3 KeyUpdate from the client (asking for ours in return) arrives while we only read:
+/// rustls answers it through our read path, and data keeps flowing both ways afterwards.
+#[tokio::test]
+async fn client_key_update_is_answered_and_data_flows_on() {
+    let (mut client, mut server, _) = connected(&rustls::version::TLS13).await;
+    let mut buf = [0u8; 64];
+    for round in 0..3u8 {
+        client.get_mut().1.refresh_traffic_keys().unwrap();
+        let line = format!("NOOP {round}\r\n");
+        client.write_all(line.as_bytes()).await.unwrap();
+        client.flush().await.unwrap();
+        let n = server.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], line.as_bytes());
+        server.write_all(b"250 2.0.0 ok\r\n").await.unwrap();
+        server.flush().await.unwrap();
+        let n = client.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"250 2.0.0 ok\r\n");
+    }
+}
