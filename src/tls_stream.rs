@@ -15,12 +15,12 @@ use rustls::sign::CertifiedKey;
 use rustls::unbuffered::{
     ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
 };
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// The largest record rustls accepts (2^14 bytes of payload, its ciphertext allowance, header).
@@ -247,26 +247,27 @@ impl TlsServerStream {
                 "TLS message larger than 64 KiB",
             )));
         }
-        loop {
-            ready!(self.io.poll_read_ready(cx))?;
-            let room = self.read_size.min(MAX_INCOMING - self.incoming.len());
-            self.incoming.reserve_exact(room);
-            match self.io.try_read_buf(&mut self.incoming) {
-                Ok(n) => {
-                    // Full reads mean a burst: ask for more next time; a short one resets.
-                    self.read_size = if n >= room {
-                        (self.read_size * 2).min(BULK_READ)
-                    } else {
-                        RECORD
-                    };
-                    return Poll::Ready(Ok(n));
+        let room = self.read_size.min(MAX_INCOMING - self.incoming.len());
+        self.incoming.reserve_exact(room);
+        // tokio's read (not try_read): a short read clears the socket's readiness, which saves
+        // a read that would only say EAGAIN.
+        let read = std::pin::pin!(self.io.read_buf(&mut self.incoming)).poll(cx);
+        match read {
+            Poll::Ready(Ok(n)) => {
+                // Full reads mean a burst: ask for more next time; a short one resets.
+                self.read_size = if n >= room {
+                    (self.read_size * 2).min(BULK_READ)
+                } else {
+                    RECORD
+                };
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                if self.incoming.is_empty() {
+                    self.incoming = Vec::new();
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if self.incoming.is_empty() {
-                        self.incoming = Vec::new();
-                    }
-                }
-                Err(e) => return Poll::Ready(Err(e)),
+                Poll::Pending
             }
         }
     }

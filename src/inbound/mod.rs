@@ -143,7 +143,10 @@ async fn session(
         Ok(b) => b,
         Err(e) => return refuse(&mut client, e, ctx).await,
     };
-    record.next_hop_local = backend.local_addr().ok();
+    // Only an observer (the demo) reads it: no getsockname(2) per session otherwise.
+    if ctx.observer.is_some() {
+        record.next_hop_local = backend.local_addr().ok();
+    }
     let mut backend = LineReader::new(backend);
 
     let step = match Dialogue::new(ctx, false)
