@@ -21,3 +21,6 @@ pub mod smtp;
 pub mod splice;
 pub mod tls;
 pub mod tls_stream;
+
+#[cfg(test)]
+mod test_support;

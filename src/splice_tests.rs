@@ -1,36 +1,6 @@
 use super::*;
-use std::net::SocketAddr;
+use crate::test_support::{pair, pattern, talk};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-
-/// A connected loopback pair: (the peer's end, the proxy's end).
-async fn pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let (outer, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
-    (outer.unwrap(), accepted.unwrap().0)
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
-}
-
-/// Writes `data` then half-closes, while reading everything the other way until EOF.
-async fn talk(mut stream: TcpStream, data: Vec<u8>) -> Vec<u8> {
-    let (mut r, mut w) = stream.split();
-    let send = async {
-        w.write_all(&data).await.unwrap();
-        w.shutdown().await.unwrap();
-    };
-    let receive = async {
-        let mut got = Vec::new();
-        r.read_to_end(&mut got).await.unwrap();
-        got
-    };
-    tokio::join!(send, receive).1
-}
 
 /// Both directions at once, each with a prefix, a payload larger than a pipe, and a half-close.
 async fn relays_both_directions(mode: Mode) -> Paths {
@@ -46,8 +16,11 @@ async fn relays_both_directions(mode: Mode) -> Paths {
         Duration::from_secs(10),
         mode,
     );
-    let ((outcome, paths), at_server, at_client) =
-        tokio::join!(relay, talk(server, down.clone()), talk(client, up.clone()));
+    let ((outcome, paths), at_server, at_client) = tokio::join!(
+        relay,
+        talk(server, &down, 64 * 1024),
+        talk(client, &up, 64 * 1024)
+    );
     assert!(matches!(outcome.end, RelayEnd::Closed), "{:?}", outcome.end);
     assert_eq!(&at_server[..17], b"MAIL FROM:<a@b>\r\n");
     assert!(at_server[17..] == up[..], "client → server bytes differ");
@@ -215,8 +188,11 @@ async fn relay_generic_over_tcp_both_directions() {
         Vec::new(),
         Duration::from_secs(10),
     );
-    let (outcome, at_server, at_client) =
-        tokio::join!(relay, talk(server, down.clone()), talk(client, up.clone()));
+    let (outcome, at_server, at_client) = tokio::join!(
+        relay,
+        talk(server, &down, 64 * 1024),
+        talk(client, &up, 64 * 1024)
+    );
     assert!(matches!(outcome.end, RelayEnd::Closed), "{:?}", outcome.end);
     assert_eq!(&at_server[..15], b"RCPT TO:<x@y>\r\n");
     assert!(at_server[15..] == up[..]);

@@ -1,9 +1,9 @@
 use super::*;
+use crate::test_support::{pair, pattern, talk};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tokio_rustls::client::TlsStream as ClientStream;
 use tokio_rustls::TlsConnector;
 
@@ -44,13 +44,6 @@ fn pki(version: &'static rustls::SupportedProtocolVersion) -> Pki {
     }
 }
 
-async fn pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (outer, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
-    (outer.unwrap(), accepted.unwrap().0)
-}
-
 /// A handshake between a tokio-rustls client and our server stream.
 async fn connected(
     version: &'static rustls::SupportedProtocolVersion,
@@ -65,12 +58,6 @@ async fn connected(
     );
     let (server, negotiated) = server.unwrap();
     (client.unwrap(), server, negotiated)
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
 }
 
 fn holds_no_buffer(s: &TlsServerStream) -> bool {
@@ -99,39 +86,11 @@ async fn bulk_both_ways_through_small_and_large_reads() {
         let (mut client, mut server, _) = connected(version).await;
         let up = pattern(3 * 1024 * 1024 + 11, 1);
         let down = pattern(1024 * 1024 + 5, 2);
-        let client_side = async {
-            let (mut r, mut w) = tokio::io::split(&mut client);
-            let send = async {
-                w.write_all(&up).await.unwrap();
-                w.shutdown().await.unwrap();
-            };
-            let receive = async {
-                let mut got = Vec::new();
-                r.read_to_end(&mut got).await.unwrap();
-                got
-            };
-            tokio::join!(send, receive).1
-        };
-        let server_side = async {
-            let (mut r, mut w) = tokio::io::split(&mut server);
-            let send = async {
-                w.write_all(&down).await.unwrap();
-                w.shutdown().await.unwrap();
-            };
-            let receive = async {
-                let mut got = Vec::new();
-                let mut small = [0u8; 700];
-                loop {
-                    let n = r.read(&mut small).await.unwrap();
-                    if n == 0 {
-                        break got;
-                    }
-                    got.extend_from_slice(&small[..n]);
-                }
-            };
-            tokio::join!(send, receive).1
-        };
-        let (at_client, at_server) = tokio::join!(client_side, server_side);
+        // Our side reads through a buffer smaller than a record: the leftover path.
+        let (at_client, at_server) = tokio::join!(
+            talk(&mut client, &up, 64 * 1024),
+            talk(&mut server, &down, 700)
+        );
         assert!(at_server == up, "client → server bytes differ");
         assert!(at_client == down, "server → client bytes differ");
         assert!(holds_no_buffer(&server), "buffers held after the transfer");
