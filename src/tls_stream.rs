@@ -86,7 +86,7 @@ enum Progress {
     Closed,
 }
 
-/// Runs the server handshake on `io` (the caller has already timed it out if needed).
+/// Runs the server handshake on `io`; the caller bounds it with a timeout.
 /// Application data the client sent along with its Finished is kept for the first read.
 pub async fn accept(
     io: TcpStream,
@@ -152,6 +152,13 @@ fn tls_error(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
+fn closed_during_handshake() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "client closed the connection during the TLS handshake",
+    )
+}
+
 fn eof_without_close_notify() -> io::Error {
     io::Error::new(
         io::ErrorKind::UnexpectedEof,
@@ -165,10 +172,7 @@ impl TlsServerStream {
             match self.turn(Intent::Read(None))? {
                 Progress::Again | Progress::Queued(_) => {}
                 Progress::PeerClosed | Progress::Closed => {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "client closed the connection during the TLS handshake",
-                    )))
+                    return Poll::Ready(Err(closed_during_handshake()))
                 }
                 // Only here is everything rustls wanted to send encoded (TLS 1.2 ends with our
                 // ChangeCipherSpec and Finished after the client's).
@@ -177,10 +181,7 @@ impl TlsServerStream {
                     // Our flight goes out before we wait for the client's answer to it.
                     ready!(self.poll_send(cx))?;
                     if ready!(self.poll_fill(cx))? == 0 {
-                        return Poll::Ready(Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "client closed the connection during the TLS handshake",
-                        )));
+                        return Poll::Ready(Err(closed_during_handshake()));
                     }
                 }
             }
