@@ -194,3 +194,54 @@ async fn client_key_update_is_answered_and_data_flows_on() {
         assert_eq!(&buf[..n], b"250 2.0.0 ok\r\n");
     }
 }
+
+/// A client whose bytes arrive a few at a time: every ClientHello, Finished and data record is
+/// read in pieces, and the handshake and the first command still come out whole.
+#[tokio::test]
+async fn a_trickling_client_is_read_in_pieces() {
+    let pki = pki(&rustls::version::TLS13);
+    let (client_tcp, mut relay_near) = pair().await;
+    let (mut relay_far, server_tcp) = pair().await;
+    relay_far.set_nodelay(true).unwrap();
+    // Client → server in 7-byte pieces, 1 ms apart; server → client as it comes.
+    let trickle = tokio::spawn(async move {
+        let (mut from_client, mut to_client) = relay_near.split();
+        let (mut from_server, mut to_server) = relay_far.split();
+        let up = async {
+            let mut piece = [0u8; 7];
+            loop {
+                let n = from_client.read(&mut piece).await.unwrap_or(0);
+                if n == 0 || to_server.write_all(&piece[..n]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        let down = tokio::io::copy(&mut from_server, &mut to_client);
+        let _ = tokio::join!(up, down);
+    });
+    let connector = TlsConnector::from(pki.client.clone());
+    let name = ServerName::try_from("mx.test").unwrap();
+    let (client, server) = tokio::join!(
+        connector.connect(name, client_tcp),
+        accept(server_tcp, &pki.server)
+    );
+    let (mut client, (mut server, negotiated)) = (client.unwrap(), server.unwrap());
+    assert_eq!(negotiated.sni.as_deref(), Some("mx.test"));
+    client
+        .write_all(b"EHLO slow.client.test\r\n")
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    while !got.ends_with(b"\r\n") {
+        let n = server.read(&mut buf).await.unwrap();
+        assert!(n > 0, "EOF before the whole line: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(got, b"EHLO slow.client.test\r\n");
+    drop(client);
+    drop(server);
+    trickle.await.unwrap();
+}
