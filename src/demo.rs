@@ -120,12 +120,12 @@ async fn sink_session(
                 b"250-sink.demo.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 52428800\r\n"
             }
             Command::Helo => b"250 sink.demo.test\r\n",
-            Command::Mail { .. } => {
+            Command::Mail(_) => {
                 from = address(&text);
                 to.clear();
                 b"250 2.1.0 Ok\r\n"
             }
-            Command::Rcpt { .. } => {
+            Command::Rcpt(_) => {
                 to.push(address(&text));
                 b"250 2.1.5 Ok\r\n"
             }

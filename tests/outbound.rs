@@ -986,3 +986,48 @@ fn per_domain_trust_anchors_verify_a_partner_private_ca() {
     let mail = mx.wait_delivered(1);
     assert!(mail[0].contains("private CA"));
 }
+
+/// Issue 15: however the legacy MTA spells RCPT, the domain's policy applies; a line that looks
+/// like MAIL or RCPT but cannot be read is refused, never replayed at the MX.
+#[test]
+fn rcpt_spellings_in_the_relay_dialogue_all_meet_the_policy() {
+    let ip = unique_ip();
+    let mx = ScriptedMx::with(ip, Starttls::Refuse);
+    let b = Bench::new(
+        "relay-spellings",
+        Zone::default().mx_at("enc.test", "mx.scripted.test", ip),
+        &entry("enc.test", "encrypt", ""),
+    );
+    let mut c = b.client();
+    for mail in [
+        "MAIL\tFROM:<alice@sender.test>",
+        " mail  from: <alice@sender.test>",
+    ] {
+        c.cmd(mail).assert(250, "2.1.0");
+        for rcpt in [
+            "RCPT TO:<bob@enc.test>",
+            "RCPT\tTO:<bob@enc.test>",
+            "rcpt  to: <bob@ENC.test.>",
+            "RCPT TO:<bob@(comment)enc.test>",
+            "RCPT TO:<bob @ enc .test>",
+            "RCPT TO:bob@enc.test",
+        ] {
+            c.cmd(rcpt).assert(451, "4.7.4");
+        }
+        for unreadable in [
+            "RCPT TO :<bob@enc.test>",
+            "RCPTTO:<bob@enc.test>",
+            "RCPT TO:<bob@enc.test",
+        ] {
+            c.cmd(unreadable).assert(501, "5.5.4");
+        }
+        c.cmd("RSET").assert(250, "2.0.0");
+    }
+    c.cmd("MAIL FROM :<alice@sender.test>").assert(501, "5.5.4");
+    c.cmd("QUIT");
+    let sessions = mx.sessions();
+    assert!(
+        sessions.iter().all(|s| !mx::has_envelope(s)),
+        "{sessions:?}"
+    );
+}

@@ -194,3 +194,219 @@ fn listed_recipient_among_others_is_refused_alone() {
         "a refused RCPT reached the MTA: {lines:?}"
     );
 }
+
+/// Sender spellings Postfix 3.7 accepts for a `secure.test` sender (checked first in each test,
+/// straight at Postfix, so the list cannot drift from what the backend takes). The issue-15
+/// bypass: `MAIL<TAB>FROM:` and `MAIL  FROM:` once passed as unknown commands.
+const SENDER_SPELLINGS: &[&str] = &[
+    "MAIL FROM:<alice@secure.test>",
+    "MAIL\tFROM:<alice@secure.test>",
+    "MAIL  FROM:<alice@secure.test>",
+    " MAIL FROM:<alice@secure.test>",
+    "\tMAIL\tFROM:<alice@secure.test>",
+    "mail from:<alice@SECURE.test>",
+    "MAIL FROM: <alice@secure.test>",
+    "MAIL FROM:\t<alice@secure.test>",
+    "MAIL FROM:< alice@secure.test >",
+    "MAIL FROM:<alice @ secure.test>",
+    "MAIL FROM:<alice@secure .test>",
+    "MAIL FROM:alice@secure.test",
+    "MAIL FROM:alice@secure.test(comment)",
+    "MAIL FROM:<alice@(comment)secure.test>",
+    "MAIL FROM:<(comment)alice@secure.test>",
+    "MAIL FROM:(comment)<alice@secure.test>",
+    "MAIL FROM:<alice@secure.test>(comment)",
+    "MAIL FROM:<alice@secure.test(>",
+    "MAIL FROM:<alice@secure.test.>",
+    "MAIL FROM:<alice@\"secure.test\">",
+    "MAIL FROM:<alice@secure\\.test>",
+    "MAIL FROM:<<alice@secure.test>>",
+    "MAIL FROM:alice@secure.test>",
+    "MAIL FROM:<alice@secure.test,>",
+    "MAIL FROM:<@relay.test:alice@secure.test>",
+    "MAIL FROM:<\"a@b\"@secure.test>",
+    "MAIL FROM:<secure.test!alice>",
+    "MAIL FROM:<alice%secure.test@relay.test>",
+    "MAIL FROM:<alice@secure.test> SIZE=10",
+];
+
+/// Recipient spellings Postfix accepts for `u@example.org` (the backend's own domain).
+const RECIPIENT_SPELLINGS: &[&str] = &[
+    "RCPT TO:<u@example.org>",
+    "RCPT\tTO:<u@example.org>",
+    "RCPT  TO:<u@example.org>",
+    " RCPT TO:<u@example.org>",
+    "rcpt to:<u@EXAMPLE.ORG.>",
+    "RCPT TO: <u@example.org>",
+    "RCPT TO:<u @ example.org>",
+    "RCPT TO:u@example.org",
+    "RCPT TO:<u@example.org(comment)>",
+    "RCPT TO:<u@(comment)example.org>",
+    "RCPT TO:(comment)<u@example.org>",
+    "RCPT TO:<@relay.test:u@example.org>",
+    "RCPT TO:<\"u\"@example.org>",
+    "RCPT TO:<u@example.org> NOTIFY=NEVER",
+];
+
+/// Lines that look like MAIL or RCPT but that the proxy cannot read: under enforcement they
+/// never reach the backend, whatever the backend would make of them.
+const UNREADABLE: &[&str] = &[
+    "MAIL FROM :<alice@secure.test>",
+    "MAILFROM:<alice@secure.test>",
+    "MAIL FROM:<alice@secure.test",
+    "MAIL FROM:<alice@secure.test\r>",
+    "SEND FROM:<alice@secure.test>",
+];
+
+/// Each spelling straight at the Postfix backend: it must take it (else it proves nothing).
+fn assert_postfix_accepts(backend: &Postfix, mails: &[&str], rcpts: &[&str]) {
+    let (mut c, _) = SmtpClient::greeted(backend.addr);
+    c.cmd("EHLO probe.test");
+    for mail in mails {
+        c.cmd(mail).assert(250, "2.1.0");
+        c.cmd("RSET").assert(250, "2.0.0");
+    }
+    c.cmd("MAIL FROM:<probe@probe.test>").assert(250, "2.1.0");
+    for rcpt in rcpts {
+        c.cmd(rcpt).assert(250, "2.1.5");
+    }
+    c.cmd("QUIT");
+}
+
+/// The backend's first `n` sessions (Postfix's disconnect summaries) show none of `fields`.
+fn assert_backend_never_saw(backend: &Postfix, n: usize, fields: &[&str]) {
+    let summaries = eventually(&format!("{n} sessions in the maillog"), || {
+        let log = backend.maillog();
+        let lines: Vec<String> = log
+            .lines()
+            .filter(|l| l.contains("disconnect from"))
+            .map(str::to_string)
+            .collect();
+        (lines.len() >= n).then_some(lines)
+    });
+    for line in &summaries[..n] {
+        for field in fields {
+            assert!(
+                !line.contains(field),
+                "a refused command reached Postfix: {line}"
+            );
+        }
+    }
+}
+
+/// Tries a whole plaintext transaction through the proxy with `mail` and `rcpt`: the refused
+/// command gets `code`/`enhanced`, and DATA never gets its 354.
+fn attempt(proxy: &Proxy, mail: &str, rcpt: &str, refused: &str, code: u16, enhanced: &str) {
+    let (mut c, _) = SmtpClient::greeted(proxy.addr());
+    c.cmd("EHLO dodger.test");
+    let m = c.cmd(mail);
+    let r = c.cmd(rcpt);
+    let got = if refused == mail { &m } else { &r };
+    assert!(
+        got.code == code && got.enhanced() == enhanced,
+        "{refused:?} through the proxy: {got:?} (MAIL {m:?}, RCPT {r:?})"
+    );
+    let data = c.cmd("DATA");
+    assert_ne!(data.code, 354, "{mail:?} / {rcpt:?}: DATA accepted");
+    c.cmd("QUIT");
+}
+
+#[test]
+fn postfix_spellings_of_a_listed_sender_never_pass_in_plaintext() {
+    let (dir, _ca, leaf) = setup("spellings-senders");
+    let backend = Postfix::start(dir.path(), "legacy", Role::Backend { tls: None });
+    let proxy = ProxyBuilder::new(dir.path(), &leaf, backend.addr)
+        .require_tls_senders(&["secure.test"])
+        .start();
+    let rcpt = format!("RCPT TO:<u@{MAIL_DOMAIN}>");
+    for mail in SENDER_SPELLINGS {
+        attempt(&proxy, mail, &rcpt, mail, 450, "4.7.1");
+    }
+    for mail in UNREADABLE {
+        attempt(&proxy, mail, &rcpt, mail, 501, "5.5.4");
+    }
+    assert_eq!(
+        rejections(&proxy, "sender_requires_tls"),
+        SENDER_SPELLINGS.len() as f64
+    );
+    assert_eq!(
+        rejections(&proxy, "unreadable_path"),
+        UNREADABLE.len() as f64
+    );
+    assert_backend_never_saw(
+        &backend,
+        SENDER_SPELLINGS.len() + UNREADABLE.len(),
+        &["mail="],
+    );
+    assert_postfix_accepts(&backend, SENDER_SPELLINGS, &[]);
+    // An unlisted sender still passes in plaintext, however it is spelled.
+    let (mut c, _) = SmtpClient::greeted(proxy.addr());
+    c.cmd("EHLO partner.test");
+    c.cmd("MAIL\tFROM:<a@partner.test>").assert(250, "2.1.0");
+    c.cmd(&rcpt).assert(250, "2.1.5");
+    c.cmd("DATA").assert(354, "");
+    c.cmd("Subject: plain\r\n\r\nok\r\n.").assert(250, "2.0.0");
+    c.cmd("QUIT");
+    let delivered = backend.wait_delivered(1);
+    assert_eq!(delivered.len(), 1, "only the unlisted sender's message");
+    assert!(!delivered[0].contains("secure.test"), "{delivered:?}");
+}
+
+#[test]
+fn postfix_spellings_of_a_listed_recipient_never_pass_in_plaintext() {
+    let (dir, _ca, leaf) = setup("spellings-recipients");
+    let backend = Postfix::start(dir.path(), "legacy", Role::Backend { tls: None });
+    let proxy = ProxyBuilder::new(dir.path(), &leaf, backend.addr)
+        .require_tls_recipients(&[MAIL_DOMAIN])
+        .start();
+    for rcpt in RECIPIENT_SPELLINGS {
+        attempt(
+            &proxy,
+            "MAIL FROM:<a@partner.test>",
+            rcpt,
+            rcpt,
+            450,
+            "4.7.1",
+        );
+    }
+    for rcpt in ["RCPT TO :<u@example.org>", "RCPTTO:<u@example.org>"] {
+        attempt(
+            &proxy,
+            "MAIL FROM:<a@partner.test>",
+            rcpt,
+            rcpt,
+            501,
+            "5.5.4",
+        );
+    }
+    assert_eq!(
+        rejections(&proxy, "recipient_requires_tls"),
+        RECIPIENT_SPELLINGS.len() as f64
+    );
+    assert_backend_never_saw(&backend, RECIPIENT_SPELLINGS.len() + 2, &["rcpt="]);
+    assert_postfix_accepts(&backend, &[], RECIPIENT_SPELLINGS);
+}
+
+#[test]
+fn postfix_spellings_get_530_under_require_tls() {
+    let (dir, _ca, leaf) = setup("spellings-require-tls");
+    let backend = Postfix::start(dir.path(), "legacy", Role::Backend { tls: None });
+    let proxy = ProxyBuilder::new(dir.path(), &leaf, backend.addr)
+        .require_tls()
+        .start();
+    for mail in SENDER_SPELLINGS.iter().chain(UNREADABLE) {
+        attempt(&proxy, mail, "RCPT TO:<u@example.org>", mail, 530, "5.7.0");
+    }
+    for rcpt in RECIPIENT_SPELLINGS {
+        attempt(
+            &proxy,
+            "MAIL FROM:<a@partner.test>",
+            rcpt,
+            rcpt,
+            530,
+            "5.7.0",
+        );
+    }
+    let attempts = SENDER_SPELLINGS.len() + UNREADABLE.len() + RECIPIENT_SPELLINGS.len();
+    assert_backend_never_saw(&backend, attempts, &["mail=", "rcpt="]);
+}

@@ -3,6 +3,7 @@
 
 use super::{message, Context, InboundError};
 use crate::session::{CommandReader, SessionRecord};
+use crate::smtp::command::Path;
 use crate::smtp::{ehlo, reply, Command, LineError, LineReader, Reply};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -112,9 +113,8 @@ impl<'a> Dialogue<'a> {
                     let _ = client.get_mut().shutdown().await;
                     return Ok(Step::Quit);
                 }
-                Command::Mail { ref domain } => {
-                    if let Some(refusal) = self.refusal(domain.as_deref(), true) {
-                        record.domain.clone_from(domain);
+                Command::Mail(ref path) => {
+                    if let Some(refusal) = self.refusal(Some(path), true, record) {
                         self.send(client, &refusal, record).await?;
                         continue;
                     }
@@ -122,9 +122,18 @@ impl<'a> Dialogue<'a> {
                     self.in_transaction |= reply.is_positive();
                     self.send(client, &reply, record).await?;
                 }
-                Command::Rcpt { ref domain } => {
-                    if let Some(refusal) = self.refusal(domain.as_deref(), false) {
-                        record.domain.clone_from(domain);
+                Command::Rcpt(ref path) => {
+                    if let Some(refusal) = self.refusal(Some(path), false, record) {
+                        self.send(client, &refusal, record).await?;
+                        continue;
+                    }
+                    let reply = self.forward(&line, backend).await?;
+                    self.send(client, &reply, record).await?;
+                }
+                // Looks like MAIL or RCPT but cannot be read: checked like one whose domain
+                // is unknown, so under enforcement it never reaches the backend.
+                Command::BadEnvelope => {
+                    if let Some(refusal) = self.refusal(None, true, record) {
                         self.send(client, &refusal, record).await?;
                         continue;
                     }
@@ -190,32 +199,37 @@ impl<'a> Dialogue<'a> {
         Ok(reply)
     }
 
-    /// The policy refusal for a MAIL (`is_sender`) or RCPT domain, if one applies.
-    fn refusal(&self, domain: Option<&str>, is_sender: bool) -> Option<Reply> {
+    /// The policy refusal for a MAIL (`is_sender`) or RCPT path, if one applies; `None` for the
+    /// path: the line looked like MAIL or RCPT but could not be read.
+    fn refusal(
+        &self,
+        path: Option<&Path>,
+        is_sender: bool,
+        record: &mut SessionRecord,
+    ) -> Option<Reply> {
         if !self.inspect {
             return None;
         }
         let listener = &self.ctx.listener;
         if listener.require_tls {
+            record.domain = path.and_then(|p| p.domain.clone());
             self.ctx.metrics.policy_rejection("require_tls");
             return Some(reply::must_issue_starttls());
         }
-        let domain = domain?;
-        let (listed, reason) = if is_sender {
-            (
-                listener.require_tls_senders.contains(domain),
-                "sender_requires_tls",
-            )
-        } else {
-            (
-                listener.require_tls_recipients.contains(domain),
-                "recipient_requires_tls",
-            )
+        let Some(path) = path else {
+            self.ctx.metrics.policy_rejection("unreadable_path");
+            return Some(reply::unreadable_path());
         };
-        listed.then(|| {
-            self.ctx.metrics.policy_rejection(reason);
-            reply::encryption_required()
-        })
+        let (listed, reason) = if is_sender {
+            (&listener.require_tls_senders, "sender_requires_tls")
+        } else {
+            (&listener.require_tls_recipients, "recipient_requires_tls")
+        };
+        // Any domain the path names: the backend may route by the `%` hack or a bang path.
+        let domain = path.domains().find(|d| listed.contains(d))?;
+        record.domain = Some(domain.to_string());
+        self.ctx.metrics.policy_rejection(reason);
+        Some(reply::encryption_required())
     }
 
     async fn forward(

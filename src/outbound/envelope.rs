@@ -57,12 +57,12 @@ impl<'a> Dialogue<'a> {
                     self.reset().await;
                     reply::outbound_helo(&hostname)
                 }
-                Command::Mail { .. } if self.mail.is_some() => reply::nested_mail(),
-                Command::Mail { .. } => {
+                Command::Mail(_) if self.mail.is_some() => reply::nested_mail(),
+                Command::Mail(_) => {
                     self.mail = Some(line);
                     reply::sender_ok()
                 }
-                Command::Rcpt { domain } => self.rcpt(&line, domain, record).await?,
+                Command::Rcpt(path) => self.rcpt(&line, path.domain, record).await?,
                 Command::Data if self.mail.is_none() => reply::need_mail(),
                 Command::Data if self.accepted == 0 => reply::no_valid_recipients(),
                 Command::Data => {
@@ -80,6 +80,8 @@ impl<'a> Dialogue<'a> {
                 }
                 // Not offered in our EHLO reply: STARTTLS (the MTA's leg is local), BDAT.
                 Command::StartTls { .. } | Command::Bdat { .. } => reply::not_implemented(),
+                // Never replayed: the MX might read the path otherwise than the policy did.
+                Command::BadEnvelope => reply::unreadable_path(),
                 Command::Other => reply::not_recognized(),
             };
             self.send(mta, &answer, record).await?;

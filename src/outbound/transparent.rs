@@ -174,12 +174,12 @@ impl Transparent<'_> {
                     Reply::new(250, mx.host.clone())
                 }
                 Command::StartTls { .. } | Command::Bdat { .. } => reply::not_implemented(),
-                Command::Mail { .. } if self.mail.is_some() => reply::nested_mail(),
-                Command::Mail { .. } => {
+                Command::Mail(_) if self.mail.is_some() => reply::nested_mail(),
+                Command::Mail(_) => {
                     self.mail = Some(line);
                     reply::sender_ok()
                 }
-                Command::Rcpt { domain } => self.rcpt(&line, domain, mx, state, record).await?,
+                Command::Rcpt(path) => self.rcpt(&line, path.domain, mx, state, record).await?,
                 Command::Data if !self.mail_sent => reply::no_valid_recipients(),
                 Command::Data => {
                     let r = mx
@@ -206,6 +206,8 @@ impl Transparent<'_> {
                     send(mta, &reply::bye(), record).await?;
                     return Ok(());
                 }
+                // Never forwarded: the MX might read the path otherwise than the policy did.
+                Command::BadEnvelope => reply::unreadable_path(),
                 // VRFY, EXPN, HELP...: the MX's business.
                 Command::Other => mx
                     .command(ctx, &line)

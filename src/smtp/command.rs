@@ -1,4 +1,13 @@
 //! Client commands, parsed only as far as the proxy needs to decide something.
+//!
+//! MAIL and RCPT are read the way MTAs read them, not the way RFC 5321 writes them: the
+//! listed-domain checks are only as strong as the agreement between this parser and the next
+//! hop's (issue 15: `MAIL<TAB>FROM:` once passed as an unknown command). So the verb is split
+//! from its arguments on runs of SP/HTAB after any leading blanks; the path may have blanks
+//! after the colon and inside the brackets, RFC 5322 comments, quoted strings and escapes; and a
+//! line that looks like MAIL or RCPT but cannot be read becomes [`Command::BadEnvelope`], which
+//! the callers refuse wherever a policy reads the path. What Postfix 3.7 accepts is in
+//! `tests/policy.rs` (`postfix_spellings_*`).
 
 /// A client command line, classified.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -9,13 +18,14 @@ pub enum Command {
     StartTls {
         has_args: bool,
     },
-    /// `domain`: the reverse-path's domain, lowercased; `None` for the null sender `<>`.
-    Mail {
-        domain: Option<String>,
-    },
-    Rcpt {
-        domain: Option<String>,
-    },
+    /// The reverse-path.
+    Mail(Path),
+    /// The forward-path.
+    Rcpt(Path),
+    /// A line whose verb is MAIL or RCPT (or begins like one, or is one of RFC 821's SEND,
+    /// SOML, SAML) but whose path cannot be read: refused where a policy reads the path, since
+    /// the next hop may read it differently.
+    BadEnvelope,
     Data,
     /// RFC 3030 chunk: `size` octets follow the command line.
     Bdat {
@@ -25,16 +35,35 @@ pub enum Command {
     Rset,
     Noop,
     Quit,
-    /// Anything else, including malformed lines: the next hop judges those.
+    /// Anything else: the next hop judges those.
     Other,
+}
+
+/// A MAIL or RCPT path, reduced to the domains a policy may care about.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Path {
+    /// The mailbox's domain (after its last `@`), lowercased without a trailing dot; `None` for
+    /// the null path `<>` and for a bare local part such as `<postmaster>`.
+    pub domain: Option<String>,
+    /// Every domain the path names besides `domain`: source-route hosts, the `%` hack
+    /// (`u%host@relay`), a UUCP bang path (`host!u`), further `@` in the local part. An MTA may
+    /// route by any of them, so a listed-domain check looks at all.
+    pub also_named: Vec<String>,
+}
+
+impl Path {
+    /// All domains the path names, `domain` first.
+    pub fn domains(&self) -> impl Iterator<Item = &str> {
+        self.domain
+            .iter()
+            .chain(self.also_named.iter())
+            .map(String::as_str)
+    }
 }
 
 impl Command {
     pub fn parse(line: &[u8]) -> Command {
-        let (verb, rest) = match line.iter().position(|&b| b == b' ') {
-            Some(i) => (&line[..i], &line[i + 1..]),
-            None => (line, &[][..]),
-        };
+        let (verb, rest) = split_verb(line);
         let rest_trimmed = rest.trim_ascii();
         match verb.to_ascii_uppercase().as_slice() {
             b"EHLO" => Command::Ehlo,
@@ -42,23 +71,17 @@ impl Command {
             b"STARTTLS" => Command::StartTls {
                 has_args: !rest_trimmed.is_empty(),
             },
-            b"MAIL" => match path_after(rest, b"FROM:") {
-                Some(path) => Command::Mail {
-                    domain: path_domain(path),
-                },
-                None => Command::Other,
-            },
-            b"RCPT" => match path_after(rest, b"TO:") {
-                Some(path) => Command::Rcpt {
-                    domain: path_domain(path),
-                },
-                None => Command::Other,
-            },
+            b"MAIL" => parse_path(rest, b"FROM").map_or(Command::BadEnvelope, Command::Mail),
+            b"RCPT" => parse_path(rest, b"TO").map_or(Command::BadEnvelope, Command::Rcpt),
+            b"SEND" | b"SOML" | b"SAML" => Command::BadEnvelope,
             b"DATA" => Command::Data,
             b"BDAT" => parse_bdat(rest_trimmed).unwrap_or(Command::Other),
             b"RSET" => Command::Rset,
             b"NOOP" => Command::Noop,
             b"QUIT" => Command::Quit,
+            // `MAILFROM:<x>` and the like: no MTA we know takes them, but one that did would
+            // start a transaction we never checked.
+            v if v.starts_with(b"MAIL") || v.starts_with(b"RCPT") => Command::BadEnvelope,
             _ => Command::Other,
         }
     }
@@ -70,28 +93,123 @@ impl Command {
     }
 }
 
-/// The path in `FROM:<path> params` (tolerating a space after the colon, as many MTAs do).
-fn path_after<'a>(rest: &'a [u8], keyword: &[u8]) -> Option<&'a [u8]> {
-    if rest.len() < keyword.len() || !rest[..keyword.len()].eq_ignore_ascii_case(keyword) {
-        return None;
-    }
-    let after = rest[keyword.len()..].trim_ascii_start();
-    if let Some(inner) = after.strip_prefix(b"<") {
-        let close = inner.iter().position(|&b| b == b'>')?;
-        Some(&inner[..close])
-    } else {
-        // Bare address without angle brackets: up to the first space.
-        let end = after.iter().position(|&b| b == b' ').unwrap_or(after.len());
-        Some(&after[..end])
-    }
+fn is_blank(b: u8) -> bool {
+    b == b' ' || b == b'\t'
 }
 
-/// Domain of a mailbox (after the last `@`, which also skips source routes and quoted parts).
-fn path_domain(path: &[u8]) -> Option<String> {
-    let at = path.iter().rposition(|&b| b == b'@')?;
-    let domain = std::str::from_utf8(&path[at + 1..]).ok()?;
-    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-    (!domain.is_empty()).then_some(domain)
+/// The verb and what follows the blanks after it; leading blanks are skipped, as Postfix does.
+fn split_verb(line: &[u8]) -> (&[u8], &[u8]) {
+    let start = line
+        .iter()
+        .position(|&b| !is_blank(b))
+        .unwrap_or(line.len());
+    let line = &line[start..];
+    let end = line.iter().position(|&b| is_blank(b)).unwrap_or(line.len());
+    let args = &line[end..];
+    let args_start = args
+        .iter()
+        .position(|&b| !is_blank(b))
+        .unwrap_or(args.len());
+    (&line[..end], &args[args_start..])
+}
+
+/// `FROM:<path> params` or `TO:<path> params`: the keyword, a colon right after it, blanks, then
+/// the path up to the first blank outside brackets, quotes and comments.
+fn parse_path(args: &[u8], keyword: &[u8]) -> Option<Path> {
+    let after = args
+        .get(..keyword.len() + 1)
+        .filter(|k| k[..keyword.len()].eq_ignore_ascii_case(keyword) && k[keyword.len()] == b':')
+        .map(|_| &args[keyword.len() + 1..])?;
+    let start = after
+        .iter()
+        .position(|&b| !is_blank(b))
+        .unwrap_or(after.len());
+    let address = clean_address(&after[start..])?;
+    Some(path_domains(&address))
+}
+
+/// The address as an RFC 5322 tokenizer leaves it: comments and blanks outside quotes dropped,
+/// quotes and backslashes removed, angle brackets dropped. `None` when it cannot be read: an
+/// unclosed `<`, control characters, or bytes that are not UTF-8.
+fn clean_address(text: &[u8]) -> Option<String> {
+    let mut out = Vec::with_capacity(text.len());
+    let (mut quoted, mut comment, mut angle, mut escaped) = (false, 0usize, 0usize, false);
+    for &b in text {
+        if b.is_ascii_control() && b != b'\t' {
+            return None;
+        }
+        if escaped {
+            escaped = false;
+            if comment == 0 {
+                out.push(b);
+            }
+            continue;
+        }
+        match b {
+            b'\\' => escaped = true,
+            b'"' if comment == 0 => quoted = !quoted,
+            _ if quoted => out.push(b),
+            b'(' => comment += 1,
+            b')' if comment > 0 => comment -= 1,
+            // Brackets group before comments do (Postfix takes `<a@d(>` as `a@d`).
+            b'>' if comment > 0 && angle > 0 => (comment, angle) = (0, angle - 1),
+            _ if comment > 0 => {}
+            b'<' => angle += 1,
+            b'>' => angle = angle.saturating_sub(1),
+            // The path ends at the first blank outside brackets; ESMTP parameters follow.
+            b' ' | b'\t' if angle == 0 => break,
+            b' ' | b'\t' => {}
+            _ => out.push(b),
+        }
+    }
+    // An unclosed comment or quote runs to the end of the line (Postfix accepts both); an
+    // unclosed bracket is refused by Postfix and by us.
+    if angle > 0 {
+        return None;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The domain after the last `@` and every other domain the address names.
+fn path_domains(address: &str) -> Path {
+    // A source route (`@a,@b:u@d`) ends at the last colon; `,` and `;` separate list members
+    // that some tokenizers accept. Every member is looked at.
+    let mut path = Path::default();
+    let mut members: Vec<&str> = address
+        .split([',', ';', ':'])
+        .filter(|m| !m.is_empty())
+        .collect();
+    let mailbox = members.pop().unwrap_or_default();
+    let mut rest = mailbox;
+    while let Some(at) = rest.rfind('@') {
+        push_domain(&mut path, &rest[at + 1..]);
+        rest = &rest[..at];
+    }
+    if let Some(pct) = rest.rfind('%') {
+        push_domain(&mut path, &rest[pct + 1..]);
+        rest = &rest[..pct];
+    }
+    if let Some(bang) = rest.find('!') {
+        push_domain(&mut path, &rest[..bang]);
+    }
+    for member in members {
+        for host in member.split('@').skip(1) {
+            push_domain(&mut path, host);
+        }
+    }
+    path
+}
+
+fn push_domain(path: &mut Path, raw: &str) {
+    let domain = raw.trim_end_matches('.').to_ascii_lowercase();
+    if domain.is_empty() {
+        return;
+    }
+    if path.domain.is_none() {
+        path.domain = Some(domain);
+    } else if path.domain.as_ref() != Some(&domain) && !path.also_named.contains(&domain) {
+        path.also_named.push(domain);
+    }
 }
 
 fn parse_bdat(args: &[u8]) -> Option<Command> {

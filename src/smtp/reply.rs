@@ -139,6 +139,15 @@ pub fn encryption_required() -> Reply {
     Reply::new(450, "4.7.1 Session encryption is required")
 }
 
+/// A MAIL or RCPT whose path the proxy cannot read where a policy must read it: the next hop
+/// might read it differently, so it is not passed on (RFC 3463 5.5.4: invalid arguments).
+pub fn unreadable_path() -> Reply {
+    Reply::new(
+        501,
+        "5.5.4 Syntax: MAIL FROM:<address> or RCPT TO:<address> (path not understood)",
+    )
+}
+
 /// RFC 5321 §4.5.3.1.4: command line over the limit.
 pub fn line_too_long() -> Reply {
     Reply::new(500, "5.5.2 Error: line too long")

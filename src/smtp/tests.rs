@@ -10,52 +10,19 @@ fn commands_parse_table() {
         (b"STARTTLS", Command::StartTls { has_args: false }),
         (b"starttls ", Command::StartTls { has_args: false }),
         (b"STARTTLS now", Command::StartTls { has_args: true }),
-        (
-            b"MAIL FROM:<a@Example.ORG>",
-            Command::Mail {
-                domain: Some("example.org".into()),
-            },
-        ),
-        (
-            b"MAIL FROM:<a@example.org.> SIZE=10",
-            Command::Mail {
-                domain: Some("example.org".into()),
-            },
-        ),
-        (
-            b"mail from: <a@b.example>",
-            Command::Mail {
-                domain: Some("b.example".into()),
-            },
-        ),
-        (b"MAIL FROM:<>", Command::Mail { domain: None }),
-        (
-            b"MAIL FROM:<@relay.example:u@final.example>",
-            Command::Mail {
-                domain: Some("final.example".into()),
-            },
-        ),
-        (
-            b"MAIL FROM:<\"odd@local\"@quoted.example>",
-            Command::Mail {
-                domain: Some("quoted.example".into()),
-            },
-        ),
-        (
-            b"MAIL FROM:a@bare.example",
-            Command::Mail {
-                domain: Some("bare.example".into()),
-            },
-        ),
-        (b"MAIL TO:<a@b>", Command::Other),
-        (b"MAIL FROM:<unterminated", Command::Other),
-        (b"RCPT TO:<postmaster>", Command::Rcpt { domain: None }),
-        (
-            b"RCPT TO:<u@d.example> NOTIFY=NEVER",
-            Command::Rcpt {
-                domain: Some("d.example".into()),
-            },
-        ),
+        (b"MAIL TO:<a@b>", Command::BadEnvelope),
+        (b"MAIL FROM :<a@b>", Command::BadEnvelope),
+        (b"MAIL FROM<a@b>", Command::BadEnvelope),
+        (b"MAILFROM:<a@b>", Command::BadEnvelope),
+        (b"MAIL", Command::BadEnvelope),
+        (b"RCPT", Command::BadEnvelope),
+        (b"rcptto:<a@b>", Command::BadEnvelope),
+        (b"SEND FROM:<a@b>", Command::BadEnvelope),
+        (b"MAIL FROM:<unterminated", Command::BadEnvelope),
+        (b"MAIL FROM:<a@b\0>", Command::BadEnvelope),
+        (b"MAIL FROM:<a@b\r>", Command::BadEnvelope),
+        (b"MAIL FROM:<a@b\x7f>", Command::BadEnvelope),
+        (b"MAIL FROM:<a@\xff>", Command::BadEnvelope),
         (b"DATA", Command::Data),
         (
             b"BDAT 100",
@@ -87,6 +54,93 @@ fn commands_parse_table() {
             "{:?}",
             String::from_utf8_lossy(line)
         );
+    }
+}
+
+/// `(line, domain, also_named)`: every spelling here is one Postfix 3.7 accepts (issue 15).
+#[test]
+fn envelope_paths_are_read_as_mtas_read_them() {
+    let table: &[(&[u8], Option<&str>, &[&str])] = &[
+        (b"MAIL FROM:<a@Example.ORG>", Some("example.org"), &[]),
+        (
+            b"MAIL FROM:<a@example.org.> SIZE=10",
+            Some("example.org"),
+            &[],
+        ),
+        (b"mail from: <a@b.example>", Some("b.example"), &[]),
+        (b"MAIL FROM:<>", None, &[]),
+        (b"MAIL FROM:a@bare.example", Some("bare.example"), &[]),
+        (b"MAIL\tFROM:<a@s.test>", Some("s.test"), &[]),
+        (b"MAIL  FROM:<a@s.test>", Some("s.test"), &[]),
+        (b" MAIL FROM:<a@s.test>", Some("s.test"), &[]),
+        (b"\tMAIL FROM:<a@s.test>", Some("s.test"), &[]),
+        (b"MAIL FROM:\t<a@s.test>", Some("s.test"), &[]),
+        (b"MAIL FROM:< a@s.test >", Some("s.test"), &[]),
+        (b"MAIL FROM:<a @ s.test>", Some("s.test"), &[]),
+        (b"MAIL FROM:<a@s .test>", Some("s.test"), &[]),
+        (b"MAIL FROM:a@s.test(c)", Some("s.test"), &[]),
+        (b"MAIL FROM:<a@(c)s.test>", Some("s.test"), &[]),
+        (b"MAIL FROM:<(c)a@s.test>", Some("s.test"), &[]),
+        (b"MAIL FROM:<a@s.test(c)>", Some("s.test"), &[]),
+        (b"MAIL FROM:<a@s.test(>", Some("s.test"), &[]),
+        (b"MAIL FROM:(c)<a@s.test>", Some("s.test"), &[]),
+        (b"MAIL FROM:<a@s.test>(c)", Some("s.test"), &[]),
+        (
+            b"MAIL FROM:(a (nested) comment)<a@s.test>",
+            Some("s.test"),
+            &[],
+        ),
+        (b"MAIL FROM:<a@\"s.test\">", Some("s.test"), &[]),
+        (b"MAIL FROM:<a@s\\.test>", Some("s.test"), &[]),
+        (b"MAIL FROM:<<a@s.test>>", Some("s.test"), &[]),
+        (b"MAIL FROM:a@s.test>", Some("s.test"), &[]),
+        (b"MAIL FROM:<a@s.test,>", Some("s.test"), &[]),
+        (b"MAIL FROM:<a@s.test>\t", Some("s.test"), &[]),
+        (b"MAIL FROM:<a@s.test>  BODY=8BITMIME", Some("s.test"), &[]),
+        (b"MAIL FROM:<\"a@b\"@s.test>", Some("s.test"), &["b"]),
+        (b"MAIL FROM:<a\\@x@s.test>", Some("s.test"), &["x"]),
+        (b"MAIL FROM:<@r.test:a@s.test>", Some("s.test"), &["r.test"]),
+        (
+            b"MAIL FROM:<@r1.test,@r2.test:a@s.test>",
+            Some("s.test"),
+            &["r1.test", "r2.test"],
+        ),
+        (
+            b"MAIL FROM:<a@s.test@other.test>",
+            Some("other.test"),
+            &["s.test"],
+        ),
+        (
+            b"MAIL FROM:<a%s.test@relay.test>",
+            Some("relay.test"),
+            &["s.test"],
+        ),
+        (b"MAIL FROM:<s.test!a>", Some("s.test"), &[]),
+        (
+            b"MAIL FROM:<s.test!a@relay.test>",
+            Some("relay.test"),
+            &["s.test"],
+        ),
+        (b"RCPT TO:<postmaster>", None, &[]),
+        (
+            b"RCPT TO:<u@d.example> NOTIFY=NEVER",
+            Some("d.example"),
+            &[],
+        ),
+        (b"RCPT\tTO:<u@d.example>", Some("d.example"), &[]),
+        (b"rcpt to:u@D.Example.", Some("d.example"), &[]),
+        (b"RCPT TO:(c)<u@d.example>", Some("d.example"), &[]),
+    ];
+    for (line, domain, also) in table {
+        let path = match Command::parse(line) {
+            Command::Mail(p) | Command::Rcpt(p) => p,
+            other => panic!("{:?}: {other:?}", String::from_utf8_lossy(line)),
+        };
+        let expected = command::Path {
+            domain: domain.map(str::to_string),
+            also_named: also.iter().map(|d| d.to_string()).collect(),
+        };
+        assert_eq!(path, expected, "{:?}", String::from_utf8_lossy(line));
     }
 }
 
