@@ -130,7 +130,8 @@ pub enum CommandError {
 }
 
 /// Reads the commands of the peer that talks to us: idle timeout, shutdown, and over-long lines
-/// answered with `500 5.5.2` until `max_errors`.
+/// answered with `500 5.5.2` as soon as they pass the limit, until `max_errors` (a line that
+/// goes on counts once more for every further `max_line_length` bytes, without a reply).
 pub struct CommandReader {
     errors: u32,
     draining: watch::Receiver<bool>,
@@ -162,6 +163,12 @@ impl CommandReader {
                 Ok(Ok(line)) => {
                     record.bytes_from_peer += line.len() as u64 + 2;
                     return Ok(line);
+                }
+                Ok(Err(LineError::StillTooLong(_))) => {
+                    self.errors += 1;
+                    if self.errors >= limits.max_errors {
+                        return Err(CommandError::TooManyErrors);
+                    }
                 }
                 Ok(Err(LineError::TooLong(_))) => {
                     self.errors += 1;

@@ -52,6 +52,32 @@ fn overlong_command_line_gets_500_5_5_2_and_session_continues() {
     assert!(!mail[0].contains("aaaaaaaa"), "{}", mail[0]);
 }
 
+/// Issue 15: the 500 came only once the line's end arrived, or at the idle timeout.
+#[test]
+fn overlong_line_is_answered_before_its_end_arrives_and_an_endless_one_is_cut() {
+    let (dir, ca, leaf) = setup("overlong-unended");
+    let sink = SmtpSink::start(dir.path(), &[]);
+    let proxy = ProxyBuilder::new(dir.path(), &leaf, sink.addr)
+        .limit("max_line_length", "512")
+        .limit("max_errors", "4")
+        .start();
+    let (mut client, _) = SmtpClient::greeted(proxy.addr());
+    client.send(format!("NOOP {}", "x".repeat(600)).as_bytes());
+    client.reply().assert(500, "5.5.2");
+    client.send(b"the same line goes on\r\n");
+    assert_eq!(client.cmd("EHLO client.test").code, 250);
+    client.starttls(&ca.path, "mx.test");
+    client.send(format!("NOOP {}", "y".repeat(600)).as_bytes());
+    client.reply().assert(500, "5.5.2");
+    // Still no line end: every further 512 bytes count as an error, without more replies,
+    // until max_errors ends the session.
+    let _ = client.try_send("y".repeat(512 * 4).as_bytes());
+    let replies = client.expect_closed();
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    replies[0].assert(421, "4.7.0");
+    proxy.wait_session_outcome("too_many_errors");
+}
+
 #[test]
 fn configured_max_line_length_is_enforced() {
     let (dir, _ca, leaf) = setup("max-line");

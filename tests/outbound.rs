@@ -1031,3 +1031,15 @@ fn rcpt_spellings_in_the_relay_dialogue_all_meet_the_policy() {
         "{sessions:?}"
     );
 }
+
+/// Issue 15: the legacy MTA's over-long line is answered at once in the relay dialogue too.
+#[test]
+fn overlong_line_from_the_mta_is_answered_before_its_end_arrives() {
+    let b = Bench::new("relay-overlong", Zone::default(), "");
+    let mut c = b.client();
+    c.send(format!("MAIL FROM:<{}@sender.test>", "a".repeat(3000)).as_bytes());
+    c.reply().assert(500, "5.5.2");
+    c.send(b"@rest.of.the.line>\r\n");
+    c.cmd("MAIL FROM:<alice@sender.test>").assert(250, "2.1.0");
+    c.cmd("QUIT").assert(221, "2.0.0");
+}

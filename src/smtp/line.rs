@@ -11,9 +11,13 @@ const FIRST_READ: usize = 512;
 /// Why a line could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum LineError {
-    /// The line exceeded the limit; its remainder up to the next LF was read and dropped.
+    /// The line passed the limit without an end; the rest of it is dropped as it arrives.
     #[error("line longer than {0} bytes")]
     TooLong(usize),
+    /// The over-long line went on for another `max` bytes (still dropped): one more error for
+    /// the caller's limit, without another reply to the one line.
+    #[error("line still going on after another {0} bytes")]
+    StillTooLong(usize),
     /// The peer closed the connection (possibly mid-line).
     #[error("connection closed by peer")]
     Eof,
@@ -22,11 +26,21 @@ pub enum LineError {
 }
 
 /// Buffered reader over a stream that hands out whole lines (CRLF or bare LF terminated).
+///
+/// Bounds (issue 15): every read asks the kernel for no more than the line still may hold, so
+/// a line never buffers more than `max` bytes; each byte is searched for LF once, however the
+/// peer splits its segments; and an over-long line is refused as soon as it passes `max`, not
+/// when (or if) its end arrives. Its remainder is dropped as it comes, with a `StillTooLong` for
+/// every further `max` bytes, so an endless line runs into the caller's error limit.
 pub struct LineReader<S> {
     stream: S,
     buf: Vec<u8>,
     /// Start of unconsumed bytes in `buf`.
     pos: usize,
+    /// How many unconsumed bytes are known to hold no LF.
+    scanned: usize,
+    /// Inside an over-long line: bytes up to its LF are dropped; how many so far.
+    discarding: Option<usize>,
 }
 
 impl<S: AsyncRead + Unpin> LineReader<S> {
@@ -35,12 +49,20 @@ impl<S: AsyncRead + Unpin> LineReader<S> {
             stream,
             buf: Vec::new(),
             pos: 0,
+            scanned: 0,
+            discarding: None,
         }
     }
 
     /// The underlying stream, for writing replies.
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.stream
+    }
+
+    /// Memory the reader holds (tests check its bounds).
+    #[cfg(test)]
+    pub fn held(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// Bytes received but not yet consumed.
@@ -52,8 +74,9 @@ impl<S: AsyncRead + Unpin> LineReader<S> {
     /// (STARTTLS: nothing sent before the handshake may leak into the TLS session).
     pub fn discard_buffered(&mut self) -> usize {
         let n = self.buf.len() - self.pos;
-        self.buf.clear();
+        self.buf = Vec::new();
         self.pos = 0;
+        self.scanned = 0;
         n
     }
 
@@ -65,32 +88,55 @@ impl<S: AsyncRead + Unpin> LineReader<S> {
 
     /// Reads one line of at most `max` bytes including its terminator; returns it without CRLF.
     pub async fn read_line(&mut self, max: usize) -> Result<Vec<u8>, LineError> {
+        let max = max.max(1);
         loop {
-            if let Some(nl) = self.buffered().iter().position(|&b| b == b'\n') {
-                let end = self.pos + nl + 1;
-                if nl + 1 > max {
-                    self.pos = end;
-                    self.compact();
+            if let Some(dropped) = self.discarding {
+                let lf = self.buffered().iter().position(|&b| b == b'\n');
+                match lf {
+                    Some(nl) => {
+                        self.discarding = None;
+                        self.consume(nl + 1);
+                    }
+                    None => {
+                        let dropped = dropped + self.buffered().len();
+                        self.consume(self.buffered().len());
+                        if dropped >= max {
+                            self.discarding = Some(0);
+                            return Err(LineError::StillTooLong(max));
+                        }
+                        self.discarding = Some(dropped);
+                        self.fill(READ_CHUNK.min(max - dropped)).await?;
+                    }
+                }
+                continue;
+            }
+            let unscanned = &self.buffered()[self.scanned..];
+            if let Some(i) = unscanned.iter().position(|&b| b == b'\n') {
+                let len = self.scanned + i + 1;
+                if len > max {
+                    self.consume(len);
                     return Err(LineError::TooLong(max));
                 }
-                let mut line = self.buf[self.pos..end - 1].to_vec();
+                let mut line = self.buffered()[..len - 1].to_vec();
                 if line.last() == Some(&b'\r') {
                     line.pop();
                 }
-                self.pos = end;
-                self.compact();
+                self.consume(len);
                 return Ok(line);
             }
-            if self.buffered().len() >= max {
-                self.skip_to_newline().await?;
+            self.scanned = self.buffered().len();
+            if self.scanned >= max {
+                // No end within `max`: refuse now and drop the rest as it arrives.
+                self.consume(self.scanned);
+                self.discarding = Some(0);
                 return Err(LineError::TooLong(max));
             }
-            let want = if self.buffered().is_empty() {
+            let want = if self.scanned == 0 {
                 FIRST_READ
             } else {
                 READ_CHUNK
             };
-            self.fill(want).await?;
+            self.fill(want.min(max - self.scanned)).await?;
         }
     }
 
@@ -104,28 +150,23 @@ impl<S: AsyncRead + Unpin> LineReader<S> {
 
     /// Marks `n` bytes of `fill_buf`'s slice as used.
     pub fn consume(&mut self, n: usize) {
-        self.pos = (self.pos + n).min(self.buf.len());
+        let n = n.min(self.buf.len() - self.pos);
+        self.pos += n;
+        self.scanned = self.scanned.saturating_sub(n);
         self.compact();
     }
 
-    /// Drops bytes up to and including the next LF without keeping them.
-    async fn skip_to_newline(&mut self) -> Result<(), LineError> {
-        loop {
-            if let Some(nl) = self.buffered().iter().position(|&b| b == b'\n') {
-                self.pos += nl + 1;
-                self.compact();
-                return Ok(());
-            }
-            self.buf.clear();
-            self.pos = 0;
-            self.fill(READ_CHUNK).await?;
-        }
-    }
-
-    /// Cancel-safe (`read_buf` only appends what was read), so callers may race it.
+    /// Reads at most `want` bytes. Cancel-safe (only what was read is appended), so callers
+    /// may race it; `Take` keeps the read within `want` whatever capacity `buf` has.
     async fn fill(&mut self, want: usize) -> Result<(), LineError> {
-        self.buf.reserve(want);
-        match self.stream.read_buf(&mut self.buf).await? {
+        // Consumed bytes would otherwise count against the bound (at most `max` move).
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.buf.reserve_exact(want);
+        let mut limited = (&mut self.stream).take(want as u64);
+        match limited.read_buf(&mut self.buf).await? {
             0 => Err(LineError::Eof),
             _ => Ok(()),
         }
@@ -140,6 +181,9 @@ impl<S: AsyncRead + Unpin> LineReader<S> {
         } else if self.pos > READ_CHUNK {
             self.buf.drain(..self.pos);
             self.pos = 0;
+            if self.buf.capacity() > 2 * READ_CHUNK.max(self.buf.len()) {
+                self.buf.shrink_to(READ_CHUNK.max(self.buf.len()));
+            }
         }
     }
 }

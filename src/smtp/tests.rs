@@ -1,5 +1,6 @@
 use super::data::{EndOfData, Scan};
 use super::*;
+use tokio::io::AsyncWriteExt;
 
 #[test]
 fn commands_parse_table() {
@@ -274,9 +275,74 @@ async fn line_reader_bounds_lines_and_recovers() {
         reader.read_line(512).await,
         Err(LineError::TooLong(512))
     ));
-    assert_eq!(reader.read_line(512).await.unwrap(), b"NOOP");
+    // The rest of the line counts once per further 512 bytes, then the next line is read.
+    let mut more = 0;
+    let next = loop {
+        match reader.read_line(512).await {
+            Err(LineError::StillTooLong(512)) => more += 1,
+            other => break other,
+        }
+    };
+    assert_eq!(more, (5002 - 512) / 512);
+    assert_eq!(next.unwrap(), b"NOOP");
     assert_eq!(reader.read_line(512).await.unwrap(), b"RSET");
     assert!(matches!(reader.read_line(512).await, Err(LineError::Eof)));
+}
+
+/// Issue 15: the 500 came only when the line's end arrived (or the idle timeout).
+#[tokio::test]
+async fn over_long_line_is_refused_before_its_end_arrives() {
+    let (mut peer, ours) = tokio::io::duplex(1 << 20);
+    let mut reader = LineReader::new(ours);
+    peer.write_all(&[b'x'; 600]).await.unwrap();
+    assert!(matches!(
+        reader.read_line(512).await,
+        Err(LineError::TooLong(512))
+    ));
+    assert!(reader.held() <= 512, "held {}", reader.held());
+    peer.write_all(b"still the same line\r\nNOOP\r\n")
+        .await
+        .unwrap();
+    assert_eq!(reader.read_line(512).await.unwrap(), b"NOOP");
+}
+
+/// Issue 15: a line trickled a byte per read was rescanned whole after every read (O(n²)), and
+/// `read_buf` filled whatever capacity `Vec` doubling left (twice the bound).
+#[tokio::test]
+async fn trickled_and_flooded_lines_stay_within_the_bound() {
+    const MAX: usize = 65536;
+    let mut line = vec![b'y'; MAX - 2];
+    line.extend_from_slice(b"\r\n");
+    let mut reader = LineReader::new(OneByteAtATime(&line));
+    assert_eq!(reader.read_line(MAX).await.unwrap().len(), MAX - 2);
+
+    let mut flood = Vec::new();
+    for _ in 0..3 {
+        flood.extend_from_slice(&[b'z'; 2000]);
+        flood.extend_from_slice(b"\r\n");
+    }
+    let mut reader = LineReader::new(&flood[..]);
+    for _ in 0..3 {
+        assert_eq!(reader.read_line(2048).await.unwrap().len(), 2000);
+        assert!(reader.held() <= 2048, "held {}", reader.held());
+    }
+}
+
+/// Hands out one byte per read, as a peer sending one byte per TCP segment would.
+struct OneByteAtATime<'a>(&'a [u8]);
+
+impl tokio::io::AsyncRead for OneByteAtATime<'_> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if let Some((&first, rest)) = self.0.split_first() {
+            buf.put_slice(&[first]);
+            self.0 = rest;
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
 }
 
 #[tokio::test]
