@@ -1,10 +1,13 @@
 //! Outbound domain policy: which mode applies to a recipient domain (`[outbound_policy]`), and
-//! the verdict on what a remote offered. Pure: no IO, so the tables in `policy_tests.rs` cover it.
+//! the verdict on what a remote offered. Pure: no IO, so the tables in `tests.rs` cover it.
 //!
 //! Vocabulary follows Postfix's `smtp_tls_security_level`: `none` never starts TLS,
 //! `opportunistic` uses TLS when it works and plaintext otherwise, `encrypt` requires TLS with any
 //! certificate, `verify` requires TLS with a certificate valid to the trust anchors for the MX
 //! host name or one of the `match` names.
+
+pub mod dane;
+pub mod mta_sts;
 
 use crate::tls::{CertVerdict, TrustAnchors};
 use serde::Deserialize;
@@ -223,5 +226,4 @@ pub fn decide(mode: Mode, relaxed: bool, offer: &Offer) -> Decision {
 }
 
 #[cfg(test)]
-#[path = "policy_tests.rs"]
 mod tests;
