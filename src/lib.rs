@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod config;
 pub mod demo;
+pub mod https;
 pub mod inbound;
 pub mod log;
 pub mod metrics;
