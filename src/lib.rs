@@ -20,6 +20,7 @@ pub mod server;
 pub mod session;
 pub mod smtp;
 pub mod splice;
+pub mod state;
 pub mod tls;
 pub mod tls_stream;
 

@@ -22,6 +22,8 @@ pub const SESSION_ERRORS_TOTAL: &str = "starttls_proxy_session_errors_total";
 pub const OUTBOUND_DOMAIN_SESSIONS_TOTAL: &str = "starttls_proxy_outbound_domain_sessions_total";
 /// Extension: enforcement failures let through by an unexpired `relax_until`, by policy domain.
 pub const OUTBOUND_RELAXED_TOTAL: &str = "starttls_proxy_outbound_relaxed_total";
+/// Extension: session results that could not be written to `state_directory/results/`.
+pub const RESULTS_WRITE_ERRORS_TOTAL: &str = "starttls_proxy_results_write_errors_total";
 
 const HANDSHAKE_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -83,6 +85,10 @@ fn describe() {
     describe_counter!(
         OUTBOUND_DOMAIN_SESSIONS_TOTAL,
         "Outbound sessions to MX hosts used for delivery, by policy domain, mode, TLS and verification"
+    );
+    describe_counter!(
+        RESULTS_WRITE_ERRORS_TOTAL,
+        "Batches of session results that could not be written to the results directory"
     );
     describe_counter!(
         OUTBOUND_RELAXED_TOTAL,
@@ -190,4 +196,9 @@ pub fn outbound_domain_session(domain: &str, mode: &'static str, tls: bool, veri
 pub fn outbound_relaxed(domain: &str, reason: &'static str) {
     counter!(OUTBOUND_RELAXED_TOTAL, "domain" => domain.to_string(), "reason" => reason)
         .increment(1);
+}
+
+/// A batch of session results that could not be appended and synced.
+pub fn results_write_failed() {
+    counter!(RESULTS_WRITE_ERRORS_TOTAL).increment(1);
 }
