@@ -15,6 +15,7 @@ pub mod log;
 pub mod metrics;
 pub mod outbound;
 pub mod policy;
+pub mod report;
 pub mod resolver;
 pub mod server;
 pub mod session;

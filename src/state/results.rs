@@ -29,7 +29,7 @@ pub enum Direction {
 }
 
 /// RFC 8460 §4.3 policy types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum PolicyType {
     #[serde(rename = "tlsa")]
     Tlsa,
@@ -72,6 +72,10 @@ pub struct SessionResult {
     pub policy_strings: Vec<String>,
     pub mx_host: Option<String>,
     pub mx_ip: Option<IpAddr>,
+    /// Outbound: our own address towards the MX (RFC 8460 `sending-mta-ip`). An extension of
+    /// the contract's keys.
+    #[serde(default)]
+    pub local_ip: Option<IpAddr>,
     /// Inbound: the client's address.
     #[serde(default)]
     pub client_ip: Option<IpAddr>,

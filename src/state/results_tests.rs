@@ -21,6 +21,7 @@ fn sample(time: &str, id: &str) -> SessionResult {
         policy_strings: vec!["version: STSv1".into(), "mode: enforce".into()],
         mx_host: Some("mx.partner.example".into()),
         mx_ip: Some("192.0.2.7".parse().unwrap()),
+        local_ip: Some("198.51.100.1".parse().unwrap()),
         client_ip: None,
         tls_version: Some("TLSv1.3".into()),
         cipher: Some("TLS_AES_256_GCM_SHA384".into()),
