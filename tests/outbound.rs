@@ -503,8 +503,9 @@ fn policy_subcommand_prints_route_and_policy() {
         out.contains(&format!("2. mx2.bank.test port 25: {mx_ip}")),
         "{out}"
     );
+    // No route (NXDOMAIN): printed, and exit 1 (issue 15).
     let (code, out, _) = run_cli(&["policy", "elsewhere.test", "--config", config]);
-    assert_eq!(code, 0);
+    assert_eq!(code, 1);
     assert!(out.contains("policy: opportunistic"), "{out}");
     assert!(out.contains("550 5.1.2"), "{out}");
     // A relaxation that has already expired: warned about at load, not applied.
@@ -985,4 +986,35 @@ fn per_domain_trust_anchors_verify_a_partner_private_ca() {
     c.cmd("QUIT");
     let mail = mx.wait_delivered(1);
     assert!(mail[0].contains("private CA"));
+}
+
+/// Issue 15, item 4: `policy DOMAIN` exits 1 when the domain has no route, 0 when it has one.
+#[test]
+fn policy_subcommand_exits_1_without_a_route() {
+    let mx_ip = unique_ip();
+    let b = Bench::new(
+        "policy-exit",
+        Zone::default()
+            .mx_at("ok.test", "mx.ok.test", mx_ip)
+            .mx("null.test", ".", 0),
+        "",
+    );
+    let config = b.proxy.config.to_str().unwrap().to_string();
+    let (code, out, err) = run_cli(&["policy", "ok.test", "--config", &config]);
+    assert_eq!(code, 0, "{out}{err}");
+    for (domain, reply) in [
+        ("nx.test", "550 5.1.2"),
+        ("null.test", "556 5.1.10"),
+        (TEMPFAIL_DOMAIN, "451 4.4.3"),
+    ] {
+        let (code, out, err) = run_cli(&["policy", domain, "--config", &config]);
+        assert_eq!(code, 1, "{domain}: {out}{err}");
+        assert!(out.contains(&format!("no route: {reply}")), "{out}");
+        assert!(
+            err.contains(&format!(
+                "no route for {domain} via outbound relay: {reply}"
+            )),
+            "{err}"
+        );
+    }
 }
