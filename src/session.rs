@@ -101,6 +101,35 @@ impl SessionRecord {
     }
 }
 
+/// A session's place in its listener's counts (the active-connections gauge, the
+/// `max_connections` slot). The session gives it back just before it writes its log line, so
+/// whoever has read the line sees the counts without it; dropping it (a panic, an aborted task)
+/// gives it back too.
+pub struct Slot {
+    release: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Slot {
+    pub fn new(release: impl FnOnce() + Send + 'static) -> Slot {
+        Slot {
+            release: Some(Box::new(release)),
+        }
+    }
+
+    /// Gives the place back (once; later calls and the drop do nothing).
+    pub fn release(&mut self) {
+        if let Some(release) = self.release.take() {
+            release();
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 /// Session ids: a per-process random prefix (so restarts don't repeat ids) and a counter.
 fn next_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
