@@ -32,6 +32,9 @@ pub struct SessionRecord {
     /// Our local address towards the next hop (lets the demo sink match its peer to a session).
     pub next_hop_local: Option<SocketAddr>,
     pub tls: Option<TlsFacts>,
+    /// `tls` holds the facts of an outbound attempt that policy refused: logged, but TLS was
+    /// not in place when the session ended (`sessions_total{tls="no"}`).
+    pub tls_refused: bool,
     /// Policy in force: inbound `opportunistic`, `require_tls` or `require_tls_listed`.
     pub policy: &'static str,
     /// The domain a policy decision was about (the last one refused), if any.
@@ -59,6 +62,7 @@ impl SessionRecord {
             next_hop,
             next_hop_local: None,
             tls: None,
+            tls_refused: false,
             policy: "opportunistic",
             domain: None,
             outcome: "ok",

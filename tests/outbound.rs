@@ -1161,6 +1161,12 @@ fn refused_session_logs_the_mx_and_the_tls_verdict_of_the_attempt() {
     assert!(session["version"].starts_with("TLSv1."), "{session:?}");
     assert_eq!(session["sni"], "mx.bank.test", "{session:?}");
     assert_eq!(session["domain"], "bank.test", "{session:?}");
+    // Logged, but TLS was not in place when the session ended: no TLS session is counted.
+    w.proxy.assert_metric(
+        "starttls_proxy_sessions_total",
+        &[("direction", "outbound"), ("tls", "yes")],
+        0.0,
+    );
 }
 
 /// Issue 15, item 4: `policy DOMAIN` exits 1 when the domain has no route, 0 when it has one.

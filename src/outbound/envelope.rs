@@ -190,6 +190,7 @@ impl<'a> Dialogue<'a> {
                         if let Some(mx) = refusal.mx {
                             record.next_hop = mx;
                         }
+                        record.tls_refused = refusal.facts.is_some();
                         record.tls = refusal.facts;
                         return Ok(Some(refusal.reply));
                     }
@@ -215,6 +216,7 @@ impl<'a> Dialogue<'a> {
                     .emit();
                 record.next_hop = mx.conn.addr;
                 record.tls.clone_from(&mx.facts);
+                record.tls_refused = false;
                 self.mx = Some(mx);
             }
             let Some(mx) = self.mx.as_mut() else {

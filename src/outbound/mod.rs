@@ -143,7 +143,7 @@ pub async fn run(ctx: Context, mta: TcpStream, peer: SocketAddr, mut slot: Slot)
             Ok(())
         }
     };
-    let tls = record.tls.is_some();
+    let tls = record.tls.is_some() && !record.tls_refused;
     if let Err(e) = &result {
         record.outcome = e.reason();
         record.detail = Some(e.to_string());
