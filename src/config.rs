@@ -38,6 +38,8 @@ pub struct Config {
     pub outbound_policy: Arc<OutboundPolicy>,
     /// Things worth fixing that do not stop the proxy (an expired `relax_until`); logged at load.
     pub warnings: Vec<String>,
+    /// Lowercase hex SHA-256 of the file's bytes (`event=config_loaded sha256=...`).
+    pub sha256: String,
 }
 
 /// `[resolver]`.
@@ -116,8 +118,12 @@ pub struct Inbound {
     /// Label in logs and metrics.
     pub name: String,
     pub listen: SocketAddr,
-    /// The plaintext MTA the sessions are relayed to.
+    /// The plaintext MTA the sessions are relayed to: the first of `backend_addrs`.
     pub backend: SocketAddr,
+    /// `backend` as written: an address, or a host name resolved at load (and every reload).
+    pub backend_name: String,
+    /// Every address `backend_name` resolved to, tried in this order.
+    pub backend_addrs: Vec<SocketAddr>,
     /// MAIL/RCPT before STARTTLS are refused with `530 5.7.0`.
     pub require_tls: bool,
     /// Sender domains that must arrive over TLS (`450 4.7.1` otherwise).
@@ -162,6 +168,22 @@ pub struct ConfigError {
     /// Dotted key path, e.g. `inbound[0].backend`.
     pub key: Option<String>,
     pub message: String,
+    /// The configuration is well formed but the system could not give what it names: a
+    /// certificate or key file that cannot be read, a host name that does not resolve. These
+    /// may mend without an edit (permissions, a credential or DNS not ready yet), so they are
+    /// runtime failures (exit 1, which systemd retries), not configuration errors (exit 2).
+    pub runtime: bool,
+}
+
+impl ConfigError {
+    /// The exit code of the contract: 1 for a runtime failure, 2 for a configuration error.
+    pub fn exit_code(&self) -> u8 {
+        if self.runtime {
+            1
+        } else {
+            2
+        }
+    }
 }
 
 impl fmt::Display for ConfigError {
@@ -187,6 +209,7 @@ impl Config {
             position: None,
             key: None,
             message: format!("cannot read configuration: {e}"),
+            runtime: false,
         })?;
         let config = Config::parse(&source, path)?;
         for warning in &config.warnings {
@@ -210,6 +233,7 @@ impl Config {
                 position: inner.span().map(|s| ctx.line_col(s.start)),
                 key: (!key.is_empty()).then_some(key),
                 message: inner.message().trim().to_string(),
+                runtime: false,
             }
         })?;
         raw.validate(&ctx)
@@ -227,11 +251,18 @@ impl Config {
             None => out += "  admin: disabled\n",
         }
         for l in &self.inbound {
+            let backend = match l.backend_name.parse::<SocketAddr>() {
+                Ok(_) => l.backend_name.clone(),
+                Err(_) => {
+                    let addrs: Vec<String> =
+                        l.backend_addrs.iter().map(|a| a.to_string()).collect();
+                    format!("{} ({})", l.backend_name, addrs.join(", "))
+                }
+            };
             out += &format!(
-                "  inbound {}: {} -> {}{}\n",
+                "  inbound {}: {} -> {backend}{}\n",
                 l.name,
                 l.listen,
-                l.backend,
                 if l.require_tls { " (require_tls)" } else { "" }
             );
         }
@@ -305,6 +336,20 @@ impl Ctx<'_> {
             position: Some(self.line_col(span.start)),
             key: Some(key.to_string()),
             message: message.to_string(),
+            runtime: false,
+        }
+    }
+
+    /// [`Ctx::error`] for what the system could not provide (see [`ConfigError::runtime`]).
+    fn runtime_error(
+        &self,
+        key: &str,
+        span: std::ops::Range<usize>,
+        message: impl fmt::Display,
+    ) -> ConfigError {
+        ConfigError {
+            runtime: true,
+            ..self.error(key, span, message)
         }
     }
 
@@ -389,7 +434,7 @@ struct RawTls {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAdmin {
-    listen: SocketAddr,
+    listen: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -446,8 +491,8 @@ fn default_max_errors() -> u32 {
 #[serde(deny_unknown_fields)]
 struct RawInbound {
     name: Option<Spanned<String>>,
-    listen: Spanned<SocketAddr>,
-    backend: SocketAddr,
+    listen: Spanned<ListenAddr>,
+    backend: Spanned<String>,
     #[serde(default)]
     require_tls: bool,
     #[serde(default)]
@@ -497,10 +542,14 @@ impl RawConfig {
             }
             let (listen, name) =
                 listener_identity(ctx, &key, &entry.listen, entry.name, &mut names, &mut addrs)?;
+            let backend_addrs =
+                resolve_address(ctx, &format!("{key}.backend"), &entry.backend, Some(25))?;
             inbound.push(Arc::new(Inbound {
                 name,
                 listen,
-                backend: entry.backend,
+                backend: backend_addrs[0],
+                backend_name: entry.backend.get_ref().clone(),
+                backend_addrs,
                 require_tls: entry.require_tls,
                 require_tls_senders: domain_set(
                     ctx,
@@ -527,6 +576,19 @@ impl RawConfig {
                     .validate(ctx, i, span, &mut names, &mut addrs)?,
             ));
         }
+        if inbound.is_empty() && outbound.is_empty() {
+            return Err(ctx.error(
+                "inbound",
+                0..0,
+                "no listener is configured: add an [[inbound]] table (internet senders -> legacy MTA) or an [[outbound]] table (legacy MTA -> internet); without one the proxy would serve nothing",
+            ));
+        }
+        let admin = match self.admin {
+            Some(a) => Some(Admin {
+                listen: resolve_address(ctx, "admin.listen", &a.listen, None)?[0],
+            }),
+            None => None,
+        };
         let mut warnings = Vec::new();
         let outbound_policy = Arc::new(
             self.outbound_policy
@@ -538,13 +600,14 @@ impl RawConfig {
             hostname,
             shutdown_grace: self.shutdown_grace.map_or(Duration::from_secs(30), |d| d.0),
             tls,
-            admin: self.admin.map(|a| Admin { listen: a.listen }),
+            admin,
             limits,
             inbound,
             resolver,
             outbound,
             outbound_policy,
             warnings,
+            sha256: sha256_hex(ctx.source.as_bytes()),
         })
     }
 }
@@ -605,7 +668,11 @@ impl RawTls {
                     } else {
                         ("tls.certificate", cert.span())
                     };
-                    ctx.error(name, span, e)
+                    if e.is_unreadable() {
+                        ctx.runtime_error(name, span, e)
+                    } else {
+                        ctx.error(name, span, e)
+                    }
                 })
             }
             (Some(c), None, false) => Err(ctx.error(
@@ -661,7 +728,7 @@ impl RawResolver {
 #[serde(deny_unknown_fields)]
 struct RawOutbound {
     name: Option<Spanned<String>>,
-    listen: Spanned<SocketAddr>,
+    listen: Spanned<ListenAddr>,
     #[serde(default = "default_outbound_mode")]
     mode: OutboundMode,
     next_hop: Option<Spanned<String>>,
@@ -741,6 +808,94 @@ fn parse_next_hop(text: &str) -> Option<NextHop> {
     let host = host.trim_end_matches('.').to_ascii_lowercase();
     (host.parse::<std::net::IpAddr>().is_ok() || is_valid_hostname(&host))
         .then_some(NextHop { host, port })
+}
+
+/// A listener's address: an IP address and a port (a socket binds addresses, not names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ListenAddr(SocketAddr);
+
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map(ListenAddr).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not an IP address and port: a listener needs one, like \"0.0.0.0:25\", \"127.0.0.1:10025\" or \"[::]:25\""
+            ))
+        })
+    }
+}
+
+/// `ip:port`, `[v6]:port`, or `host:port` resolved now by the system resolver (/etc/hosts,
+/// /etc/resolv.conf): at start and at every reload, never per session. `default_port` applies
+/// to a bare host or address. A name that does not resolve is a runtime failure (exit 1).
+fn resolve_address(
+    ctx: &Ctx,
+    key: &str,
+    value: &Spanned<String>,
+    default_port: Option<u16>,
+) -> Result<Vec<SocketAddr>, ConfigError> {
+    use std::net::{IpAddr, ToSocketAddrs};
+    let text = value.get_ref().trim();
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(vec![addr]);
+    }
+    let example = match default_port {
+        Some(_) => "\"10.0.0.25:25\", \"[2001:db8::25]:25\" or \"mta.internal:25\"",
+        None => "\"127.0.0.1:9125\", \"[::1]:9125\" or \"localhost:9125\"",
+    };
+    let malformed = || {
+        ctx.error(
+            key,
+            value.span(),
+            format!("{text:?} is not an address: use an IP address or a host name, and a port, like {example}"),
+        )
+    };
+    let (host, port) = match text.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (
+            h,
+            p.parse::<u16>()
+                .ok()
+                .filter(|&p| p > 0)
+                .ok_or_else(malformed)?,
+        ),
+        Some(_) => return Err(malformed()),
+        None => (text, default_port.ok_or_else(malformed)?),
+    };
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    if !is_valid_hostname(host.trim_end_matches('.')) {
+        return Err(malformed());
+    }
+    let unresolved = |why: String| {
+        ctx.runtime_error(
+            key,
+            value.span(),
+            format!("cannot resolve host name {host:?}: {why} (names are resolved by the system resolver at start and at every reload; an IP address needs no lookup)"),
+        )
+    };
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    for addr in (host, port)
+        .to_socket_addrs()
+        .map_err(|e| unresolved(e.to_string()))?
+    {
+        if !addrs.contains(&addr) {
+            addrs.push(addr);
+        }
+    }
+    if addrs.is_empty() {
+        return Err(unresolved("no address".into()));
+    }
+    Ok(addrs)
+}
+
+/// Lowercase hex SHA-256 (ring), as `sha256sum` prints it.
+fn sha256_hex(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Where the system keeps its CA bundle (Debian's ca-certificates).
@@ -899,12 +1054,12 @@ fn load_anchors(ctx: &Ctx, key: &str, path: &Spanned<String>) -> Result<TrustAnc
 fn listener_identity(
     ctx: &Ctx,
     key: &str,
-    listen: &Spanned<SocketAddr>,
+    listen: &Spanned<ListenAddr>,
     name: Option<Spanned<String>>,
     names: &mut HashSet<String>,
     addrs: &mut HashSet<SocketAddr>,
 ) -> Result<(SocketAddr, String), ConfigError> {
-    let addr = *listen.get_ref();
+    let addr = listen.get_ref().0;
     if !addrs.insert(addr) {
         return Err(ctx.error(
             &format!("{key}.listen"),

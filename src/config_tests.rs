@@ -348,3 +348,118 @@ fn bad_nameserver_is_an_error() {
     let e = error(&OUTBOUND.replace("127.0.0.53", "dns.example"));
     assert!(e.contains("key `resolver.nameservers`"), "{e}");
 }
+
+// ---- issue 15: listeners, host names, runtime versus configuration errors ----
+
+#[test]
+fn a_configuration_without_listeners_is_refused() {
+    for text in [
+        "",
+        "hostname = \"mx.example.org\"\n[admin]\nlisten = \"127.0.0.1:9125\"\n",
+    ] {
+        let e = parse(text).expect_err("no listener must be refused");
+        assert!(!e.runtime, "{e}");
+        assert_eq!(e.exit_code(), 2);
+        let e = e.to_string();
+        assert!(e.starts_with("/etc/starttls-proxy/test.toml:1:1: "), "{e}");
+        assert!(e.contains("no listener is configured"), "{e}");
+        assert!(
+            e.contains("[[inbound]]") && e.contains("[[outbound]]"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn backend_and_admin_accept_host_names_resolved_at_load() {
+    let text = MINIMAL.replace("127.0.0.1:2526", "localhost:2526")
+        + "[admin]\nlisten = \"localhost:9125\"\n";
+    let config = parse(&text).unwrap();
+    let l = &config.inbound[0];
+    assert_eq!(l.backend_name, "localhost:2526");
+    assert!(!l.backend_addrs.is_empty());
+    assert!(
+        l.backend_addrs
+            .iter()
+            .all(|a| a.ip().is_loopback() && a.port() == 2526),
+        "{:?}",
+        l.backend_addrs
+    );
+    assert_eq!(l.backend, l.backend_addrs[0]);
+    let admin = config.admin.as_ref().unwrap().listen;
+    assert!(admin.ip().is_loopback() && admin.port() == 9125, "{admin}");
+    assert!(
+        config.summary().contains("localhost:2526 ("),
+        "{}",
+        config.summary()
+    );
+    // A bare name or address gets port 25; IPv6 literals keep working.
+    let config = parse(&MINIMAL.replace("127.0.0.1:2526", "localhost")).unwrap();
+    assert_eq!(config.inbound[0].backend.port(), 25);
+    let config = parse(&MINIMAL.replace("127.0.0.1:2526", "[::1]:2526")).unwrap();
+    assert_eq!(config.inbound[0].backend, "[::1]:2526".parse().unwrap());
+}
+
+#[test]
+fn a_host_name_that_does_not_resolve_is_a_runtime_failure() {
+    let e = parse(&MINIMAL.replace("127.0.0.1:2526", "mta.invalid:25"))
+        .expect_err("unresolvable backend");
+    assert!(e.runtime, "{e}");
+    assert_eq!(e.exit_code(), 1);
+    let e = e.to_string();
+    assert!(e.contains(":7:11: key `inbound[0].backend`"), "{e}");
+    assert!(
+        e.contains("cannot resolve host name \"mta.invalid\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn malformed_addresses_say_what_is_expected() {
+    let e = parse(&MINIMAL.replace("127.0.0.1:2526", "mta:port")).unwrap_err();
+    assert!(!e.runtime);
+    let e = e.to_string();
+    assert!(e.contains("key `inbound[0].backend`"), "{e}");
+    assert!(e.contains("\"mta.internal:25\""), "{e}");
+    let e = error(&MINIMAL.replace("listen = \"127.0.0.1:2525\"", "listen = \"localhost:25\""));
+    assert!(e.contains(":6:10: key `inbound[0].listen`"), "{e}");
+    assert!(e.contains("is not an IP address and port"), "{e}");
+    let e = error(&format!("{MINIMAL}[admin]\nlisten = \"localhost\"\n"));
+    assert!(e.contains("key `admin.listen`"), "{e}");
+}
+
+#[test]
+fn unreadable_certificate_is_a_runtime_failure_and_bad_content_is_not() {
+    let text = MINIMAL.replace(
+        "self_signed = true",
+        "certificate = \"/nonexistent/cert.pem\"\nprivate_key = \"/nonexistent/key.pem\"",
+    );
+    let e = parse(&text).unwrap_err();
+    assert!(e.runtime, "{e}");
+    assert_eq!(e.exit_code(), 1);
+    // A file that is there but holds no certificate: the content is wrong, exit 2.
+    let dir = std::env::temp_dir().join(format!("config-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let junk = dir.join("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").unwrap();
+    let text = MINIMAL.replace(
+        "self_signed = true",
+        &format!("certificate = {junk:?}\nprivate_key = {junk:?}"),
+    );
+    let e = parse(&text).unwrap_err();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!e.runtime, "{e}");
+    assert_eq!(e.exit_code(), 2);
+    assert!(e.to_string().contains("key `tls.certificate`"), "{e}");
+}
+
+#[test]
+fn the_sha256_is_of_the_configuration_text() {
+    let config = parse(MINIMAL).unwrap();
+    assert_eq!(config.sha256.len(), 64);
+    assert_eq!(config.sha256, sha256_hex(MINIMAL.as_bytes()));
+    assert_eq!(
+        sha256_hex(b"abc"),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+}

@@ -1,5 +1,11 @@
 //! Command line: parse arguments, call into the library, map failures to exit codes
 //! (1: runtime failure, 2: usage or configuration error).
+//!
+//! Runtime failures (1) are what the system could not give a valid configuration: a port it
+//! cannot bind, a certificate or key file it cannot read, a host name that does not resolve;
+//! `policy` also exits 1 when the domain has no route. Configuration errors (2) are in the text
+//! or in the content of the files it names (syntax, unknown keys, a key that does not match its
+//! certificate). `check-config` classifies the same way as `run`.
 
 use clap::{Parser, Subcommand};
 use starttls_proxy::config::{Config, DEFAULT_PATH};
@@ -35,7 +41,7 @@ enum Command {
     /// Self-contained demo on loopback: the proxy in front of a built-in recording MTA.
     Demo,
     /// Print the outbound route (MX hosts and addresses) and the TLS policy for DOMAIN, without
-    /// sending mail.
+    /// sending mail. Exits 1 when the domain has no route (NXDOMAIN, null MX, DNS failure).
     Policy {
         /// Recipient domain, e.g. bank.example.
         domain: String,
@@ -55,7 +61,7 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("starttls-proxy: {e}");
-                ExitCode::from(2)
+                ExitCode::from(e.exit_code())
             }
         },
         Command::Run { config: path } => {
@@ -63,7 +69,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("starttls-proxy: {e}");
-                    return ExitCode::from(2);
+                    return ExitCode::from(e.exit_code());
                 }
             };
             runtime().block_on(async {
@@ -81,17 +87,24 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("starttls-proxy: {e}");
-                    return ExitCode::from(2);
+                    return ExitCode::from(e.exit_code());
                 }
             };
             runtime().block_on(async {
                 let resolver = starttls_proxy::resolver::build(&config.resolver);
-                print!(
-                    "{}",
+                let explained =
                     starttls_proxy::outbound::route::explain(&config, resolver.as_ref(), &domain)
-                        .await
-                );
-                ExitCode::SUCCESS
+                        .await;
+                print!("{}", explained.text);
+                if explained.unrouted.is_empty() {
+                    return ExitCode::SUCCESS;
+                }
+                for (listener, reply) in &explained.unrouted {
+                    eprintln!(
+                        "starttls-proxy: no route for {domain} via outbound {listener}: {reply}"
+                    );
+                }
+                ExitCode::from(1)
             })
         }
         Command::Demo => runtime().block_on(async {

@@ -24,6 +24,10 @@ pub const OUTBOUND_DOMAIN_SESSIONS_TOTAL: &str = "starttls_proxy_outbound_domain
 pub const OUTBOUND_RELAXED_TOTAL: &str = "starttls_proxy_outbound_relaxed_total";
 /// Extension: session results that could not be written to `state_directory/results/`.
 pub const RESULTS_WRITE_ERRORS_TOTAL: &str = "starttls_proxy_results_write_errors_total";
+/// SIGHUP reloads, by `result` (`ok` | `failed`: the old configuration kept serving).
+pub const CONFIG_RELOADS_TOTAL: &str = "starttls_proxy_config_reloads_total";
+/// When the configuration in force was loaded (start or the last successful reload).
+pub const CONFIG_LOADED_TIMESTAMP_SECONDS: &str = "starttls_proxy_config_loaded_timestamp_seconds";
 
 const HANDSHAKE_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -93,6 +97,15 @@ fn describe() {
     describe_counter!(
         OUTBOUND_RELAXED_TOTAL,
         "Enforcement failures let through by relax_until, by policy domain and failure"
+    );
+    describe_counter!(
+        CONFIG_RELOADS_TOTAL,
+        "Configuration reloads (SIGHUP), by result; failed: the old configuration kept serving"
+    );
+    describe_gauge!(
+        CONFIG_LOADED_TIMESTAMP_SECONDS,
+        Unit::Seconds,
+        "When the configuration in force was loaded"
     );
 }
 
@@ -201,4 +214,21 @@ pub fn outbound_relaxed(domain: &str, reason: &'static str) {
 /// A batch of session results that could not be appended and synced.
 pub fn results_write_failed() {
     counter!(RESULTS_WRITE_ERRORS_TOTAL).increment(1);
+}
+
+/// The configuration in force was loaded now (at start or by a reload); makes both reload
+/// series visible at zero from the start.
+pub fn config_loaded() {
+    for result in ["ok", "failed"] {
+        counter!(CONFIG_RELOADS_TOTAL, "result" => result).increment(0);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    gauge!(CONFIG_LOADED_TIMESTAMP_SECONDS).set(now);
+}
+
+/// One SIGHUP reload ended: applied (`ok`) or refused with the old configuration kept.
+pub fn config_reload(ok: bool) {
+    counter!(CONFIG_RELOADS_TOTAL, "result" => if ok { "ok" } else { "failed" }).increment(1);
 }

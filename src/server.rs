@@ -3,6 +3,7 @@
 use crate::config::{Config, Inbound, Outbound};
 use crate::inbound::{self, Observer};
 use crate::metrics::{self, ListenerMetrics};
+use crate::session::Slot;
 use crate::smtp::reply;
 use crate::{admin, log, outbound, resolver};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -23,8 +24,30 @@ const BACKLOG: i32 = 1024;
 /// Start-up failures (exit code 1).
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot listen on {0}: {1}")]
-    Bind(SocketAddr, std::io::Error),
+    /// `listener`: the listener's name, or `admin`.
+    #[error("listener {listener}: cannot listen on {addr}: {error}{}", bind_hint(.addr, .error))]
+    Bind {
+        listener: String,
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
+}
+
+/// What an administrator needs to know about a bind failure, where we can tell.
+fn bind_hint(addr: &SocketAddr, error: &std::io::Error) -> String {
+    match error.kind() {
+        std::io::ErrorKind::PermissionDenied if addr.port() < 1024 => format!(
+            ": port {} is below 1024 and needs the CAP_NET_BIND_SERVICE capability (the systemd \
+             unit grants it with AmbientCapabilities=CAP_NET_BIND_SERVICE; or run as root), or \
+             listen on a port of 1024 or above",
+            addr.port()
+        ),
+        std::io::ErrorKind::AddrInUse => ": another process listens there".to_string(),
+        std::io::ErrorKind::AddrNotAvailable => {
+            ": no interface of this host has that address".to_string()
+        }
+        _ => String::new(),
+    }
 }
 
 /// A running proxy: its listeners, and the means to reload and drain it.
@@ -47,7 +70,12 @@ trait SessionContext: Clone + Send + Sync + 'static {
     fn listener_name(&self) -> &str;
     fn config(&self) -> &Config;
     fn metrics(&self) -> &ListenerMetrics;
-    fn run(self, stream: TcpStream, peer: SocketAddr) -> impl Future<Output = ()> + Send;
+    fn run(
+        self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        slot: Slot,
+    ) -> impl Future<Output = ()> + Send;
 }
 
 impl SessionContext for inbound::Context {
@@ -61,8 +89,13 @@ impl SessionContext for inbound::Context {
     fn metrics(&self) -> &ListenerMetrics {
         &self.metrics
     }
-    fn run(self, stream: TcpStream, peer: SocketAddr) -> impl Future<Output = ()> + Send {
-        inbound::run(self, stream, peer)
+    fn run(
+        self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        slot: Slot,
+    ) -> impl Future<Output = ()> + Send {
+        inbound::run(self, stream, peer, slot)
     }
 }
 
@@ -77,8 +110,13 @@ impl SessionContext for outbound::Context {
     fn metrics(&self) -> &ListenerMetrics {
         &self.metrics
     }
-    fn run(self, stream: TcpStream, peer: SocketAddr) -> impl Future<Output = ()> + Send {
-        outbound::run(self, stream, peer)
+    fn run(
+        self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        slot: Slot,
+    ) -> impl Future<Output = ()> + Send {
+        outbound::run(self, stream, peer, slot)
     }
 }
 
@@ -103,12 +141,12 @@ impl<C: SessionContext> Listeners<C> {
     /// Binds the addresses not bound yet; nothing else changes, so a failure leaves all as is.
     fn bind_missing(
         &self,
-        wanted: &[SocketAddr],
+        wanted: &[(SocketAddr, &str)],
     ) -> Result<HashMap<SocketAddr, TcpListener>, ServerError> {
         let mut fresh = HashMap::new();
-        for addr in wanted {
+        for (addr, name) in wanted {
             if !self.bound.contains_key(addr) {
-                fresh.insert(*addr, bind(*addr)?);
+                fresh.insert(*addr, bind(*addr, name)?);
             }
         }
         Ok(fresh)
@@ -184,12 +222,13 @@ impl Server {
         let draining_flag = Arc::new(AtomicBool::new(false));
         let admin = match &config.admin {
             Some(a) => {
-                let listener = admin::bind(a.listen)
-                    .await
-                    .map_err(|e| ServerError::Bind(a.listen, e))?;
-                let addr = listener
-                    .local_addr()
-                    .map_err(|e| ServerError::Bind(a.listen, e))?;
+                let fail = |error| ServerError::Bind {
+                    listener: "admin".into(),
+                    addr: a.listen,
+                    error,
+                };
+                let listener = admin::bind(a.listen).await.map_err(fail)?;
+                let addr = listener.local_addr().map_err(fail)?;
                 Some((
                     addr,
                     tokio::spawn(admin::serve(listener, handle, draining_flag.clone())),
@@ -210,6 +249,7 @@ impl Server {
         };
         let config = server.config.clone();
         server.apply(&config)?;
+        config_loaded(&config);
         log::info("ready")
             .field("config", config.source.display())
             .emit();
@@ -239,6 +279,7 @@ impl Server {
         }
         let config = Arc::new(config);
         self.apply(&config)?;
+        config_loaded(&config);
         self.config = config;
         Ok(())
     }
@@ -246,8 +287,16 @@ impl Server {
     /// Binds new listeners of both directions first (so a failure changes nothing), then
     /// retunes kept ones and stops removed ones.
     fn apply(&mut self, config: &Arc<Config>) -> Result<(), ServerError> {
-        let inbound_addrs: Vec<SocketAddr> = config.inbound.iter().map(|l| l.listen).collect();
-        let outbound_addrs: Vec<SocketAddr> = config.outbound.iter().map(|l| l.listen).collect();
+        let inbound_addrs: Vec<(SocketAddr, &str)> = config
+            .inbound
+            .iter()
+            .map(|l| (l.listen, l.name.as_str()))
+            .collect();
+        let outbound_addrs: Vec<(SocketAddr, &str)> = config
+            .outbound
+            .iter()
+            .map(|l| (l.listen, l.name.as_str()))
+            .collect();
         let fresh_inbound = self.inbound.bind_missing(&inbound_addrs)?;
         let fresh_outbound = self.outbound.bind_missing(&outbound_addrs)?;
 
@@ -346,8 +395,21 @@ impl Server {
     }
 }
 
-fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
-    let fail = |e| ServerError::Bind(addr, e);
+/// The change-control record of the configuration now in force: log line and metrics.
+fn config_loaded(config: &Config) {
+    metrics::config_loaded();
+    log::info("config_loaded")
+        .field("config", config.source.display())
+        .field("sha256", &config.sha256)
+        .emit();
+}
+
+fn bind(addr: SocketAddr, listener: &str) -> Result<TcpListener, ServerError> {
+    let fail = |error| ServerError::Bind {
+        listener: listener.to_string(),
+        addr,
+        error,
+    };
     let socket =
         Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
     socket.set_reuse_address(true).map_err(fail)?;
@@ -392,29 +454,17 @@ async fn accept_loop<C: SessionContext>(
             continue;
         }
         active.fetch_add(1, Ordering::Relaxed);
-        let guard = SessionGuard {
-            active: active.clone(),
-            metrics,
-            _drain: sessions.clone(),
-        };
-        tokio::spawn(async move {
-            ctx.run(stream, peer).await;
-            drop(guard);
+        let held = active.clone();
+        let slot = Slot::new(move || {
+            held.fetch_sub(1, Ordering::Relaxed);
+            metrics.connection_closed();
         });
-    }
-}
-
-/// Releases a session's slot even if its task panics or is cancelled.
-struct SessionGuard {
-    active: Arc<AtomicUsize>,
-    metrics: ListenerMetrics,
-    _drain: mpsc::Sender<()>,
-}
-
-impl Drop for SessionGuard {
-    fn drop(&mut self) {
-        self.active.fetch_sub(1, Ordering::Relaxed);
-        self.metrics.connection_closed();
+        // Held until the task ends, log line included: the drain waits for it.
+        let drain = sessions.clone();
+        tokio::spawn(async move {
+            ctx.run(stream, peer, slot).await;
+            drop(drain);
+        });
     }
 }
 
@@ -452,14 +502,17 @@ pub async fn run(path: &Path, config: Config) -> Result<(), ServerError> {
 
 async fn reload(server: &mut Server, path: &Path) {
     notify_systemd("RELOADING=1");
-    match Config::load(path) {
-        Ok(config) => match server.reload(config).await {
-            Ok(()) => log::info("reloaded").field("config", path.display()).emit(),
-            Err(e) => log::error("reload_failed")
-                .field("error", e)
-                .field("detail", "old configuration kept")
-                .emit(),
-        },
+    // Reading certificates and resolving host names block: keep them off the workers.
+    let owned = path.to_owned();
+    let loaded = tokio::task::spawn_blocking(move || Config::load(&owned)).await;
+    let result = match loaded {
+        Ok(Ok(config)) => server.reload(config).await.map_err(|e| e.to_string()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(format!("configuration loader failed: {e}")),
+    };
+    metrics::config_reload(result.is_ok());
+    match result {
+        Ok(()) => log::info("reloaded").field("config", path.display()).emit(),
         Err(e) => log::error("reload_failed")
             .field("error", e)
             .field("detail", "old configuration kept")

@@ -32,6 +32,9 @@ pub struct SessionRecord {
     /// Our local address towards the next hop (lets the demo sink match its peer to a session).
     pub next_hop_local: Option<SocketAddr>,
     pub tls: Option<TlsFacts>,
+    /// `tls` holds the facts of an outbound attempt that policy refused: logged, but TLS was
+    /// not in place when the session ended (`sessions_total{tls="no"}`).
+    pub tls_refused: bool,
     /// Policy in force: inbound `opportunistic`, `require_tls` or `require_tls_listed`.
     pub policy: &'static str,
     /// The domain a policy decision was about (the last one refused), if any.
@@ -59,6 +62,7 @@ impl SessionRecord {
             next_hop,
             next_hop_local: None,
             tls: None,
+            tls_refused: false,
             policy: "opportunistic",
             domain: None,
             outcome: "ok",
@@ -98,6 +102,35 @@ impl SessionRecord {
             .field("bytes_out", self.bytes_to_peer)
             .field("duration_ms", self.started.elapsed().as_millis())
             .emit();
+    }
+}
+
+/// A session's place in its listener's counts (the active-connections gauge, the
+/// `max_connections` slot). The session gives it back just before it writes its log line, so
+/// whoever has read the line sees the counts without it; dropping it (a panic, an aborted task)
+/// gives it back too.
+pub struct Slot {
+    release: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Slot {
+    pub fn new(release: impl FnOnce() + Send + 'static) -> Slot {
+        Slot {
+            release: Some(Box::new(release)),
+        }
+    }
+
+    /// Gives the place back (once; later calls and the drop do nothing).
+    pub fn release(&mut self) {
+        if let Some(release) = self.release.take() {
+            release();
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 

@@ -47,11 +47,17 @@ impl ServerTls {
 /// Why a certificate or key could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsLoadError {
+    /// The file could not be read (missing, no permission, a directory): a runtime failure.
     #[error("cannot read certificate file {0}: {1}")]
+    CertUnreadable(PathBuf, String),
+    #[error("cannot parse certificate file {0}: {1}")]
     CertRead(PathBuf, String),
     #[error("no PEM certificate found in {0}")]
     CertEmpty(PathBuf),
+    /// The file could not be read (missing, no permission, a directory): a runtime failure.
     #[error("cannot read private key file {0}: {1}")]
+    KeyUnreadable(PathBuf, String),
+    #[error("cannot parse private key file {0}: {1}")]
     KeyRead(PathBuf, String),
     #[error("unsupported private key in {0}: {1}")]
     KeyUnsupported(PathBuf, String),
@@ -66,8 +72,18 @@ impl TlsLoadError {
     pub fn is_about_key(&self) -> bool {
         matches!(
             self,
-            Self::KeyRead(..) | Self::KeyUnsupported(..) | Self::Mismatch(..)
+            Self::KeyUnreadable(..)
+                | Self::KeyRead(..)
+                | Self::KeyUnsupported(..)
+                | Self::Mismatch(..)
         )
+    }
+
+    /// The file could not be read at all (I/O), as opposed to content that is wrong: the
+    /// configuration may be right and the system not ready (permissions, a credential not yet
+    /// in place), so `run` exits 1 (runtime failure) instead of 2.
+    pub fn is_unreadable(&self) -> bool {
+        matches!(self, Self::CertUnreadable(..) | Self::KeyUnreadable(..))
     }
 }
 
@@ -82,17 +98,27 @@ pub fn load_server(
     key_path: &Path,
     min: MinVersion,
 ) -> Result<ServerTls, TlsLoadError> {
+    let cert_error = |e: rustls::pki_types::pem::Error| match e {
+        rustls::pki_types::pem::Error::Io(io) => {
+            TlsLoadError::CertUnreadable(cert_path.to_owned(), unreadable(&io))
+        }
+        other => TlsLoadError::CertRead(cert_path.to_owned(), pem_error(other)),
+    };
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
-        .map_err(|e| TlsLoadError::CertRead(cert_path.to_owned(), pem_error(e)))?
+        .map_err(cert_error)?
         .collect::<Result<_, _>>()
-        .map_err(|e| TlsLoadError::CertRead(cert_path.to_owned(), pem_error(e)))?;
+        .map_err(cert_error)?;
     if chain.is_empty() {
         return Err(TlsLoadError::CertEmpty(cert_path.to_owned()));
     }
     let (subject, not_after) =
         leaf_facts(&chain[0]).map_err(|e| TlsLoadError::CertInvalid(cert_path.to_owned(), e))?;
-    let key = PrivateKeyDer::from_pem_file(key_path)
-        .map_err(|e| TlsLoadError::KeyRead(key_path.to_owned(), pem_error(e)))?;
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| match e {
+        rustls::pki_types::pem::Error::Io(io) => {
+            TlsLoadError::KeyUnreadable(key_path.to_owned(), unreadable(&io))
+        }
+        other => TlsLoadError::KeyRead(key_path.to_owned(), pem_error(other)),
+    })?;
     let provider = provider();
     let signing_key = provider
         .key_provider
@@ -165,6 +191,16 @@ fn leaf_facts(der: &CertificateDer<'_>) -> Result<(String, i64), String> {
         .and_then(|cn| cn.as_str().ok().map(str::to_string))
         .unwrap_or_else(|| cert.subject().to_string());
     Ok((subject, cert.validity().not_after.timestamp()))
+}
+
+/// An I/O error reading a certificate or key, with what to check when it is a permission.
+fn unreadable(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => format!(
+            "{e}: the user the proxy runs as must be able to read it (systemd: hand it over with LoadCredential=)"
+        ),
+        _ => e.to_string(),
+    }
 }
 
 fn pem_error(e: rustls::pki_types::pem::Error) -> String {

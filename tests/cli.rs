@@ -50,10 +50,22 @@ fn line_of(text: &str, needle: &str) -> usize {
 /// Asserts exit 2 and an error `FILE:LINE:COL: ... key ...` on stderr.
 #[track_caller]
 fn assert_config_error(path: &Path, line: usize, key: &str, words: &[&str]) -> String {
+    assert_check_config_fails(path, 2, line, key, words)
+}
+
+/// Asserts `check-config` exits `exit` with an error `FILE:LINE:COL: ... key ...` on stderr.
+#[track_caller]
+fn assert_check_config_fails(
+    path: &Path,
+    exit: i32,
+    line: usize,
+    key: &str,
+    words: &[&str],
+) -> String {
     let (code, out, err) = run_cli(&["check-config", "--config", path.to_str().unwrap()]);
     assert_eq!(
-        code, 2,
-        "check-config must exit 2; stdout: {out} stderr: {err}"
+        code, exit,
+        "check-config must exit {exit}; stdout: {out} stderr: {err}"
     );
     let prefix = format!("{}:{line}:", path.display());
     let at = err
@@ -156,11 +168,13 @@ fn check_config_unreadable_certificate_names_file_line_col_and_key() {
         &format!("{:?}", missing.display().to_string()),
     );
     let path = write(dir.path(), "missing.toml", &text);
-    let err = assert_config_error(
+    // Unreadable (not wrong): a runtime failure, exit 1, as for `run` (issue 15).
+    let err = assert_check_config_fails(
         &path,
+        1,
         line_of(&text, "certificate ="),
         "tls.certificate",
-        &[],
+        &["cannot read certificate file"],
     );
     assert!(err.contains("no-such-cert.pem"), "{err}");
     // A key file without read permission for anyone but... root reads everything, so use a
@@ -170,11 +184,12 @@ fn check_config_unreadable_certificate_names_file_line_col_and_key() {
         &format!("{:?}", dir.path().display().to_string()),
     );
     let path = write(dir.path(), "key-dir.toml", &text);
-    assert_config_error(
+    assert_check_config_fails(
         &path,
+        1,
         line_of(&text, "private_key ="),
         "tls.private_key",
-        &[],
+        &["cannot read private key file"],
     );
 }
 
@@ -460,4 +475,187 @@ fn demo_prints_commands_that_work_as_printed() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(0), "{}", errors.join().unwrap());
+}
+
+/// Runs `starttls-proxy ARGS` as user `nobody` (no capabilities): (exit code, stderr).
+fn run_as_nobody(args: &[&str]) -> (i32, String) {
+    let setpriv = require_program("setpriv");
+    let out = Command::new(setpriv)
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            binary(),
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run setpriv");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Makes `path` readable by everyone (files the unprivileged runs must read).
+fn world_readable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+}
+
+/// Issue 15, item 3: a certificate or key that cannot be read is a runtime failure (exit 1)
+/// for `run` and `check-config` alike; content that is wrong (a key of another certificate)
+/// stays a configuration error (exit 2).
+#[test]
+fn unreadable_certificate_or_key_exits_1_and_wrong_content_exits_2() {
+    let (dir, ca, leaf) = setup("cert-unreadable");
+    let quoted = |p: &Path| format!("{:?}", p.display().to_string());
+    let missing = dir.join("no-such-cert.pem");
+    let text = config_text(&leaf, "").replace(&quoted(&leaf.cert), &quoted(&missing));
+    let path = write(dir.path(), "missing.toml", &text);
+    let at = format!("{}:{}:", path.display(), line_of(&text, "certificate ="));
+    for command in ["run", "check-config"] {
+        let (code, out, err) = run_cli(&[command, "--config", path.to_str().unwrap()]);
+        assert_eq!(code, 1, "{command}: {out}{err}");
+        assert!(err.contains(&at), "{command}: {err}");
+        assert!(err.contains("key `tls.certificate`"), "{err}");
+        assert!(
+            err.contains(&format!(
+                "cannot read certificate file {}",
+                missing.display()
+            )),
+            "{err}"
+        );
+    }
+
+    // A key only root may read, and the proxy started as another user.
+    for file in [&path, &leaf.cert] {
+        world_readable(file);
+    }
+    let text = config_text(&leaf, "");
+    let path = write(dir.path(), "private.toml", &text);
+    world_readable(&path);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&leaf.key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    for command in ["run", "check-config"] {
+        let (code, err) = run_as_nobody(&[command, "--config", path.to_str().unwrap()]);
+        assert_eq!(code, 1, "{command}: {err}");
+        assert!(err.contains("key `tls.private_key`"), "{err}");
+        assert!(err.contains("Permission denied"), "{err}");
+        assert!(
+            err.contains("the user the proxy runs as must be able to read it"),
+            "{err}"
+        );
+    }
+
+    // Readable, but the key belongs to another certificate: exit 2 from both.
+    let other = ca.leaf("other", &["other.test"]);
+    let text = config_text(&leaf, "").replace(&quoted(&leaf.key), &quoted(&other.key));
+    let path = write(dir.path(), "mismatch.toml", &text);
+    for command in ["run", "check-config"] {
+        let (code, out, err) = run_cli(&[command, "--config", path.to_str().unwrap()]);
+        assert_eq!(code, 2, "{command}: {out}{err}");
+        assert!(err.contains("does not match"), "{err}");
+    }
+}
+
+/// Issue 15, item 4: a configuration without any listener is refused (exit 2) by
+/// `check-config` and `run` alike, instead of running and serving nothing.
+#[test]
+fn configuration_without_listeners_is_refused() {
+    let (dir, _ca, leaf) = setup("no-listeners");
+    let tls_only = config_text(&leaf, "");
+    let tls_only = &tls_only[..tls_only.find("[[inbound]]").unwrap()];
+    for (name, text) in [
+        ("empty.toml", ""),
+        (
+            "tls-and-admin.toml",
+            &format!("{tls_only}[admin]\nlisten = \"{}:0\"\n", unique_ip()),
+        ),
+    ] {
+        let path = write(dir.path(), name, text);
+        for command in ["check-config", "run"] {
+            let (code, out, err) = run_cli(&[command, "--config", path.to_str().unwrap()]);
+            assert_eq!(code, 2, "{command} {name}: {out}{err}");
+            assert!(
+                err.contains(&format!("{}:1:1:", path.display())),
+                "{command} {name}: {err}"
+            );
+            assert!(err.contains("no listener is configured"), "{err}");
+            assert!(!err.contains("event=ready"), "{err}");
+        }
+    }
+}
+
+/// Issue 15, item 4: binding a port below 1024 without the capability names the listener, the
+/// address and what is needed, and exits 1.
+#[test]
+fn low_port_without_capability_names_what_is_needed() {
+    let dir = TempDir::new("low-port");
+    let addr = std::net::SocketAddr::from((unique_ip(), 25));
+    let text =
+        format!("hostname = \"relay.test\"\n[[outbound]]\nname = \"relay\"\nlisten = \"{addr}\"\n");
+    let path = write(dir.path(), "low-port.toml", &text);
+    world_readable(&path);
+    let (code, err) = run_as_nobody(&["run", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "listener relay: cannot listen on {addr}: Permission denied"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("CAP_NET_BIND_SERVICE"), "{err}");
+    assert!(
+        err.contains("AmbientCapabilities=CAP_NET_BIND_SERVICE"),
+        "{err}"
+    );
+    assert!(err.contains("port of 1024 or above"), "{err}");
+}
+
+/// Issue 15, item 4: a backend given by host name is resolved at load; a name that does not
+/// resolve is a runtime failure (exit 1) naming the key; a listener needs an address.
+#[test]
+fn backend_host_names_resolve_at_load() {
+    let (dir, _ca, leaf) = setup("backend-name");
+    let text = config_text(&leaf, "").replace("127.0.0.1:2526", "localhost:2526");
+    let path = write(dir.path(), "localhost.toml", &text);
+    let (code, out, err) = run_cli(&["check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("-> localhost:2526 ("), "{out}");
+    assert!(
+        out.contains("127.0.0.1:2526") || out.contains("[::1]:2526"),
+        "{out}"
+    );
+
+    let text = config_text(&leaf, "").replace("127.0.0.1:2526", "mta.invalid:25");
+    let path = write(dir.path(), "unknown-name.toml", &text);
+    for command in ["check-config", "run"] {
+        let (code, out, err) = run_cli(&[command, "--config", path.to_str().unwrap()]);
+        assert_eq!(code, 1, "{command}: {out}{err}");
+        assert!(
+            err.contains(&format!(
+                "{}:{}:",
+                path.display(),
+                line_of(&text, "backend =")
+            )),
+            "{err}"
+        );
+        assert!(err.contains("key `inbound[0].backend`"), "{err}");
+        assert!(
+            err.contains("cannot resolve host name \"mta.invalid\""),
+            "{err}"
+        );
+    }
+
+    let text = config_text(&leaf, "").replace("127.0.0.1:2525", "localhost:2525");
+    let path = write(dir.path(), "listen-name.toml", &text);
+    assert_config_error(
+        &path,
+        line_of(&text, "listen ="),
+        "inbound[0].listen",
+        &["is not an IP address and port"],
+    );
 }

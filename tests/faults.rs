@@ -435,3 +435,23 @@ fn fake_backend_lines_show_starttls_never_forwarded_under_load_of_sessions() {
     );
     assert!(!lines.iter().any(|l| l.eq_ignore_ascii_case("STARTTLS")));
 }
+
+/// Issue 15, item 4: the 421 written to a client whose backend is down is counted in the
+/// session's `bytes_out`.
+#[test]
+fn unreachable_backend_session_counts_the_421_it_wrote() {
+    let (dir, _ca, leaf) = setup("backend-down-bytes");
+    let backend = dead_addr();
+    let proxy = ProxyBuilder::new(dir.path(), &leaf, backend).start();
+    let mut client = SmtpClient::connect(proxy.addr());
+    client.expect_closed_after(421, "4.4.1");
+    let session = proxy.wait_session_outcome("backend_unreachable");
+    let written = "421 4.4.1 proxy.test Service not available: mail server unreachable\r\n";
+    assert_eq!(
+        session["bytes_out"],
+        written.len().to_string(),
+        "{session:?}"
+    );
+    assert_eq!(session["bytes_in"], "0", "{session:?}");
+    assert_eq!(session["backend"], backend.to_string(), "{session:?}");
+}

@@ -225,3 +225,111 @@ fn sighup_right_after_ready_reloads_instead_of_killing() {
     proxy.wait_log(|l| l.contains("event=reloaded"), "event=reloaded");
     assert!(proxy.is_running(), "{}", proxy.log_text());
 }
+
+/// `sha256sum FILE`'s hash (coreutils: a real peer computes what the proxy must log).
+fn sha256sum(path: &std::path::Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("run sha256sum");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("a hash")
+        .to_string()
+}
+
+/// Issue 15, item 4 (change control): every configuration loaded is logged as
+/// `event=config_loaded sha256=<hash of the file>`, reloads are counted by result, the loaded
+/// timestamp moves only when a configuration is applied, and a reload to a configuration
+/// without listeners fails with the old one still serving.
+#[test]
+fn reloads_are_counted_and_every_loaded_configuration_is_logged_with_its_sha256() {
+    let (dir, _ca, leaf) = setup("reload-metrics");
+    let sink = SmtpSink::start(dir.path(), &[]);
+    let proxy = ProxyBuilder::new(dir.path(), &leaf, sink.addr).start();
+    const RELOADS: &str = "starttls_proxy_config_reloads_total";
+    const LOADED: &str = "starttls_proxy_config_loaded_timestamp_seconds";
+    let first = proxy.wait_event("config_loaded", &[]);
+    assert_eq!(first["sha256"], sha256sum(&proxy.config), "{first:?}");
+    let m = proxy.metrics();
+    assert_metric(&m, RELOADS, &[("result", "ok")], 0.0);
+    assert_metric(&m, RELOADS, &[("result", "failed")], 0.0);
+    let started = metric(&m, LOADED, &[]).expect("loaded timestamp");
+    assert!(started > 1.7e9, "{m}");
+
+    // A good reload of an edited file.
+    let good = std::fs::read_to_string(&proxy.config).unwrap();
+    std::fs::write(&proxy.config, format!("{good}# edited\n")).unwrap();
+    proxy.signal("HUP");
+    proxy.wait_log(|l| l.contains("event=reloaded"), "event=reloaded");
+    let loaded = proxy.events("config_loaded");
+    assert_eq!(loaded.len(), 2, "{loaded:?}");
+    assert_eq!(loaded[1]["sha256"], sha256sum(&proxy.config));
+    assert_ne!(loaded[1]["sha256"], first["sha256"]);
+    let m = proxy.metrics();
+    assert_metric(&m, RELOADS, &[("result", "ok")], 1.0);
+    assert_metric(&m, RELOADS, &[("result", "failed")], 0.0);
+    let reloaded = metric(&m, LOADED, &[]).expect("loaded timestamp");
+    assert!(reloaded >= started, "{m}");
+
+    // A configuration without listeners: refused, counted, the old one keeps serving.
+    let tls_only = &good[..good.find("[[inbound]]").unwrap()];
+    std::fs::write(&proxy.config, tls_only).unwrap();
+    proxy.signal("HUP");
+    let failed = proxy.wait_log(|l| l.contains("event=reload_failed"), "event=reload_failed");
+    assert!(failed.contains("no listener is configured"), "{failed}");
+    let m = proxy.metrics();
+    assert_metric(&m, RELOADS, &[("result", "ok")], 1.0);
+    assert_metric(&m, RELOADS, &[("result", "failed")], 1.0);
+    assert_metric(&m, LOADED, &[], reloaded);
+    assert_eq!(proxy.events("config_loaded").len(), 2);
+    let (mut client, greeting) = SmtpClient::greeted(proxy.addr());
+    assert_eq!(greeting.code, 220, "{greeting:?}");
+    assert_eq!(client.cmd("QUIT").code, 221);
+}
+
+/// Issue 15, item 4: `backend = "localhost:PORT"` is resolved at start and sessions reach it.
+#[test]
+fn backend_by_host_name_is_resolved_at_start() {
+    use std::io::{BufRead, BufReader, Write};
+    let (dir, _ca, leaf) = setup("backend-localhost");
+    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = backend.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in backend.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let _ = stream.write_all(b"220 named.backend ESMTP\r\n");
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                let quit = line.to_ascii_uppercase().starts_with("QUIT");
+                line.clear();
+                let _ = stream.write_all(if quit {
+                    b"221 2.0.0 Bye\r\n"
+                } else {
+                    b"250 ok\r\n"
+                });
+                if quit {
+                    break;
+                }
+            }
+        }
+    });
+    let placeholder = dead_addr();
+    let text = ProxyBuilder::new(dir.path(), &leaf, placeholder)
+        .config_text()
+        .replace(&placeholder.to_string(), &format!("localhost:{port}"));
+    let proxy = Proxy::start_text(dir.path(), &text);
+    let (mut client, greeting) = SmtpClient::greeted(proxy.addr());
+    assert!(greeting.text().contains("named.backend"), "{greeting:?}");
+    assert_eq!(client.cmd("QUIT").code, 221);
+    drop(client);
+    let session = proxy.wait_session_outcome("ok");
+    assert_eq!(
+        session["backend"],
+        format!("127.0.0.1:{port}"),
+        "{session:?}"
+    );
+}

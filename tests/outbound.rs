@@ -503,8 +503,9 @@ fn policy_subcommand_prints_route_and_policy() {
         out.contains(&format!("2. mx2.bank.test port 25: {mx_ip}")),
         "{out}"
     );
+    // No route (NXDOMAIN): printed, and exit 1 (issue 15).
     let (code, out, _) = run_cli(&["policy", "elsewhere.test", "--config", config]);
-    assert_eq!(code, 0);
+    assert_eq!(code, 1);
     assert!(out.contains("policy: opportunistic"), "{out}");
     assert!(out.contains("550 5.1.2"), "{out}");
     // A relaxation that has already expired: warned about at load, not applied.
@@ -1042,4 +1043,216 @@ fn overlong_line_from_the_mta_is_answered_before_its_end_arrives() {
     c.send(b"@rest.of.the.line>\r\n");
     c.cmd("MAIL FROM:<alice@sender.test>").assert(250, "2.1.0");
     c.cmd("QUIT").assert(221, "2.0.0");
+}
+
+/// Issue 15, item 5: an MX answering STARTTLS with `421` or `221` is closing the channel
+/// (RFC 5321 §3.8): nothing more is sent on it; opportunistic delivery takes a fresh plaintext
+/// connection, enforcement defers with 4.7.4 quoting the reply.
+#[test]
+fn starttls_answered_421_or_221_ends_the_attempt_fresh_plaintext_or_4_7_4() {
+    for closing in ["421 4.3.2 Service shutting down", "221 2.0.0 Bye"] {
+        let ip = unique_ip();
+        let mx = ScriptedMx::scripted(ip, Script::starttls(Starttls::Closing(closing)));
+        let b = Bench::new(
+            "starttls-closing",
+            Zone::default()
+                .mx("enc.test", "mx.scripted.test", 10)
+                .mx_at("opp.test", "mx.scripted.test", ip),
+            &entry("enc.test", "encrypt", ""),
+        );
+        let mut c = b.client();
+        c.cmd("MAIL FROM:<alice@sender.test>").assert(250, "2.1.0");
+        let refused = c.cmd("RCPT TO:<bob@enc.test>");
+        refused.assert(451, "4.7.4");
+        assert!(
+            refused.text().contains(&format!(
+                "mx.scripted.test[{ip}] refused to start TLS: {closing}"
+            )),
+            "{refused:?}"
+        );
+        c.cmd("RSET").assert(250, "2.0.0");
+        let replies = c.mail("alice@sender.test", &["carol@opp.test"], "after a 421");
+        let last = replies.last().unwrap();
+        last.assert(250, "2.0.0");
+        assert!(last.text().contains("queued by scripted"), "{replies:?}");
+        c.cmd("QUIT").assert(221, "2.0.0");
+        drop(c);
+        // The session line is written after the MX session is closed: all recorded by then.
+        b.proxy.wait_sessions(1);
+        let sessions = mx.sessions();
+        let ehlo = "EHLO relay.proxy.test".to_string();
+        let upgrade = vec![ehlo.clone(), "STARTTLS".to_string()];
+        assert_eq!(sessions.len(), 3, "{closing}: {sessions:?}");
+        // Nothing at all (no MAIL, not even QUIT) after the closing reply.
+        assert_eq!(sessions[0], upgrade, "{closing}");
+        assert_eq!(sessions[1], upgrade, "{closing}");
+        assert!(mx::has_envelope(&sessions[2]), "{sessions:?}");
+        assert!(
+            !sessions[2]
+                .iter()
+                .any(|l| l.eq_ignore_ascii_case("STARTTLS")),
+            "{sessions:?}"
+        );
+        b.proxy
+            .wait_event("tls_fallback_plaintext", &[("domain", "opp.test")]);
+        b.proxy.wait_event("starttls_closing", &[]);
+    }
+}
+
+/// Issue 15, item 5: an MX that rejects the greeting or EHLO is quoted in the deferral (not
+/// "no MX host reachable"), is sent QUIT, and the session log names it.
+#[test]
+fn greeting_or_ehlo_rejection_is_quoted_in_the_451_and_answered_with_quit() {
+    let greet_ip = unique_ip();
+    let ehlo_ip = unique_ip();
+    let greet = ScriptedMx::scripted(
+        greet_ip,
+        Script {
+            greeting: "554 5.7.1 go away",
+            ..Script::starttls(Starttls::Refuse)
+        },
+    );
+    let ehlo = ScriptedMx::scripted(
+        ehlo_ip,
+        Script {
+            ehlo: Some("550 5.7.1 no thanks"),
+            ..Script::starttls(Starttls::Refuse)
+        },
+    );
+    let b = Bench::new(
+        "mx-rejects",
+        Zone::default()
+            .mx_at("greet.test", "mx.greet.test", greet_ip)
+            .mx_at("ehlo.test", "mx.ehlo.test", ehlo_ip),
+        "",
+    );
+    let mut c = b.client();
+    c.cmd("MAIL FROM:<alice@sender.test>").assert(250, "2.1.0");
+    let r = c.cmd("RCPT TO:<bob@greet.test>");
+    r.assert(451, "4.4.1");
+    assert_eq!(
+        r.text(),
+        format!("4.4.1 mx.greet.test[{greet_ip}]:25 said: 554 5.7.1 go away (greeting)"),
+        "{r:?}"
+    );
+    let r = c.cmd("RCPT TO:<bob@ehlo.test>");
+    r.assert(451, "4.4.1");
+    assert_eq!(
+        r.text(),
+        format!("4.4.1 mx.ehlo.test[{ehlo_ip}]:25 said: 550 5.7.1 no thanks (in reply to EHLO)"),
+        "{r:?}"
+    );
+    c.cmd("QUIT").assert(221, "2.0.0");
+    drop(c);
+    let session = b.proxy.wait_sessions(1).swap_remove(0);
+    assert_eq!(session["outcome"], "mx_rejected", "{session:?}");
+    assert_eq!(session["backend"], format!("{ehlo_ip}:25"), "{session:?}");
+    assert!(
+        session["detail"].contains("said: 550 5.7.1 no thanks"),
+        "{session:?}"
+    );
+    assert_eq!(greet.sessions(), vec![vec!["QUIT".to_string()]]);
+    assert_eq!(
+        ehlo.sessions(),
+        vec![vec![
+            "EHLO relay.proxy.test".to_string(),
+            "QUIT".to_string()
+        ]]
+    );
+    let logged = b
+        .proxy
+        .wait_event("mx_unreachable", &[("domain", "greet.test")]);
+    assert_eq!(logged["reason"], "mx_rejected", "{logged:?}");
+}
+
+/// Issue 15, item 5, with Postfix as the legacy MTA: the deferral it keeps in its queue says
+/// what the remote answered.
+#[test]
+fn postfix_queue_shows_what_a_rejecting_mx_said() {
+    let ip = unique_ip();
+    let _mx = ScriptedMx::scripted(
+        ip,
+        Script {
+            greeting: "554 5.7.1 go away",
+            ..Script::starttls(Starttls::Refuse)
+        },
+    );
+    let b = Bench::new(
+        "mx-rejects-postfix",
+        Zone::default().mx_at("greet.test", "mx.greet.test", ip),
+        "",
+    );
+    let sender = Postfix::start(
+        b.dir.path(),
+        "sender",
+        Role::relay_to(b.proxy.listener("relay")),
+    );
+    sender.submit("alice@sender.test", "bob@greet.test", "to a rejecting MX");
+    let queued = sender.wait_deferred("4.4.1");
+    assert!(
+        queued.contains(&format!("mx.greet.test[{ip}]:25 said: 554 5.7.1 go away")),
+        "{queued}"
+    );
+}
+
+/// Issue 15, item 4: a session refused by policy after a handshake logs the MX it was about
+/// and the TLS facts and verdict of that attempt.
+#[test]
+fn refused_session_logs_the_mx_and_the_tls_verdict_of_the_attempt() {
+    let w = World::new(
+        "refused-log",
+        "bank.test",
+        Cert::WrongName,
+        &entry("bank.test", "verify", ""),
+    );
+    w.send_deferred("bob@bank.test", "wrong name", "4.7.5");
+    let session = w
+        .proxy
+        .wait_sessions(1)
+        .into_iter()
+        .find(|s| s["outcome"] == "certificate_not_verified")
+        .unwrap_or_else(|| panic!("no refused session:\n{}", w.proxy.log_text()));
+    assert_eq!(session["backend"], format!("{}", w.mx.addr), "{session:?}");
+    assert_eq!(session["tls"], "yes", "{session:?}");
+    assert_eq!(session["verdict"], "name_mismatch", "{session:?}");
+    assert!(session["version"].starts_with("TLSv1."), "{session:?}");
+    assert_eq!(session["sni"], "mx.bank.test", "{session:?}");
+    assert_eq!(session["domain"], "bank.test", "{session:?}");
+    // Logged, but TLS was not in place when the session ended: no TLS session is counted.
+    w.proxy.assert_metric(
+        "starttls_proxy_sessions_total",
+        &[("direction", "outbound"), ("tls", "yes")],
+        0.0,
+    );
+}
+
+/// Issue 15, item 4: `policy DOMAIN` exits 1 when the domain has no route, 0 when it has one.
+#[test]
+fn policy_subcommand_exits_1_without_a_route() {
+    let mx_ip = unique_ip();
+    let b = Bench::new(
+        "policy-exit",
+        Zone::default()
+            .mx_at("ok.test", "mx.ok.test", mx_ip)
+            .mx("null.test", ".", 0),
+        "",
+    );
+    let config = b.proxy.config.to_str().unwrap().to_string();
+    let (code, out, err) = run_cli(&["policy", "ok.test", "--config", &config]);
+    assert_eq!(code, 0, "{out}{err}");
+    for (domain, reply) in [
+        ("nx.test", "550 5.1.2"),
+        ("null.test", "556 5.1.10"),
+        (TEMPFAIL_DOMAIN, "451 4.4.3"),
+    ] {
+        let (code, out, err) = run_cli(&["policy", domain, "--config", &config]);
+        assert_eq!(code, 1, "{domain}: {out}{err}");
+        assert!(out.contains(&format!("no route: {reply}")), "{out}");
+        assert!(
+            err.contains(&format!(
+                "no route for {domain} via outbound relay: {reply}"
+            )),
+            "{err}"
+        );
+    }
 }

@@ -11,7 +11,7 @@ mod starttls;
 
 use crate::config::{Config, Inbound};
 use crate::metrics::ListenerMetrics;
-use crate::session::{CommandError, SessionRecord};
+use crate::session::{CommandError, SessionRecord, Slot};
 use crate::smtp::{reply, LineReader, Reply};
 use crate::splice::{self, RelayEnd, RelayOutcome};
 use dialogue::{Dialogue, Step};
@@ -107,7 +107,7 @@ impl From<CommandError> for InboundError {
 }
 
 /// Runs one session to its end and records it.
-pub async fn run(ctx: Context, client: TcpStream, peer: SocketAddr) {
+pub async fn run(ctx: Context, client: TcpStream, peer: SocketAddr, mut slot: Slot) {
     let mut record = SessionRecord::new(&ctx.listener.name, "inbound", peer, ctx.listener.backend);
     record.policy = if ctx.listener.require_tls {
         "require_tls"
@@ -129,6 +129,7 @@ pub async fn run(ctx: Context, client: TcpStream, peer: SocketAddr) {
         record.tls.is_some(),
         record.bytes_from_peer + record.bytes_to_peer,
     );
+    slot.release();
     record.emit();
 }
 
@@ -140,8 +141,11 @@ async fn session(
     let _ = client.set_nodelay(true);
     let mut client = LineReader::new(client);
     let backend = match connect_backend(ctx).await {
-        Ok(b) => b,
-        Err(e) => return refuse(&mut client, e, ctx).await,
+        Ok((b, addr)) => {
+            record.next_hop = addr;
+            b
+        }
+        Err(e) => return refuse(&mut client, e, ctx, record).await,
     };
     // Only an observer (the demo) reads it: no getsockname(2) per session otherwise.
     if ctx.observer.is_some() {
@@ -154,7 +158,7 @@ async fn session(
         .await
     {
         Ok(step) => step,
-        Err(e) => return refuse(&mut client, e, ctx).await,
+        Err(e) => return refuse(&mut client, e, ctx, record).await,
     };
     match step {
         Step::Quit => Ok(()),
@@ -177,21 +181,28 @@ async fn session(
                     Box::pin(splice(ctx, client, backend, pending, record)).await
                 }
                 Ok(_) => Ok(()),
-                Err(e) => refuse(&mut client, e, ctx).await,
+                Err(e) => refuse(&mut client, e, ctx, record).await,
             }
         }
     }
 }
 
-async fn connect_backend(ctx: &Context) -> Result<TcpStream, InboundError> {
-    let addr = ctx.listener.backend;
-    let unreachable = |e: String| InboundError::BackendUnreachable(addr, e);
-    let stream = tokio::time::timeout(ctx.config.limits.connect_timeout, TcpStream::connect(addr))
-        .await
-        .map_err(|_| unreachable("connect timed out".into()))?
-        .map_err(|e| unreachable(e.to_string()))?;
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
+/// Connects to the backend's addresses in order (a host name may have several).
+async fn connect_backend(ctx: &Context) -> Result<(TcpStream, SocketAddr), InboundError> {
+    let timeout = ctx.config.limits.connect_timeout;
+    let mut failure = None;
+    for &addr in &ctx.listener.backend_addrs {
+        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                return Ok((stream, addr));
+            }
+            Ok(Err(e)) => failure = Some((addr, e.to_string())),
+            Err(_) => failure = Some((addr, "connect timed out".into())),
+        }
+    }
+    let (addr, why) = failure.unwrap_or((ctx.listener.backend, "no address".into()));
+    Err(InboundError::BackendUnreachable(addr, why))
 }
 
 /// Sends the error's reply (if the client can take one), closes, and passes the error on.
@@ -199,10 +210,14 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
     client: &mut LineReader<S>,
     err: InboundError,
     ctx: &Context,
+    record: &mut SessionRecord,
 ) -> Result<(), InboundError> {
     if let Some(reply) = err.reply(&ctx.config.hostname) {
+        let bytes = reply.to_bytes();
         let stream = client.get_mut();
-        let _ = stream.write_all(&reply.to_bytes()).await;
+        if stream.write_all(&bytes).await.is_ok() {
+            record.bytes_to_peer += bytes.len() as u64;
+        }
         let _ = stream.shutdown().await;
     }
     Err(err)
@@ -265,6 +280,7 @@ async fn finish_relay<S: AsyncRead + AsyncWrite + Unpin>(
                 &mut LineReader::new(client),
                 InboundError::ClientIdle(idle),
                 ctx,
+                record,
             )
             .await
         }

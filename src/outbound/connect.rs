@@ -108,23 +108,38 @@ impl MxConn {
     }
 
     /// EHLO, or HELO when EHLO is refused as unknown (RFC 5321 §4.1.4, very old MTAs).
-    pub async fn hello(&mut self, ctx: &Context) -> Result<(), String> {
+    pub async fn hello(&mut self, ctx: &Context) -> Result<(), MxError> {
         let ehlo = format!("EHLO {}", ctx.config.hostname);
-        let reply = self.command(ctx, ehlo.as_bytes()).await?;
+        let reply = self
+            .command(ctx, ehlo.as_bytes())
+            .await
+            .map_err(MxError::Unreachable)?;
         if reply.code == 250 {
             self.ehlo = Some(reply);
             return Ok(());
         }
         if matches!(reply.code, 500 | 502) {
             let helo = format!("HELO {}", ctx.config.hostname);
-            let reply = self.command(ctx, helo.as_bytes()).await?;
+            let reply = self
+                .command(ctx, helo.as_bytes())
+                .await
+                .map_err(MxError::Unreachable)?;
             if reply.code == 250 {
                 self.ehlo = None;
                 return Ok(());
             }
-            return Err(format!("{} refused HELO: {}", self.label, summary(&reply)));
+            return Err(self.rejected("in reply to HELO", &reply));
         }
-        Err(format!("{} refused EHLO: {}", self.label, summary(&reply)))
+        Err(self.rejected("in reply to EHLO", &reply))
+    }
+
+    fn rejected(&self, stage: &'static str, reply: &Reply) -> MxError {
+        MxError::Rejected {
+            host: format!("{}:{}", self.label, self.addr.port()),
+            stage,
+            code: reply.code,
+            said: summary(reply),
+        }
     }
 
     /// QUIT, politely and briefly; errors do not matter any more.
@@ -137,23 +152,80 @@ impl MxConn {
     }
 }
 
+/// Why one MX address gave no session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MxError {
+    /// No connection, the connection broke, or the host said nothing in time.
+    Unreachable(String),
+    /// The host answered and would not talk: it rejected our connection in its greeting, or
+    /// our EHLO/HELO. Postfix calls this "refused to talk to me" and defers (a 5xx greeting is
+    /// a soft error, `smtp_skip_5xx_greeting`); the MTA must be told what the host said.
+    Rejected {
+        /// `mx.example[192.0.2.1]:25`.
+        host: String,
+        /// `greeting`, `in reply to EHLO`, `in reply to HELO`.
+        stage: &'static str,
+        code: u16,
+        /// The host's reply on one line: `554 5.7.1 go away`.
+        said: String,
+    },
+}
+
+impl std::fmt::Display for MxError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MxError::Unreachable(why) => f.write_str(why),
+            MxError::Rejected {
+                host, stage, said, ..
+            } => write!(f, "{host} said: {said} ({stage})"),
+        }
+    }
+}
+
+impl MxError {
+    /// Label for the session log's `outcome`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            MxError::Unreachable(_) => "mx_unreachable",
+            MxError::Rejected { .. } => "mx_rejected",
+        }
+    }
+
+    /// The deferral the MTA gets when this was the last address tried (relay mode: `451`; the
+    /// MTA keeps the message and retries, as Postfix does when every MX failed).
+    pub fn reply(&self, domain: &str) -> Reply {
+        match self {
+            MxError::Unreachable(why) => crate::smtp::reply::no_mx_reachable(domain, why),
+            MxError::Rejected {
+                host, stage, said, ..
+            } => crate::smtp::reply::mx_rejected(451, host, said, stage),
+        }
+    }
+}
+
 /// `250 text` on one line, for replies quoted inside ours.
 pub fn summary(reply: &Reply) -> String {
     format!("{} {}", reply.code, reply.first_text())
 }
 
-/// Connects to `addr`, reads the greeting and says EHLO.
-pub async fn open(ctx: &Context, host: &str, addr: SocketAddr) -> Result<MxConn, String> {
+/// Connects to `addr`, reads the greeting and says EHLO. A host that rejects either is sent
+/// `QUIT` (RFC 5321 §3.1, §4.1.1.10) unless its reply was `421` (it is closing already).
+pub async fn open(ctx: &Context, host: &str, addr: SocketAddr) -> Result<MxConn, MxError> {
     let label = format!("{host}[{}]", addr.ip());
     let timeout = ctx.config.limits.connect_timeout;
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(format!("connect to {label}:{}: {e}", addr.port())),
+        Ok(Err(e)) => {
+            return Err(MxError::Unreachable(format!(
+                "connect to {label}:{}: {e}",
+                addr.port()
+            )))
+        }
         Err(_) => {
-            return Err(format!(
+            return Err(MxError::Unreachable(format!(
                 "connect to {label}:{}: timed out after {timeout:?}",
                 addr.port()
-            ))
+            )))
         }
     };
     let _ = stream.set_nodelay(true);
@@ -165,17 +237,23 @@ pub async fn open(ctx: &Context, host: &str, addr: SocketAddr) -> Result<MxConn,
         ehlo: None,
         greeting: Reply::new(220, ""),
     };
-    let greeting = conn.read_reply(ctx).await?;
-    if greeting.code != 220 {
-        return Err(format!(
-            "{} greeted with {}",
-            conn.label,
-            summary(&greeting)
-        ));
+    let greeting = conn.read_reply(ctx).await.map_err(MxError::Unreachable)?;
+    let result = match greeting.code {
+        220 => {
+            conn.greeting = greeting;
+            conn.hello(ctx).await
+        }
+        _ => Err(conn.rejected("greeting", &greeting)),
+    };
+    match result {
+        Ok(()) => Ok(conn),
+        Err(e) => {
+            if matches!(e, MxError::Rejected { code, .. } if code != 421) {
+                conn.quit(ctx).await;
+            }
+            Err(e)
+        }
     }
-    conn.greeting = greeting;
-    conn.hello(ctx).await?;
-    Ok(conn)
 }
 
 /// An MX session ready for MAIL: TLS as policy demands, or plaintext where it allows.
@@ -188,8 +266,16 @@ pub struct Mx {
     pub relaxed: Option<crate::policy::TlsFailure>,
 }
 
-/// A refusal for the MTA, with its reason label.
-pub type Refusal = (Reply, &'static str);
+/// Why no MX session came about: the reply for the MTA, its reason label, and what the
+/// session log shows of the last attempt (its address, and the TLS facts if a handshake was
+/// made before policy refused the host).
+#[derive(Debug)]
+pub struct Refusal {
+    pub reply: Reply,
+    pub reason: &'static str,
+    pub mx: Option<SocketAddr>,
+    pub facts: Option<crate::session::TlsFacts>,
+}
 
 /// Tries the route's hosts and addresses in order until one gives a session the domain's policy
 /// accepts. Nothing of the envelope is sent here: a refusal leaves no trace at the MX but EHLO.
@@ -203,16 +289,19 @@ pub async fn establish(
 ) -> Result<Mx, Refusal> {
     use crate::policy::{decide, Decision, Mode};
     let mut refusal: Option<Refusal> = None;
-    let mut last_error = String::from("no address to try");
+    let mut last_error = MxError::Unreachable(String::from("no address to try"));
+    let mut last_addr = None;
     for host in &route.hosts {
         for ip in &host.addrs {
             let addr = SocketAddr::new(*ip, route.port);
+            last_addr = Some(addr);
             let conn = match open(ctx, &host.name, addr).await {
                 Ok(c) => c,
                 Err(e) => {
                     crate::log::warn("mx_unreachable")
                         .field("id", id)
                         .field("domain", domain)
+                        .field("reason", e.reason())
                         .field("error", &e)
                         .emit();
                     last_error = e;
@@ -228,10 +317,12 @@ pub async fn establish(
                     .emit();
                 ctx.metrics.policy_rejection("mail_loop");
                 conn.quit(ctx).await;
-                return Err((
-                    crate::smtp::reply::mail_loops(domain, &ctx.config.hostname),
-                    "mail_loop",
-                ));
+                return Err(Refusal {
+                    reply: crate::smtp::reply::mail_loops(domain, &ctx.config.hostname),
+                    reason: "mail_loop",
+                    mx: Some(addr),
+                    facts: None,
+                });
             }
             if applied.mode == Mode::None {
                 return Ok(Mx {
@@ -255,7 +346,9 @@ pub async fn establish(
                                 relaxed,
                             })
                         }
-                        None => last_error = format!("{label}: connection lost"),
+                        None => {
+                            last_error = MxError::Unreachable(format!("{label}: connection lost"))
+                        }
                     }
                 }
                 Decision::RetryPlain { relaxed } => {
@@ -293,16 +386,21 @@ pub async fn establish(
                     if let Some(conn) = attempt.conn {
                         conn.quit(ctx).await;
                     }
-                    refusal = Some((reply, failure.reason()));
+                    refusal = Some(Refusal {
+                        reply,
+                        reason: failure.reason(),
+                        mx: Some(addr),
+                        facts: attempt.facts,
+                    });
                 }
             }
         }
     }
-    Err(refusal.unwrap_or_else(|| {
-        (
-            crate::smtp::reply::no_mx_reachable(domain, &last_error),
-            "mx_unreachable",
-        )
+    Err(refusal.unwrap_or_else(|| Refusal {
+        reply: last_error.reply(domain),
+        reason: last_error.reason(),
+        mx: last_addr,
+        facts: None,
     }))
 }
 

@@ -184,11 +184,17 @@ impl<'a> Dialogue<'a> {
                 .await
                 {
                     Ok(mx) => mx,
-                    Err((reply, reason)) => {
-                        // The session log shows the last refusal (the MTA keeps the message).
-                        record.outcome = reason;
-                        record.detail = Some(connect::summary(&reply));
-                        return Ok(Some(reply));
+                    Err(refusal) => {
+                        // The session log shows the last refusal (the MTA keeps the message):
+                        // the MX it was about and the TLS facts of that attempt.
+                        record.outcome = refusal.reason;
+                        record.detail = Some(connect::summary(&refusal.reply));
+                        if let Some(mx) = refusal.mx {
+                            record.next_hop = mx;
+                        }
+                        record.tls_refused = refusal.facts.is_some();
+                        record.tls = refusal.facts;
+                        return Ok(Some(refusal.reply));
                     }
                 };
                 let verified = mx.facts.as_ref().is_some_and(|f| f.verdict == "verified");
@@ -212,6 +218,7 @@ impl<'a> Dialogue<'a> {
                     .emit();
                 record.next_hop = mx.conn.addr;
                 record.tls.clone_from(&mx.facts);
+                record.tls_refused = false;
                 self.mx = Some(mx);
             }
             let Some(mx) = self.mx.as_mut() else {

@@ -17,7 +17,7 @@ use crate::config::{Config, Outbound, OutboundMode};
 use crate::log;
 use crate::metrics::ListenerMetrics;
 use crate::resolver::Resolve;
-use crate::session::{CommandError, SessionRecord};
+use crate::session::{CommandError, SessionRecord, Slot};
 use crate::smtp::{reply, LineReader, Reply};
 use std::io;
 use std::net::SocketAddr;
@@ -112,7 +112,7 @@ fn rcpt_preconditions(
 }
 
 /// Runs one session to its end and records it.
-pub async fn run(ctx: Context, mta: TcpStream, peer: SocketAddr) {
+pub async fn run(ctx: Context, mta: TcpStream, peer: SocketAddr, mut slot: Slot) {
     let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
     let mut record = SessionRecord::new(&ctx.listener.name, "outbound", peer, unspecified);
     let _ = mta.set_nodelay(true);
@@ -136,11 +136,14 @@ pub async fn run(ctx: Context, mta: TcpStream, peer: SocketAddr) {
                 .emit();
             ctx.metrics.policy_rejection("loop_guard");
             record.outcome = "loop_guard";
-            let _ = mta.get_mut().write_all(&refusal.to_bytes()).await;
+            let bytes = refusal.to_bytes();
+            if mta.get_mut().write_all(&bytes).await.is_ok() {
+                record.bytes_to_peer += bytes.len() as u64;
+            }
             Ok(())
         }
     };
-    let tls = record.tls.is_some();
+    let tls = record.tls.is_some() && !record.tls_refused;
     if let Err(e) = &result {
         record.outcome = e.reason();
         record.detail = Some(e.to_string());
@@ -148,13 +151,16 @@ pub async fn run(ctx: Context, mta: TcpStream, peer: SocketAddr) {
             ctx.metrics.session_error(e.reason());
         }
         if let Some(reply) = e.reply(&ctx.config.hostname) {
-            let stream = mta.get_mut();
-            let _ = stream.write_all(&reply.to_bytes()).await;
+            let bytes = reply.to_bytes();
+            if mta.get_mut().write_all(&bytes).await.is_ok() {
+                record.bytes_to_peer += bytes.len() as u64;
+            }
         }
     }
     dialogue.close().await;
     let _ = mta.get_mut().shutdown().await;
     ctx.metrics
         .session_ended(tls, record.bytes_from_peer + record.bytes_to_peer);
+    slot.release();
     record.emit();
 }

@@ -107,9 +107,17 @@ pub fn address_literal(domain: &str) -> Option<IpAddr> {
     inner.parse().ok()
 }
 
+/// What `starttls-proxy policy DOMAIN` found.
+pub struct Explained {
+    /// The report printed on stdout.
+    pub text: String,
+    /// Listeners with no route for the domain, with the reply the MTA would get.
+    pub unrouted: Vec<(String, String)>,
+}
+
 /// What `starttls-proxy policy DOMAIN` prints: the policy in force and, per outbound listener,
 /// the route (hosts and addresses), without connecting anywhere.
-pub async fn explain(config: &Config, resolver: &dyn Resolve, domain: &str) -> String {
+pub async fn explain(config: &Config, resolver: &dyn Resolve, domain: &str) -> Explained {
     let domain = domain.trim_end_matches('.').to_ascii_lowercase();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let applied = config.outbound_policy.lookup(&domain, now);
@@ -155,6 +163,7 @@ pub async fn explain(config: &Config, resolver: &dyn Resolve, domain: &str) -> S
     } else {
         config.outbound.iter().map(|l| l.as_ref()).collect()
     };
+    let mut unrouted = Vec::new();
     for listener in listeners {
         out += &format!("route via outbound {}:\n", listener.name);
         match route_for(resolver, listener, &domain).await {
@@ -172,11 +181,16 @@ pub async fn explain(config: &Config, resolver: &dyn Resolve, domain: &str) -> S
             }
             Err(e) => {
                 let reply = e.reply(&domain);
-                out += &format!("  no route: {} {}\n", reply.code, reply.first_text());
+                let text = format!("{} {}", reply.code, reply.first_text());
+                out += &format!("  no route: {text}\n");
+                unrouted.push((listener.name.clone(), text));
             }
         }
     }
-    out
+    Explained {
+        text: out,
+        unrouted,
+    }
 }
 
 async fn next_hop(resolver: &dyn Resolve, hop: &NextHop) -> Result<Route, RouteError> {

@@ -47,6 +47,17 @@ pub async fn attempt(ctx: &Context, mut conn: MxConn, applied: &Applied, id: &st
         Ok(r) => r,
         Err(e) => return Attempt::failed(Offer::HandshakeFailed(e)),
     };
+    if matches!(reply.code, 421 | 221) {
+        // RFC 5321 §3.8, §4.2.2: the host is closing the channel. Nothing more may be sent on
+        // it (not even QUIT); plaintext, where policy allows, needs a fresh connection.
+        log::warn("starttls_closing")
+            .field("id", id)
+            .field("listener", &ctx.listener.name)
+            .field("mx", &conn.label)
+            .field("reply", summary(&reply))
+            .emit();
+        return Attempt::failed(Offer::Closed(summary(&reply)));
+    }
     if reply.code != 220 {
         return Attempt {
             offer: Offer::Refused(summary(&reply)),

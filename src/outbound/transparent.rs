@@ -8,7 +8,7 @@
 //! passed through. The MX's name is unknown here: no SNI is sent, and `verify` checks the
 //! certificate against the recipient domain's MX host names, the domain and its `match` names.
 
-use super::connect::{self, summary, MxConn};
+use super::connect::{self, summary, MxConn, MxError};
 use super::envelope::relay_body;
 use super::starttls::{self, Attempt};
 use super::{Context, OutboundError};
@@ -83,10 +83,19 @@ pub async fn session(
         Err(e) => {
             log::warn("mx_unreachable")
                 .field("id", &record.id)
+                .field("reason", e.reason())
                 .field("error", &e)
                 .emit();
-            // RFC 5321 §3.8: the MTA keeps the message and tries later.
-            let r = reply::backend_unavailable(&ctx.config.hostname);
+            // RFC 5321 §3.8: the MTA keeps the message and tries later (its next MX, as for a
+            // 5xx greeting: Postfix's smtp_skip_5xx_greeting); it is told what the host said.
+            let r = match &e {
+                MxError::Unreachable(_) => reply::backend_unavailable(&ctx.config.hostname),
+                MxError::Rejected {
+                    host, stage, said, ..
+                } => reply::mx_rejected(421, host, said, stage),
+            };
+            record.outcome = e.reason();
+            record.detail = Some(e.to_string());
             send(mta, &r, record).await?;
             return Ok(());
         }
@@ -109,7 +118,7 @@ async fn connect_upgraded(
     host: &str,
     addr: SocketAddr,
     record: &mut SessionRecord,
-) -> Result<(MxConn, TlsState), String> {
+) -> Result<(MxConn, TlsState), MxError> {
     let conn = connect::open(ctx, host, addr).await?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     // No domain yet: the policy-wide trust anchors, no extra names.
@@ -244,6 +253,11 @@ impl Transparent<'_> {
                     let r = connect::refusal_reply(&failure, &domain, &mx.label);
                     record.outcome = failure.reason();
                     record.detail = Some(summary(&r));
+                    // The log shows the verdict for this domain, not the handshake's
+                    // placeholder.
+                    if let (Some(facts), Offer::Tls(verdict)) = (record.tls.as_mut(), &offer) {
+                        facts.verdict = verdict.as_str();
+                    }
                     log::warn("policy_refused")
                         .field("id", &record.id)
                         .field("listener", &ctx.listener.name)

@@ -145,6 +145,9 @@ pub enum Offer {
     NotOffered,
     /// STARTTLS was answered with something other than 220 (the reply text).
     Refused(String),
+    /// STARTTLS was answered with `421` or `221` (the reply text): the host is closing the
+    /// connection, so plaintext needs a fresh one; for enforcement it is a refusal (4.7.4).
+    Closed(String),
     /// The host sent bytes after its 220 and before the handshake (response injection).
     Injected,
     /// The handshake failed (the reason).
@@ -199,7 +202,7 @@ pub enum Decision {
 pub fn decide(mode: Mode, relaxed: bool, offer: &Offer) -> Decision {
     let failure = match offer {
         Offer::NotOffered => Some(TlsFailure::NotOffered),
-        Offer::Refused(r) => Some(TlsFailure::Refused(r.clone())),
+        Offer::Refused(r) | Offer::Closed(r) => Some(TlsFailure::Refused(r.clone())),
         Offer::Injected => Some(TlsFailure::Injected),
         Offer::HandshakeFailed(e) => Some(TlsFailure::Handshake(e.clone())),
         Offer::Tls(v) if mode == Mode::Verify && *v != CertVerdict::Verified => {
@@ -214,7 +217,9 @@ pub fn decide(mode: Mode, relaxed: bool, offer: &Offer) -> Decision {
     // plaintext session; a broken handshake does not.
     let fallback = |relaxed: Option<TlsFailure>| match offer {
         Offer::NotOffered | Offer::Refused(_) | Offer::Tls(_) => Decision::Proceed { relaxed },
-        Offer::Injected | Offer::HandshakeFailed(_) => Decision::RetryPlain { relaxed },
+        Offer::Closed(_) | Offer::Injected | Offer::HandshakeFailed(_) => {
+            Decision::RetryPlain { relaxed }
+        }
     };
     if !mode.is_tls_required() {
         return fallback(None);

@@ -69,8 +69,25 @@ fn decide_table() {
     let retry = D::RetryPlain { relaxed: None };
     let refused = Offer::Refused("454 4.7.0 TLS not available".into());
     let failed = Offer::HandshakeFailed("alert".into());
+    // STARTTLS answered 421/221: the channel is closing (RFC 5321 §3.8).
+    let closed = Offer::Closed("421 4.3.2 shutting down".into());
     let table: Vec<(Mode, bool, Offer, Decision)> = vec![
         (M::Opportunistic, false, Offer::NotOffered, proceed.clone()),
+        (M::Opportunistic, false, closed.clone(), retry.clone()),
+        (
+            M::Encrypt,
+            false,
+            closed.clone(),
+            D::Refuse(TlsFailure::Refused("421 4.3.2 shutting down".into())),
+        ),
+        (
+            M::Verify,
+            true,
+            closed.clone(),
+            D::RetryPlain {
+                relaxed: Some(TlsFailure::Refused("421 4.3.2 shutting down".into())),
+            },
+        ),
         (M::Opportunistic, false, refused.clone(), proceed.clone()),
         (M::Opportunistic, false, Offer::Injected, retry.clone()),
         (M::Opportunistic, false, failed.clone(), retry.clone()),

@@ -320,6 +320,13 @@ pub fn no_mx_reachable(domain: &str, why: &str) -> Reply {
     )
 }
 
+/// The MX host answered but would not talk (its greeting, or its reply to EHLO/HELO): what it
+/// said, for the MTA's queue and bounce. Relay mode: `451` (every MX failed; the MTA keeps the
+/// message); transparent mode: `421` in place of the greeting the MTA waits for.
+pub fn mx_rejected(code: u16, host: &str, said: &str, stage: &str) -> Reply {
+    Reply::new(code, format!("4.4.1 {host} said: {said} ({stage})"))
+}
+
 /// Transparent mode: the intercepted connection was meant for the proxy itself.
 pub fn loop_detected(hostname: &str) -> Reply {
     Reply::new(

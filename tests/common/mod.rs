@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 pub use backend::FakeBackend;
 pub use client::{Reply, SmtpClient};
 pub use dns::{Dns, Zone};
-pub use mx::{ScriptedMx, Starttls};
+pub use mx::{Script, ScriptedMx, Starttls};
 pub use peers::{openssl_s_client, swaks, SmtpSink};
 pub use pki::{Ca, Leaf};
 pub use postfix::Postfix;

@@ -16,6 +16,30 @@ pub enum Starttls {
     Refuse,
     /// `220`, then plaintext garbage instead of a ServerHello.
     Garbage,
+    /// This reply (`421 ...` or `221 ...`), then the MX stops writing (half-close) but goes on
+    /// recording whatever the client still sends, until the client closes.
+    Closing(&'static str),
+}
+
+/// What a scripted MX says, where it is not a well-behaved server.
+#[derive(Debug, Clone, Copy)]
+pub struct Script {
+    /// The greeting line (`220 ...`, or a rejection such as `554 5.7.1 go away`, after which
+    /// every command but QUIT gets `503`).
+    pub greeting: &'static str,
+    /// The reply line to both EHLO and HELO; `None`: a 250 offering STARTTLS.
+    pub ehlo: Option<&'static str>,
+    pub starttls: Starttls,
+}
+
+impl Script {
+    pub fn starttls(starttls: Starttls) -> Script {
+        Script {
+            greeting: "220 scripted.test ESMTP",
+            ehlo: None,
+            starttls,
+        }
+    }
 }
 
 pub struct ScriptedMx {
@@ -32,7 +56,17 @@ impl ScriptedMx {
 
     /// On any address, IPv6 included.
     pub fn on(ip: IpAddr, starttls: Starttls) -> ScriptedMx {
-        let listener = TcpListener::bind((ip, 25)).expect("bind scripted MX");
+        Self::scripted(ip, Script::starttls(starttls))
+    }
+
+    /// On `ip:25`, following `script`.
+    pub fn scripted(ip: impl Into<IpAddr>, script: Script) -> ScriptedMx {
+        let Script {
+            greeting,
+            ehlo,
+            starttls,
+        } = script;
+        let listener = TcpListener::bind((ip.into(), 25)).expect("bind scripted MX");
         let addr = listener.local_addr().unwrap();
         let sessions = Arc::new(Mutex::new(Vec::new()));
         let log = sessions.clone();
@@ -46,14 +80,19 @@ impl ScriptedMx {
                 };
                 let log = log.clone();
                 std::thread::spawn(move || {
-                    let _ = stream.write_all(b"220 scripted.test ESMTP\r\n");
+                    let _ = stream.write_all(format!("{greeting}\r\n").as_bytes());
+                    let rejected = !greeting.starts_with("220");
                     let mut reader = BufReader::new(stream.try_clone().expect("clone"));
                     let mut line = String::new();
                     let mut in_data = false;
+                    let mut closing = false;
                     while reader.read_line(&mut line).unwrap_or(0) > 0 {
                         let cmd = line.trim_end().to_string();
                         log.lock().unwrap()[index].push(cmd.clone());
                         line.clear();
+                        if closing {
+                            continue;
+                        }
                         if in_data {
                             if cmd == "." {
                                 in_data = false;
@@ -62,8 +101,15 @@ impl ScriptedMx {
                             continue;
                         }
                         let upper = cmd.to_ascii_uppercase();
-                        let answer: &[u8] = if upper.starts_with("EHLO") {
-                            b"250-scripted.test\r\n250 STARTTLS\r\n"
+                        let custom_ehlo = ehlo.map(|l| format!("{l}\r\n"));
+                        let answer: &[u8] = if rejected && !upper.starts_with("QUIT") {
+                            b"503 5.5.1 Error: rejected in the greeting\r\n"
+                        } else if upper.starts_with("EHLO") || upper.starts_with("HELO") {
+                            match &custom_ehlo {
+                                Some(reply) => reply.as_bytes(),
+                                None if upper.starts_with("HELO") => b"250 scripted.test\r\n",
+                                None => b"250-scripted.test\r\n250 STARTTLS\r\n",
+                            }
                         } else if upper.starts_with("STARTTLS") {
                             match starttls {
                                 Starttls::Inject => {
@@ -78,6 +124,12 @@ impl ScriptedMx {
                                     let _ = reader.fill_buf();
                                     let _ = stream.write_all(b"this is not a TLS record\r\n");
                                     break;
+                                }
+                                Starttls::Closing(reply) => {
+                                    let _ = stream.write_all(format!("{reply}\r\n").as_bytes());
+                                    let _ = stream.shutdown(std::net::Shutdown::Write);
+                                    closing = true;
+                                    continue;
                                 }
                             }
                         } else if upper.starts_with("DATA") {
