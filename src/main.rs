@@ -54,6 +54,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     log::init(cli.log_format);
     match cli.command {
+        // The contract's check-config answer is binary: 0 valid, 2 not (whatever `run` would
+        // make of the failure: an unreadable certificate is 1 there, a runtime failure).
         Command::CheckConfig { config } => match Config::load(&config) {
             Ok(config) => {
                 print!("{}", config.summary());
@@ -61,7 +63,7 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("starttls-proxy: {e}");
-                ExitCode::from(e.exit_code())
+                ExitCode::from(2)
             }
         },
         Command::Run { config: path } => {

@@ -168,10 +168,10 @@ fn check_config_unreadable_certificate_names_file_line_col_and_key() {
         &format!("{:?}", missing.display().to_string()),
     );
     let path = write(dir.path(), "missing.toml", &text);
-    // Unreadable (not wrong): a runtime failure, exit 1, as for `run` (issue 15).
+    // check-config says invalid (2) for any problem; `run` exits 1 here (issue 15).
     let err = assert_check_config_fails(
         &path,
-        1,
+        2,
         line_of(&text, "certificate ="),
         "tls.certificate",
         &["cannot read certificate file"],
@@ -186,7 +186,7 @@ fn check_config_unreadable_certificate_names_file_line_col_and_key() {
     let path = write(dir.path(), "key-dir.toml", &text);
     assert_check_config_fails(
         &path,
-        1,
+        2,
         line_of(&text, "private_key ="),
         "tls.private_key",
         &["cannot read private key file"],
@@ -503,9 +503,9 @@ fn world_readable(path: &Path) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
 }
 
-/// Issue 15, item 3: a certificate or key that cannot be read is a runtime failure (exit 1)
-/// for `run` and `check-config` alike; content that is wrong (a key of another certificate)
-/// stays a configuration error (exit 2).
+/// Issue 15, item 3: a certificate or key that cannot be read is a runtime failure for `run`
+/// (exit 1) and invalid for `check-config` (exit 2, its contract is binary); content that is
+/// wrong (a key of another certificate) is a configuration error (exit 2) for both.
 #[test]
 fn unreadable_certificate_or_key_exits_1_and_wrong_content_exits_2() {
     let (dir, ca, leaf) = setup("cert-unreadable");
@@ -514,9 +514,9 @@ fn unreadable_certificate_or_key_exits_1_and_wrong_content_exits_2() {
     let text = config_text(&leaf, "").replace(&quoted(&leaf.cert), &quoted(&missing));
     let path = write(dir.path(), "missing.toml", &text);
     let at = format!("{}:{}:", path.display(), line_of(&text, "certificate ="));
-    for command in ["run", "check-config"] {
+    for (command, exit) in [("run", 1), ("check-config", 2)] {
         let (code, out, err) = run_cli(&[command, "--config", path.to_str().unwrap()]);
-        assert_eq!(code, 1, "{command}: {out}{err}");
+        assert_eq!(code, exit, "{command}: {out}{err}");
         assert!(err.contains(&at), "{command}: {err}");
         assert!(err.contains("key `tls.certificate`"), "{err}");
         assert!(
@@ -539,9 +539,9 @@ fn unreadable_certificate_or_key_exits_1_and_wrong_content_exits_2() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&leaf.key, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
-    for command in ["run", "check-config"] {
+    for (command, exit) in [("run", 1), ("check-config", 2)] {
         let (code, err) = run_as_nobody(&[command, "--config", path.to_str().unwrap()]);
-        assert_eq!(code, 1, "{command}: {err}");
+        assert_eq!(code, exit, "{command}: {err}");
         assert!(err.contains("key `tls.private_key`"), "{err}");
         assert!(err.contains("Permission denied"), "{err}");
         assert!(
