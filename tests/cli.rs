@@ -616,7 +616,8 @@ fn low_port_without_capability_names_what_is_needed() {
 }
 
 /// Issue 15, item 4: a backend given by host name is resolved at load; a name that does not
-/// resolve is a runtime failure (exit 1) naming the key; a listener needs an address.
+/// resolve is a runtime failure for `run` (exit 1; check-config: invalid, 2) naming the key; a
+/// listener needs an address.
 #[test]
 fn backend_host_names_resolve_at_load() {
     let (dir, _ca, leaf) = setup("backend-name");
@@ -632,9 +633,9 @@ fn backend_host_names_resolve_at_load() {
 
     let text = config_text(&leaf, "").replace("127.0.0.1:2526", "mta.invalid:25");
     let path = write(dir.path(), "unknown-name.toml", &text);
-    for command in ["check-config", "run"] {
+    for (command, exit) in [("check-config", 2), ("run", 1)] {
         let (code, out, err) = run_cli(&[command, "--config", path.to_str().unwrap()]);
-        assert_eq!(code, 1, "{command}: {out}{err}");
+        assert_eq!(code, exit, "{command}: {out}{err}");
         assert!(
             err.contains(&format!(
                 "{}:{}:",
