@@ -17,8 +17,8 @@ pub struct TlsFacts {
     pub version: &'static str,
     pub cipher: &'static str,
     pub sni: Option<String>,
-    /// Certificate verdict: `none` when no certificate was asked for (inbound clients).
-    pub verdict: &'static str,
+    /// What the peer's certificate came to; only a verifier can make a verified one.
+    pub verdict: crate::tls::Verdict,
 }
 
 /// Everything the end-of-session log line reports.
@@ -90,7 +90,7 @@ impl SessionRecord {
             .field("version", tls.map_or("-", |t| t.version))
             .field("cipher", tls.map_or("-", |t| t.cipher))
             .field("sni", tls.and_then(|t| t.sni.as_deref()).unwrap_or("-"))
-            .field("verdict", tls.map_or("-", |t| t.verdict))
+            .field("verdict", tls.map_or("-", |t| t.verdict.as_str()))
             .field("policy", self.policy)
             .field("domain", self.domain.as_deref().unwrap_or("-"))
             .field("outcome", self.outcome);

@@ -264,12 +264,18 @@ pub fn handshake_failure_reason(err: &std::io::Error) -> &'static str {
 
 // ---- Outbound (client side): trust anchors, certificate verdicts, client configuration ----
 
+/// Proof that a chain was verified to the trust anchors for an accepted name: only
+/// [`TrustAnchors::verdict`] makes one (rustls's `PeerVerified` idea), so no code can claim a
+/// verified peer it did not check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified(());
+
 /// What the certificate of an MX host came to. Opportunistic and encrypt record it; verify
 /// requires `Verified`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CertVerdict {
     /// Chain valid to the trust anchors and a name matches (MX host or a `match` name).
-    Verified,
+    Verified(Verified),
     /// Chain valid, but no name matches.
     NameMismatch,
     /// Chain does not lead to a trust anchor (self-signed, private CA).
@@ -281,10 +287,14 @@ pub enum CertVerdict {
 }
 
 impl CertVerdict {
+    pub fn is_verified(self) -> bool {
+        matches!(self, CertVerdict::Verified(_))
+    }
+
     /// The log's `verdict` field.
     pub fn as_str(self) -> &'static str {
         match self {
-            CertVerdict::Verified => "verified",
+            CertVerdict::Verified(_) => "verified",
             CertVerdict::NameMismatch => "name_mismatch",
             CertVerdict::Untrusted => "untrusted",
             CertVerdict::Expired => "expired",
@@ -295,12 +305,43 @@ impl CertVerdict {
     /// What failed, in words for a `451 4.7.5` reply.
     pub fn describe(self) -> &'static str {
         match self {
-            CertVerdict::Verified => "certificate verified",
+            CertVerdict::Verified(_) => "certificate verified",
             CertVerdict::NameMismatch => "certificate name does not match the MX host",
             CertVerdict::Untrusted => "certificate not signed by a trusted CA",
             CertVerdict::Expired => "certificate expired or not yet valid",
             CertVerdict::Invalid => "certificate invalid",
         }
+    }
+
+    /// A verified verdict for unit tables of the code that reads verdicts.
+    #[cfg(test)]
+    pub fn verified_for_tests() -> CertVerdict {
+        CertVerdict::Verified(Verified(()))
+    }
+}
+
+/// What a session's log says of the peer's certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// No certificate asked for (inbound clients).
+    NotAsked,
+    /// Transparent mode: judged per recipient domain at each RCPT.
+    PerDomain,
+    Cert(CertVerdict),
+}
+
+impl Verdict {
+    /// The log's `verdict` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::NotAsked => "none",
+            Verdict::PerDomain => "per_domain",
+            Verdict::Cert(v) => v.as_str(),
+        }
+    }
+
+    pub fn is_verified(self) -> bool {
+        matches!(self, Verdict::Cert(v) if v.is_verified())
     }
 }
 
@@ -384,7 +425,7 @@ impl TrustAnchors {
             _ => CertVerdict::Invalid,
         };
         match check(host) {
-            Ok(_) => CertVerdict::Verified,
+            Ok(_) => CertVerdict::Verified(Verified(())),
             Err(e) => match classify(&e) {
                 // The chain is good (webpki checks names last): try the `match` names.
                 CertVerdict::NameMismatch => {
@@ -393,7 +434,7 @@ impl TrustAnchors {
                             .is_ok_and(|name| check(&name).is_ok())
                     });
                     if matched {
-                        CertVerdict::Verified
+                        CertVerdict::Verified(Verified(()))
                     } else {
                         CertVerdict::NameMismatch
                     }

@@ -55,7 +55,7 @@ pub async fn handshake(
         version: tls::version_name(negotiated.version),
         cipher: tls::cipher_name(negotiated.suite),
         sni: negotiated.sni,
-        verdict: "none",
+        verdict: tls::Verdict::NotAsked,
     };
     ctx.metrics
         .handshake_ok(facts.version, facts.cipher, started.elapsed());

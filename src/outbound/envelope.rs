@@ -197,7 +197,7 @@ impl<'a> Dialogue<'a> {
                         return Ok(Some(refusal.reply));
                     }
                 };
-                let verified = mx.facts.as_ref().is_some_and(|f| f.verdict == "verified");
+                let verified = mx.facts.as_ref().is_some_and(|f| f.verdict.is_verified());
                 crate::metrics::outbound_domain_session(
                     &applied.label,
                     applied.mode.as_str(),
@@ -213,7 +213,7 @@ impl<'a> Dialogue<'a> {
                     .field("tls", if mx.facts.is_some() { "yes" } else { "no" })
                     .field("version", mx.facts.as_ref().map_or("-", |f| f.version))
                     .field("cipher", mx.facts.as_ref().map_or("-", |f| f.cipher))
-                    .field("verdict", mx.facts.as_ref().map_or("-", |f| f.verdict))
+                    .field("verdict", mx.facts.as_ref().map_or("-", |f| f.verdict.as_str()))
                     .field("relaxed", mx.relaxed.as_ref().map_or("no", |f| f.reason()))
                     .emit();
                 record.next_hop = mx.conn.addr;

@@ -135,7 +135,7 @@ pub async fn attempt(ctx: &Context, mut conn: MxConn, applied: &Applied, id: &st
             .parse::<std::net::IpAddr>()
             .is_err()
             .then(|| host.clone()),
-        verdict: verdict.as_str(),
+        verdict: tls::Verdict::Cert(verdict),
     };
     ctx.metrics
         .handshake_ok(facts.version, facts.cipher, started.elapsed());

@@ -143,7 +143,7 @@ async fn connect_upgraded(
     record.tls.clone_from(&facts);
     if let Some(f) = record.tls.as_mut() {
         // Verified per recipient domain later; the handshake alone knows no name.
-        f.verdict = "per_domain";
+        f.verdict = crate::tls::Verdict::PerDomain;
     }
     Ok((conn, TlsState { offer, chain }))
 }
@@ -256,7 +256,7 @@ impl Transparent<'_> {
                     // The log shows the verdict for this domain, not the handshake's
                     // placeholder.
                     if let (Some(facts), Offer::Tls(verdict)) = (record.tls.as_mut(), &offer) {
-                        facts.verdict = verdict.as_str();
+                        facts.verdict = crate::tls::Verdict::Cert(*verdict);
                     }
                     log::warn("policy_refused")
                         .field("id", &record.id)
@@ -279,7 +279,7 @@ impl Transparent<'_> {
                         &record.id,
                     );
                     let tls = matches!(offer, Offer::Tls(_));
-                    let verified = offer == Offer::Tls(CertVerdict::Verified);
+                    let verified = matches!(offer, Offer::Tls(v) if v.is_verified());
                     crate::metrics::outbound_domain_session(
                         &applied.label,
                         applied.mode.as_str(),

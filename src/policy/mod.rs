@@ -205,7 +205,7 @@ pub fn decide(mode: Mode, relaxed: bool, offer: &Offer) -> Decision {
         Offer::Refused(r) | Offer::Closed(r) => Some(TlsFailure::Refused(r.clone())),
         Offer::Injected => Some(TlsFailure::Injected),
         Offer::HandshakeFailed(e) => Some(TlsFailure::Handshake(e.clone())),
-        Offer::Tls(v) if mode == Mode::Verify && *v != CertVerdict::Verified => {
+        Offer::Tls(v) if mode == Mode::Verify && !v.is_verified() => {
             Some(TlsFailure::Certificate(*v))
         }
         Offer::Tls(_) => None,

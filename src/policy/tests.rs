@@ -128,7 +128,7 @@ fn decide_table() {
             Offer::Tls(V::NameMismatch),
             proceed.clone(),
         ),
-        (M::Verify, false, Offer::Tls(V::Verified), proceed.clone()),
+        (M::Verify, false, Offer::Tls(V::verified_for_tests()), proceed.clone()),
         (
             M::Verify,
             false,
@@ -171,7 +171,7 @@ fn decide_table() {
                 relaxed: Some(TlsFailure::Handshake("alert".into())),
             },
         ),
-        (M::Verify, true, Offer::Tls(V::Verified), proceed.clone()),
+        (M::Verify, true, Offer::Tls(V::verified_for_tests()), proceed.clone()),
     ];
     for (mode, relaxed, offer, expected) in table {
         assert_eq!(
@@ -237,7 +237,7 @@ mod verdicts {
             (
                 signed(&["mx.bank.example"], false),
                 vec![],
-                CertVerdict::Verified,
+                CertVerdict::verified_for_tests(),
             ),
             (
                 signed(&["other.example"], false),
@@ -247,12 +247,12 @@ mod verdicts {
             (
                 signed(&["mail.bank.example"], false),
                 vec!["mail.bank.example".into()],
-                CertVerdict::Verified,
+                CertVerdict::verified_for_tests(),
             ),
             (
                 signed(&["*.bank.example"], false),
                 vec![],
-                CertVerdict::Verified,
+                CertVerdict::verified_for_tests(),
             ),
             (self_signed, vec![], CertVerdict::Untrusted),
             (
