@@ -21,6 +21,24 @@ pub struct TlsFacts {
     pub verdict: crate::tls::Verdict,
 }
 
+/// One TLS result of a session, as the session results file keeps it: per MX attempt
+/// outbound (one session may try several hosts, or judge one connection for several recipient
+/// domains in transparent mode), per accepted connection inbound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptResult {
+    /// Outbound: the recipient domain; inbound: the MAIL FROM domain where seen.
+    pub domain: Option<String>,
+    /// Outbound: the MX host name as routed (an IP in transparent mode).
+    pub mx_host: Option<String>,
+    /// The remote end: the MX (outbound) or the client (inbound).
+    pub remote: SocketAddr,
+    /// Our end of that connection.
+    pub local: Option<SocketAddr>,
+    /// The TLS facts of this attempt (`None`: no TLS).
+    pub tls: Option<TlsFacts>,
+    pub outcome: crate::state::results::Outcome,
+}
+
 /// Everything the end-of-session log line reports.
 #[derive(Debug)]
 pub struct SessionRecord {
@@ -45,6 +63,8 @@ pub struct SessionRecord {
     pub bytes_from_peer: u64,
     pub bytes_to_peer: u64,
     pub started: Instant,
+    /// The session's TLS results, in the order they happened.
+    pub results: Vec<AttemptResult>,
 }
 
 impl SessionRecord {
@@ -70,6 +90,7 @@ impl SessionRecord {
             bytes_from_peer: 0,
             bytes_to_peer: 0,
             started: Instant::now(),
+            results: Vec::new(),
         }
     }
 

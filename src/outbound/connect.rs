@@ -64,13 +64,34 @@ pub struct MxConn {
     /// The host name (SNI, `verify`).
     pub host: String,
     pub addr: SocketAddr,
+    /// Our address on this connection (`sending-mta-ip` in TLS reports).
+    pub local: Option<SocketAddr>,
     /// The last EHLO reply (`None`: the host only took HELO).
     pub ehlo: Option<Reply>,
     /// The host's greeting (transparent mode relays it to the MTA).
     pub greeting: Reply,
 }
 
+/// Who a connection is with, for replies, logs and results; outlives a failed handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MxPeer {
+    /// `host[ip]`.
+    pub label: String,
+    pub host: String,
+    pub addr: SocketAddr,
+    pub local: Option<SocketAddr>,
+}
+
 impl MxConn {
+    pub fn peer(&self) -> MxPeer {
+        MxPeer {
+            label: self.label.clone(),
+            host: self.host.clone(),
+            addr: self.addr,
+            local: self.local,
+        }
+    }
+
     pub fn offers(&self, keyword: &str) -> bool {
         self.ehlo.as_ref().is_some_and(|r| {
             r.lines.iter().skip(1).any(|line| {
@@ -229,11 +250,13 @@ pub async fn open(ctx: &Context, host: &str, addr: SocketAddr) -> Result<MxConn,
         }
     };
     let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().ok();
     let mut conn = MxConn {
         reader: LineReader::new(MxStream::Plain(stream)),
         label,
         host: host.to_string(),
         addr,
+        local,
         ehlo: None,
         greeting: Reply::new(220, ""),
     };
@@ -254,220 +277,4 @@ pub async fn open(ctx: &Context, host: &str, addr: SocketAddr) -> Result<MxConn,
             Err(e)
         }
     }
-}
-
-/// An MX session ready for MAIL: TLS as policy demands, or plaintext where it allows.
-pub struct Mx {
-    pub conn: MxConn,
-    /// Route key and policy entry: a later transaction with the same key may reuse the session.
-    pub key: String,
-    pub facts: Option<crate::session::TlsFacts>,
-    /// The failure a relaxation let through, if any.
-    pub relaxed: Option<crate::policy::TlsFailure>,
-}
-
-/// Why no MX session came about: the reply for the MTA, its reason label, and what the
-/// session log shows of the last attempt (its address, and the TLS facts if a handshake was
-/// made before policy refused the host).
-#[derive(Debug)]
-pub struct Refusal {
-    pub reply: Reply,
-    pub reason: &'static str,
-    pub mx: Option<SocketAddr>,
-    pub facts: Option<crate::session::TlsFacts>,
-}
-
-/// Tries the route's hosts and addresses in order until one gives a session the domain's policy
-/// accepts. Nothing of the envelope is sent here: a refusal leaves no trace at the MX but EHLO.
-pub async fn establish(
-    ctx: &Context,
-    route: &super::route::Route,
-    applied: &crate::policy::Applied,
-    domain: &str,
-    key: String,
-    id: &str,
-) -> Result<Mx, Refusal> {
-    use crate::policy::{decide, Decision, Mode};
-    let mut refusal: Option<Refusal> = None;
-    let mut last_error = MxError::Unreachable(String::from("no address to try"));
-    let mut last_addr = None;
-    for host in &route.hosts {
-        for ip in &host.addrs {
-            let addr = SocketAddr::new(*ip, route.port);
-            last_addr = Some(addr);
-            let conn = match open(ctx, &host.name, addr).await {
-                Ok(c) => c,
-                Err(e) => {
-                    crate::log::warn("mx_unreachable")
-                        .field("id", id)
-                        .field("domain", domain)
-                        .field("reason", e.reason())
-                        .field("error", &e)
-                        .emit();
-                    last_error = e;
-                    continue;
-                }
-            };
-            if is_loop(ctx, &conn) {
-                // Postfix's "mail for ... loops back to myself": permanent, like its 5.4.6.
-                crate::log::warn("mail_loop")
-                    .field("id", id)
-                    .field("domain", domain)
-                    .field("mx", &conn.label)
-                    .emit();
-                ctx.metrics.policy_rejection("mail_loop");
-                conn.quit(ctx).await;
-                return Err(Refusal {
-                    reply: crate::smtp::reply::mail_loops(domain, &ctx.config.hostname),
-                    reason: "mail_loop",
-                    mx: Some(addr),
-                    facts: None,
-                });
-            }
-            if applied.mode == Mode::None {
-                return Ok(Mx {
-                    conn,
-                    key,
-                    facts: None,
-                    relaxed: None,
-                });
-            }
-            let label = conn.label.clone();
-            let attempt = super::starttls::attempt(ctx, conn, applied, id).await;
-            match decide(applied.mode, applied.relaxed, &attempt.offer) {
-                Decision::Proceed { relaxed } => {
-                    note_relaxed(ctx, applied, domain, &label, relaxed.as_ref(), id);
-                    match attempt.conn {
-                        Some(conn) => {
-                            return Ok(Mx {
-                                conn,
-                                key,
-                                facts: attempt.facts,
-                                relaxed,
-                            })
-                        }
-                        None => {
-                            last_error = MxError::Unreachable(format!("{label}: connection lost"))
-                        }
-                    }
-                }
-                Decision::RetryPlain { relaxed } => {
-                    note_relaxed(ctx, applied, domain, &label, relaxed.as_ref(), id);
-                    crate::log::warn("tls_fallback_plaintext")
-                        .field("id", id)
-                        .field("domain", domain)
-                        .field("mx", &label)
-                        .field("detail", format!("{:?}", attempt.offer))
-                        .emit();
-                    match open(ctx, &host.name, addr).await {
-                        Ok(conn) => {
-                            return Ok(Mx {
-                                conn,
-                                key,
-                                facts: None,
-                                relaxed,
-                            })
-                        }
-                        Err(e) => last_error = e,
-                    }
-                }
-                Decision::Refuse(failure) => {
-                    ctx.metrics.policy_rejection(failure.reason());
-                    let reply = refusal_reply(&failure, domain, &label);
-                    crate::log::warn("policy_refused")
-                        .field("id", id)
-                        .field("listener", &ctx.listener.name)
-                        .field("domain", domain)
-                        .field("policy", applied.mode)
-                        .field("mx", &label)
-                        .field("reason", failure.reason())
-                        .field("reply", summary(&reply))
-                        .emit();
-                    if let Some(conn) = attempt.conn {
-                        conn.quit(ctx).await;
-                    }
-                    refusal = Some(Refusal {
-                        reply,
-                        reason: failure.reason(),
-                        mx: Some(addr),
-                        facts: attempt.facts,
-                    });
-                }
-            }
-        }
-    }
-    Err(refusal.unwrap_or_else(|| Refusal {
-        reply: last_error.reply(domain),
-        reason: last_error.reason(),
-        mx: last_addr,
-        facts: None,
-    }))
-}
-
-/// The MX is this proxy: one of our listeners, or a host greeting with our own name.
-fn is_loop(ctx: &Context, conn: &MxConn) -> bool {
-    let ours = ctx
-        .config
-        .outbound
-        .iter()
-        .map(|l| l.listen)
-        .chain(ctx.config.inbound.iter().map(|l| l.listen))
-        .any(|listen| {
-            listen.port() == conn.addr.port()
-                && (listen.ip() == conn.addr.ip()
-                    || (listen.ip().is_unspecified() && conn.addr.ip().is_loopback()))
-        });
-    let name = conn
-        .ehlo
-        .as_ref()
-        .and_then(|r| r.lines.first())
-        .map(|l| l.split(|&b| b == b' ').next().unwrap_or_default())
-        .unwrap_or_default();
-    ours || name.eq_ignore_ascii_case(ctx.config.hostname.as_bytes())
-}
-
-pub fn refusal_reply(failure: &crate::policy::TlsFailure, domain: &str, label: &str) -> Reply {
-    use crate::policy::TlsFailure as F;
-    use crate::smtp::reply;
-    match failure {
-        F::NotOffered => reply::tls_not_offered(domain, label),
-        F::Refused(r) => reply::starttls_refused(domain, label, r),
-        F::Injected => reply::tls_failed(
-            domain,
-            label,
-            "response injection (data after its 220 to STARTTLS)",
-        ),
-        F::Handshake(e) => reply::tls_failed(domain, label, &format!("Cannot start TLS: {e}")),
-        F::Certificate(v) => reply::tls_failed(
-            domain,
-            label,
-            &format!("Server certificate not verified: {}", v.describe()),
-        ),
-    }
-}
-
-pub fn note_relaxed(
-    ctx: &Context,
-    applied: &crate::policy::Applied,
-    domain: &str,
-    label: &str,
-    relaxed: Option<&crate::policy::TlsFailure>,
-    id: &str,
-) {
-    let Some(failure) = relaxed else { return };
-    crate::metrics::outbound_relaxed(&applied.label, failure.reason());
-    crate::log::warn("policy_relaxed")
-        .field("id", id)
-        .field("listener", &ctx.listener.name)
-        .field("domain", domain)
-        .field("policy", applied.mode)
-        .field("mx", label)
-        .field("reason", failure.reason())
-        .field(
-            "relax_until",
-            applied
-                .relax_until
-                .map_or("-".to_string(), crate::log::format_unix),
-        )
-        .emit();
 }

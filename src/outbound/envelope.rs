@@ -2,7 +2,8 @@
 //! MX session at the first RCPT of a transaction, and from then on relays the MX's own replies:
 //! the `250` after DATA is always the MX's (invariant 1).
 
-use super::connect::{self, Mx};
+use super::connect;
+use super::establish::{self, Mx};
 use super::{route, Context, OutboundError};
 use crate::log;
 use crate::session::{CommandReader, SessionRecord};
@@ -173,37 +174,32 @@ impl<'a> Dialogue<'a> {
         for fresh_try in [false, true] {
             let reused = self.mx.is_some();
             if !reused {
-                let mx = match connect::establish(
+                let mx = match establish::establish(
                     ctx,
                     route,
                     applied,
                     domain,
                     key.to_string(),
-                    &record.id,
+                    record,
                 )
                 .await
                 {
                     Ok(mx) => mx,
-                    Err(refusal) => {
+                    Err(refused) => {
                         // The session log shows the last refusal (the MTA keeps the message):
                         // the MX it was about and the TLS facts of that attempt.
-                        record.outcome = refusal.reason;
-                        record.detail = Some(connect::summary(&refusal.reply));
-                        if let Some(mx) = refusal.mx {
+                        let reply = refused.refusal.reply(&ctx.config.hostname);
+                        record.outcome = refused.refusal.reason();
+                        record.detail = Some(connect::summary(&reply));
+                        if let Some(mx) = refused.mx {
                             record.next_hop = mx;
                         }
-                        record.tls_refused = refusal.facts.is_some();
-                        record.tls = refusal.facts;
-                        return Ok(Some(refusal.reply));
+                        record.tls_refused = refused.facts.is_some();
+                        record.tls = refused.facts;
+                        return Ok(Some(reply));
                     }
                 };
-                let verified = mx.facts.as_ref().is_some_and(|f| f.verdict.is_verified());
-                crate::metrics::outbound_domain_session(
-                    &applied.label,
-                    applied.mode.as_str(),
-                    mx.facts.is_some(),
-                    verified,
-                );
+                establish::delivering(applied, mx.facts.as_ref());
                 log::info("mx_session")
                     .field("id", &record.id)
                     .field("listener", &ctx.listener.name)
@@ -213,7 +209,10 @@ impl<'a> Dialogue<'a> {
                     .field("tls", if mx.facts.is_some() { "yes" } else { "no" })
                     .field("version", mx.facts.as_ref().map_or("-", |f| f.version))
                     .field("cipher", mx.facts.as_ref().map_or("-", |f| f.cipher))
-                    .field("verdict", mx.facts.as_ref().map_or("-", |f| f.verdict.as_str()))
+                    .field(
+                        "verdict",
+                        mx.facts.as_ref().map_or("-", |f| f.verdict.as_str()),
+                    )
                     .field("relaxed", mx.relaxed.as_ref().map_or("no", |f| f.reason()))
                     .emit();
                 record.next_hop = mx.conn.addr;

@@ -9,6 +9,7 @@
 
 mod connect;
 mod envelope;
+pub mod establish;
 pub mod route;
 mod starttls;
 mod transparent;

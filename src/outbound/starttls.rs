@@ -2,7 +2,7 @@
 //! `220` and before the handshake abort the attempt (response injection, CVE-2011-0411 class),
 //! SNI is the MX host name, and the certificate's verdict is recorded for the policy.
 
-use super::connect::{summary, MxConn, MxStream};
+use super::connect::{summary, MxConn, MxPeer, MxStream};
 use super::Context;
 use crate::log;
 use crate::policy::{Applied, Offer};
@@ -16,6 +16,8 @@ use tokio_rustls::TlsConnector;
 /// What one attempt came to: the offer for the policy verdict, the connection if it is still
 /// usable (TLS up, or plaintext after STARTTLS was not offered or refused), and the TLS facts.
 pub struct Attempt {
+    /// Who it was with, whatever became of the connection.
+    pub peer: MxPeer,
     pub offer: Offer,
     pub conn: Option<MxConn>,
     pub facts: Option<TlsFacts>,
@@ -24,8 +26,9 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    fn failed(offer: Offer) -> Attempt {
+    fn failed(peer: MxPeer, offer: Offer) -> Attempt {
         Attempt {
+            peer,
             offer,
             conn: None,
             facts: None,
@@ -35,8 +38,10 @@ impl Attempt {
 }
 
 pub async fn attempt(ctx: &Context, mut conn: MxConn, applied: &Applied, id: &str) -> Attempt {
+    let peer = conn.peer();
     if !conn.offers("STARTTLS") {
         return Attempt {
+            peer,
             offer: Offer::NotOffered,
             conn: Some(conn),
             facts: None,
@@ -45,7 +50,7 @@ pub async fn attempt(ctx: &Context, mut conn: MxConn, applied: &Applied, id: &st
     }
     let reply = match conn.command(ctx, b"STARTTLS").await {
         Ok(r) => r,
-        Err(e) => return Attempt::failed(Offer::HandshakeFailed(e)),
+        Err(e) => return Attempt::failed(peer, Offer::HandshakeFailed(e)),
     };
     if matches!(reply.code, 421 | 221) {
         // RFC 5321 §3.8, §4.2.2: the host is closing the channel. Nothing more may be sent on
@@ -56,10 +61,11 @@ pub async fn attempt(ctx: &Context, mut conn: MxConn, applied: &Applied, id: &st
             .field("mx", &conn.label)
             .field("reply", summary(&reply))
             .emit();
-        return Attempt::failed(Offer::Closed(summary(&reply)));
+        return Attempt::failed(peer, Offer::Closed(summary(&reply)));
     }
     if reply.code != 220 {
         return Attempt {
+            peer,
             offer: Offer::Refused(summary(&reply)),
             conn: Some(conn),
             facts: None,
@@ -76,27 +82,31 @@ pub async fn attempt(ctx: &Context, mut conn: MxConn, applied: &Applied, id: &st
             .emit();
         ctx.metrics
             .handshake_failed("response_injection", started.elapsed());
-        return Attempt::failed(Offer::Injected);
+        return Attempt::failed(peer, Offer::Injected);
     }
     let MxConn {
         reader,
         label,
         host,
         addr,
+        local,
         greeting,
         ..
     } = conn;
     let (MxStream::Plain(tcp), _) = reader.into_parts() else {
-        return Attempt::failed(Offer::HandshakeFailed("TLS already active".into()));
+        return Attempt::failed(peer, Offer::HandshakeFailed("TLS already active".into()));
     };
     let server_name = match host.parse::<std::net::IpAddr>() {
         Ok(ip) => ServerName::IpAddress(ip.into()),
         Err(_) => match ServerName::try_from(host.clone()) {
             Ok(name) => name,
             Err(e) => {
-                return Attempt::failed(Offer::HandshakeFailed(format!(
-                    "{host} is not usable as a TLS server name: {e}"
-                )))
+                return Attempt::failed(
+                    peer,
+                    Offer::HandshakeFailed(format!(
+                        "{host} is not usable as a TLS server name: {e}"
+                    )),
+                )
             }
         },
     };
@@ -113,13 +123,17 @@ pub async fn attempt(ctx: &Context, mut conn: MxConn, applied: &Applied, id: &st
         Ok(Err(e)) => {
             let reason = tls::client_handshake_failure_reason(&e);
             ctx.metrics.handshake_failed(reason, started.elapsed());
-            return Attempt::failed(Offer::HandshakeFailed(format!("handshake failure: {e}")));
+            return Attempt::failed(
+                peer,
+                Offer::HandshakeFailed(format!("handshake failure: {e}")),
+            );
         }
         Err(_) => {
             ctx.metrics.handshake_failed("timeout", started.elapsed());
-            return Attempt::failed(Offer::HandshakeFailed(format!(
-                "no handshake within {timeout:?}"
-            )));
+            return Attempt::failed(
+                peer,
+                Offer::HandshakeFailed(format!("no handshake within {timeout:?}")),
+            );
         }
     };
     let connection = stream.get_ref().1;
@@ -144,14 +158,19 @@ pub async fn attempt(ctx: &Context, mut conn: MxConn, applied: &Applied, id: &st
         label,
         host,
         addr,
+        local,
         ehlo: None,
         greeting,
     };
     // RFC 3207 §4.2: forget what was learnt before TLS and ask again.
     if let Err(e) = conn.hello(ctx).await {
-        return Attempt::failed(Offer::HandshakeFailed(format!("EHLO after STARTTLS: {e}")));
+        return Attempt::failed(
+            peer,
+            Offer::HandshakeFailed(format!("EHLO after STARTTLS: {e}")),
+        );
     }
     Attempt {
+        peer,
         offer: Offer::Tls(verdict),
         conn: Some(conn),
         facts: Some(facts),

@@ -10,10 +10,11 @@
 
 use super::connect::{self, summary, MxConn, MxError};
 use super::envelope::relay_body;
+use super::establish;
 use super::starttls::{self, Attempt};
 use super::{Context, OutboundError};
 use crate::log;
-use crate::policy::{decide, Applied, Decision, Offer};
+use crate::policy::{Applied, Offer};
 use crate::session::{CommandReader, SessionRecord};
 use crate::smtp::{ehlo, reply, Command, LineReader, Reply};
 use crate::tls::CertVerdict;
@@ -128,6 +129,7 @@ async fn connect_upgraded(
         conn,
         facts,
         chain,
+        ..
     } = starttls::attempt(ctx, conn, &applied, &record.id).await;
     let conn = match conn {
         Some(c) => c,
@@ -247,46 +249,29 @@ impl Transparent<'_> {
                 Offer::Tls(_) => Offer::Tls(self.verdict(&domain, &applied, state).await),
                 other => other.clone(),
             };
-            match decide(applied.mode, applied.relaxed, &offer) {
-                Decision::Refuse(failure) => {
-                    ctx.metrics.policy_rejection(failure.reason());
-                    let r = connect::refusal_reply(&failure, &domain, &mx.label);
-                    record.outcome = failure.reason();
+            // The facts with the verdict for this domain, not the handshake's placeholder.
+            let mut facts = record.tls.clone();
+            if let (Some(f), Offer::Tls(verdict)) = (facts.as_mut(), &offer) {
+                f.verdict = crate::tls::Verdict::Cert(*verdict);
+            }
+            let peer = mx.peer();
+            match establish::conclude(
+                ctx,
+                &applied,
+                &domain,
+                &peer,
+                &offer,
+                facts.as_ref(),
+                record,
+            ) {
+                Err(refusal) => {
+                    let r = refusal.reply(&ctx.config.hostname);
+                    record.outcome = refusal.reason();
                     record.detail = Some(summary(&r));
-                    // The log shows the verdict for this domain, not the handshake's
-                    // placeholder.
-                    if let (Some(facts), Offer::Tls(verdict)) = (record.tls.as_mut(), &offer) {
-                        facts.verdict = crate::tls::Verdict::Cert(*verdict);
-                    }
-                    log::warn("policy_refused")
-                        .field("id", &record.id)
-                        .field("listener", &ctx.listener.name)
-                        .field("domain", &domain)
-                        .field("policy", applied.mode)
-                        .field("mx", &mx.label)
-                        .field("reason", failure.reason())
-                        .field("reply", summary(&r))
-                        .emit();
+                    record.tls = facts;
                     return Ok(r);
                 }
-                Decision::Proceed { relaxed } | Decision::RetryPlain { relaxed } => {
-                    connect::note_relaxed(
-                        ctx,
-                        &applied,
-                        &domain,
-                        &mx.label,
-                        relaxed.as_ref(),
-                        &record.id,
-                    );
-                    let tls = matches!(offer, Offer::Tls(_));
-                    let verified = matches!(offer, Offer::Tls(v) if v.is_verified());
-                    crate::metrics::outbound_domain_session(
-                        &applied.label,
-                        applied.mode.as_str(),
-                        tls,
-                        verified,
-                    );
-                }
+                Ok(_) => establish::delivering(&applied, facts.as_ref()),
             }
         }
         if !self.mail_sent {

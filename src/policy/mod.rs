@@ -156,6 +156,59 @@ pub enum Offer {
     Tls(CertVerdict),
 }
 
+/// The RFC 8460 §4.3 result types: what a failed session is counted as in a TLS report and the
+/// session results.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResultType {
+    StarttlsNotSupported,
+    CertificateHostMismatch,
+    CertificateExpired,
+    CertificateNotTrusted,
+    ValidationFailure,
+    TlsaInvalid,
+    DnssecInvalid,
+    DaneRequired,
+    StsPolicyFetchError,
+    StsPolicyInvalid,
+    StsWebpkiInvalid,
+}
+
+impl ResultType {
+    pub const ALL: [ResultType; 11] = [
+        ResultType::StarttlsNotSupported,
+        ResultType::CertificateHostMismatch,
+        ResultType::CertificateExpired,
+        ResultType::CertificateNotTrusted,
+        ResultType::ValidationFailure,
+        ResultType::TlsaInvalid,
+        ResultType::DnssecInvalid,
+        ResultType::DaneRequired,
+        ResultType::StsPolicyFetchError,
+        ResultType::StsPolicyInvalid,
+        ResultType::StsWebpkiInvalid,
+    ];
+
+    /// The registry's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResultType::StarttlsNotSupported => "starttls-not-supported",
+            ResultType::CertificateHostMismatch => "certificate-host-mismatch",
+            ResultType::CertificateExpired => "certificate-expired",
+            ResultType::CertificateNotTrusted => "certificate-not-trusted",
+            ResultType::ValidationFailure => "validation-failure",
+            ResultType::TlsaInvalid => "tlsa-invalid",
+            ResultType::DnssecInvalid => "dnssec-invalid",
+            ResultType::DaneRequired => "dane-required",
+            ResultType::StsPolicyFetchError => "sts-policy-fetch-error",
+            ResultType::StsPolicyInvalid => "sts-policy-invalid",
+            ResultType::StsWebpkiInvalid => "sts-webpki-invalid",
+        }
+    }
+}
+
 /// A failure that enforcement turns into a refusal: `451 4.7.4` or `451 4.7.5`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TlsFailure {
@@ -172,6 +225,43 @@ pub enum TlsFailure {
 }
 
 impl TlsFailure {
+    /// What a TLS report counts it as.
+    pub fn result_type(&self) -> ResultType {
+        match self {
+            TlsFailure::NotOffered | TlsFailure::Refused(_) => ResultType::StarttlsNotSupported,
+            TlsFailure::Injected | TlsFailure::Handshake(_) => ResultType::ValidationFailure,
+            TlsFailure::Certificate(v) => match v {
+                CertVerdict::NameMismatch => ResultType::CertificateHostMismatch,
+                CertVerdict::Expired => ResultType::CertificateExpired,
+                CertVerdict::Untrusted => ResultType::CertificateNotTrusted,
+                CertVerdict::Verified(_) | CertVerdict::Invalid => ResultType::ValidationFailure,
+            },
+        }
+    }
+
+    /// The refusal the MTA gets when this failure at `mx` (`host[ip]`) stops delivery to
+    /// `domain`: Postfix's wording, so administrators recognise it.
+    pub fn reply(&self, domain: &str, mx: &str) -> crate::smtp::Reply {
+        use crate::smtp::reply;
+        match self {
+            TlsFailure::NotOffered => reply::tls_not_offered(domain, mx),
+            TlsFailure::Refused(r) => reply::starttls_refused(domain, mx, r),
+            TlsFailure::Injected => reply::tls_failed(
+                domain,
+                mx,
+                "response injection (data after its 220 to STARTTLS)",
+            ),
+            TlsFailure::Handshake(e) => {
+                reply::tls_failed(domain, mx, &format!("Cannot start TLS: {e}"))
+            }
+            TlsFailure::Certificate(v) => reply::tls_failed(
+                domain,
+                mx,
+                &format!("Server certificate not verified: {}", v.describe()),
+            ),
+        }
+    }
+
     /// Label for `starttls_proxy_policy_rejections_total` and the relaxed counter.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -197,10 +287,11 @@ pub enum Decision {
     Refuse(TlsFailure),
 }
 
-/// The verdict for `mode` on what a host offered (`mode` is never `None` here: that mode does
-/// not try STARTTLS at all).
-pub fn decide(mode: Mode, relaxed: bool, offer: &Offer) -> Decision {
-    let failure = match offer {
+/// What failed in `offer` as `mode` sees it (`None`: nothing): STARTTLS missing or broken
+/// always counts (a TLS report tells the partner even when opportunistic delivery went on in
+/// plaintext); the certificate only where the mode checks it.
+pub fn failure(mode: Mode, offer: &Offer) -> Option<TlsFailure> {
+    match offer {
         Offer::NotOffered => Some(TlsFailure::NotOffered),
         Offer::Refused(r) | Offer::Closed(r) => Some(TlsFailure::Refused(r.clone())),
         Offer::Injected => Some(TlsFailure::Injected),
@@ -209,8 +300,13 @@ pub fn decide(mode: Mode, relaxed: bool, offer: &Offer) -> Decision {
             Some(TlsFailure::Certificate(*v))
         }
         Offer::Tls(_) => None,
-    };
-    let Some(failure) = failure else {
+    }
+}
+
+/// The verdict for `mode` on what a host offered (`mode` is never `None` here: that mode does
+/// not try STARTTLS at all).
+pub fn decide(mode: Mode, relaxed: bool, offer: &Offer) -> Decision {
+    let Some(failure) = failure(mode, offer) else {
         return Decision::Proceed { relaxed: None };
     };
     // What opportunistic does with this failure: a refused or missing STARTTLS leaves a usable

@@ -128,7 +128,12 @@ fn decide_table() {
             Offer::Tls(V::NameMismatch),
             proceed.clone(),
         ),
-        (M::Verify, false, Offer::Tls(V::verified_for_tests()), proceed.clone()),
+        (
+            M::Verify,
+            false,
+            Offer::Tls(V::verified_for_tests()),
+            proceed.clone(),
+        ),
         (
             M::Verify,
             false,
@@ -171,7 +176,12 @@ fn decide_table() {
                 relaxed: Some(TlsFailure::Handshake("alert".into())),
             },
         ),
-        (M::Verify, true, Offer::Tls(V::verified_for_tests()), proceed.clone()),
+        (
+            M::Verify,
+            true,
+            Offer::Tls(V::verified_for_tests()),
+            proceed.clone(),
+        ),
     ];
     for (mode, relaxed, offer, expected) in table {
         assert_eq!(

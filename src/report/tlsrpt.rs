@@ -2,6 +2,7 @@
 //! one policy domain built from session results. Pure: the results are read, the record looked
 //! up and the report delivered elsewhere.
 
+use crate::policy::ResultType;
 use crate::state::results::{Direction, Outcome, PolicyType, SessionResult};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -197,7 +198,7 @@ pub struct Summary {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailureDetail {
     #[serde(rename = "result-type")]
-    pub result_type: Outcome,
+    pub result_type: ResultType,
     #[serde(rename = "sending-mta-ip", skip_serializing_if = "Option::is_none")]
     pub sending_mta_ip: Option<IpAddr>,
     #[serde(
@@ -221,7 +222,7 @@ struct PolicyKey {
 }
 
 /// What RFC 8460 §4.4 groups failed sessions by: result type, sending IP, MX name, MX IP.
-type FailureKey = (Outcome, Option<IpAddr>, Option<String>, Option<IpAddr>);
+type FailureKey = (ResultType, Option<IpAddr>, Option<String>, Option<IpAddr>);
 
 #[derive(Default)]
 struct Tally {
@@ -258,13 +259,14 @@ pub fn build<'a>(
         if let Some(host) = &r.mx_host {
             tally.mx_hosts.insert(host.clone());
         }
-        if r.result == Outcome::Success {
-            tally.successful += 1;
-        } else {
-            *tally
-                .failures
-                .entry((r.result, r.local_ip, r.mx_host.clone(), r.mx_ip))
-                .or_default() += 1;
+        match r.result {
+            Outcome::Success => tally.successful += 1,
+            Outcome::Failure(t) => {
+                *tally
+                    .failures
+                    .entry((t, r.local_ip, r.mx_host.clone(), r.mx_ip))
+                    .or_default() += 1
+            }
         }
     }
     if policies.is_empty() {

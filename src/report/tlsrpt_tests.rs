@@ -1,4 +1,5 @@
 use super::*;
+use crate::policy::ResultType;
 use std::io::Read;
 
 #[test]
@@ -98,25 +99,25 @@ fn a_report_counts_each_policy_and_groups_failures() {
         result(
             "partner.test",
             PolicyType::Sts,
-            Outcome::CertificateExpired,
+            Outcome::Failure(ResultType::CertificateExpired),
             "mx1.partner.test",
         ),
         result(
             "partner.test",
             PolicyType::Sts,
-            Outcome::CertificateExpired,
+            Outcome::Failure(ResultType::CertificateExpired),
             "mx1.partner.test",
         ),
         result(
             "partner.test",
             PolicyType::Sts,
-            Outcome::StsWebpkiInvalid,
+            Outcome::Failure(ResultType::StsWebpkiInvalid),
             "mx2.partner.test",
         ),
         result(
             "partner.test",
             PolicyType::Tlsa,
-            Outcome::DaneRequired,
+            Outcome::Failure(ResultType::DaneRequired),
             "mx1.partner.test",
         ),
         // Not this report's: another domain, inbound, another day, a report delivery.
@@ -144,7 +145,7 @@ fn a_report_counts_each_policy_and_groups_failures() {
     let mut delivery = result(
         "partner.test",
         PolicyType::Sts,
-        Outcome::ValidationFailure,
+        Outcome::Failure(ResultType::ValidationFailure),
         "mx1.partner.test",
     );
     delivery.report_delivery = true;
@@ -175,7 +176,7 @@ fn a_report_counts_each_policy_and_groups_failures() {
             expired.failed_session_count,
             expired.receiving_mx_hostname.as_deref()
         ),
-        (Outcome::CertificateExpired, 2, Some("mx1.partner.test"))
+        (ResultType::CertificateExpired, 2, Some("mx1.partner.test"))
     );
     let tlsa = report
         .policies
@@ -205,7 +206,7 @@ fn the_json_has_the_rfc_field_names_and_the_gzip_round_trips() {
         result(
             "partner.test",
             PolicyType::Sts,
-            Outcome::CertificateHostMismatch,
+            Outcome::Failure(ResultType::CertificateHostMismatch),
             "mx1.partner.test",
         ),
     ];

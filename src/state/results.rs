@@ -7,6 +7,7 @@
 //! burst of sessions shares a sync (group commit). A disk that stalls costs a session at most
 //! [`SYNC_WAIT`], never the session itself: it goes on and the failure is counted.
 
+pub use crate::policy::ResultType;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -39,22 +40,40 @@ pub enum PolicyType {
     NoPolicyFound,
 }
 
-/// `success` or an RFC 8460 §4.3 result type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+/// `success`, or the RFC 8460 result type of the failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Outcome {
     Success,
-    StarttlsNotSupported,
-    CertificateHostMismatch,
-    CertificateExpired,
-    CertificateNotTrusted,
-    ValidationFailure,
-    TlsaInvalid,
-    DnssecInvalid,
-    DaneRequired,
-    StsPolicyFetchError,
-    StsPolicyInvalid,
-    StsWebpkiInvalid,
+    Failure(ResultType),
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure(t) => t.as_str(),
+        }
+    }
+}
+
+impl Serialize for Outcome {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Outcome {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if text == "success" {
+            return Ok(Outcome::Success);
+        }
+        ResultType::ALL
+            .into_iter()
+            .find(|t| t.as_str() == text)
+            .map(Outcome::Failure)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown result {text:?}")))
+    }
 }
 
 /// One line of a results file.

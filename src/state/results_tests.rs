@@ -42,7 +42,7 @@ async fn a_result_is_one_json_line_with_the_contract_keys() {
     let log = ResultsLog::open(&dir, "mx1.example.org", 400).unwrap();
     let time = format!("{}T10:00:00Z", today());
     let mut failed = sample(&time, "s2");
-    failed.result = Outcome::CertificateHostMismatch;
+    failed.result = Outcome::Failure(ResultType::CertificateHostMismatch);
     failed.report_delivery = true;
     log.record(&sample(&time, "s1")).await.unwrap();
     log.record(&failed).await.unwrap();
