@@ -2,6 +2,7 @@
 # Boot the appliance under qemu (TCG: no KVM needed) and prove it proxies mail.
 #
 #   image/boot-test.sh [--uefi] [--no-drive | --vfat] [IMAGE]     (default image/out/starttls-proxy.qcow2)
+#   image/boot-test.sh --install-tools     only install the host tools (ci.sh: once, before parallel runs)
 #
 # The image itself is never written: the VM runs on a throw-away qcow2 overlay. User networking
 # forwards the guest's SMTP (25) and admin (9125) ports to free ports on 127.0.0.1; the guest
@@ -10,7 +11,8 @@
 # With a config drive (default ISO, --vfat for FAT): a test CA-less certificate and key, a static
 # network file and a configuration whose backend is the sink. Checks: the greeting, STARTTLS in the
 # EHLO reply, the certificate from the drive (verified by openssl against it, so the key really
-# came through the systemd credential), a message sent with swaks over STARTTLS arriving in the
+# came through the systemd credential), its fingerprint equal to the drive's, a message sent with
+# swaks over STARTTLS arriving in the
 # sink, /healthz and /metrics (the TLS handshake counted).
 # With --no-drive: the default configuration is installed (console says so), /healthz and
 # /metrics answer, and SMTP answers with 421 since no backend is configured.
@@ -18,13 +20,14 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-firmware=bios drive=iso
+firmware=bios drive=iso install_only=
 while [ $# -gt 0 ]; do
     case $1 in
     --uefi) firmware=uefi ;;
     --no-drive) drive=none ;;
     --vfat) drive=vfat ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    --install-tools) install_only=1 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
     *) break ;;
     esac
@@ -32,7 +35,7 @@ while [ $# -gt 0 ]; do
 done
 IMAGE=$(readlink -f "${1:-$HERE/out/starttls-proxy.qcow2}")
 BOOT_TIMEOUT=${BOOT_TIMEOUT:-420}
-[ -f "$IMAGE" ] || { echo "no image at $IMAGE (run image/build.sh)" >&2; exit 2; }
+[ -n "$install_only" ] || [ -f "$IMAGE" ] || { echo "no image at $IMAGE (run image/build.sh)" >&2; exit 2; }
 
 T0=$(date +%s)
 log() { printf '[boot-test %s +%3ds] %s\n' "$(date +%T)" "$(( $(date +%s) - T0 ))" "$*" >&2; }
@@ -57,6 +60,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     # qemu-system-x86 7.2 (bookworm) needs the matching qemu-utils, hence the downgrade.
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends --allow-downgrades "${missing[@]}"
 fi
+[ -z "$install_only" ] || exit 0
 
 # --- scratch space and cleanup ----------------------------------------------------------------------
 T=$(mktemp -d /tmp/starttls-proxy-boot-test.XXXXXX)
@@ -221,6 +225,12 @@ else
         -verify_return_error -brief < /dev/null 2>&1) || fail "openssl s_client: $verify"
     echo "$verify" | grep -q 'Verification: OK' || fail "certificate not verified: $verify"
     pass "certificate from the config drive verified: $(echo "$verify" | grep -m1 'Protocol version' | tr -s ' ')"
+    # And it is that very certificate (not merely one the drive's would verify): compare fingerprints.
+    served=$(openssl s_client -starttls smtp -connect "127.0.0.1:$SMTP_PORT" -servername mx.boot-test.example \
+        < /dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256) || fail "cannot read the served certificate"
+    drive_fp=$(openssl x509 -noout -fingerprint -sha256 -in "$T/drive/starttls-proxy/tls/cert.pem")
+    [ "$served" = "$drive_fp" ] || fail "served certificate $served is not the config drive's $drive_fp"
+    pass "served certificate is the config drive's: ${served#*=}"
 
     token="boot-test-$(date +%s)-$$"
     swaks --server "127.0.0.1:$SMTP_PORT" --tls --tls-protocol tlsv1_3 --ehlo client.boot-test.example \

@@ -2,7 +2,8 @@
 # Build the starttls-proxy VM appliance: image/out/starttls-proxy.qcow2 (+ .manifest, SHA256SUMS).
 #
 # Debian 12 minbase + systemd, linux-image-cloud-amd64 (KERNEL=generic for hardware NIC drivers),
-# the static release binary as /usr/sbin/starttls-proxy, serial console, DHCP, root locked.
+# the starttls-proxy Debian package (debian/build.sh: the static release binary as
+# /usr/sbin/starttls-proxy, the hardened unit), serial console, DHCP, root locked.
 # Disk: GPT with an EFI system partition (FAT32) that boots both ways -
 #   BIOS: syslinux gptmbr.bin in the MBR, ldlinux on the ESP (legacy-BIOS-bootable attribute);
 #   UEFI: a unified kernel image (systemd stub + kernel + initrd + command line) as
@@ -15,7 +16,7 @@
 #
 # Run as root. Environment:
 #   KERNEL=cloud|generic     kernel flavour (default cloud)
-#   STARTTLS_PROXY_BIN=PATH  use this binary instead of building it (must be static)
+#   STARTTLS_PROXY_DEB=PATH  install this package (from debian/build.sh) instead of building it
 #   MIRROR=URL               Debian mirror (default http://deb.debian.org/debian)
 #   DEBIAN_SNAPSHOT=STAMP    use snapshot.debian.org at this time stamp instead of MIRROR
 #   SOURCE_DATE_EPOCH=N      time stamp for every file (default: git commit time)
@@ -65,17 +66,16 @@ else
 fi
 start=$(date +%s)
 
-# --- the binary ----------------------------------------------------------------------------------
-if [ -n "${STARTTLS_PROXY_BIN:-}" ]; then
-    BIN=$STARTTLS_PROXY_BIN
+# --- the package ---------------------------------------------------------------------------------
+# The image installs the same .deb an administrator would (binary, unit, conffile, scripts), so the
+# boot test exercises the package under real systemd.
+if [ -n "${STARTTLS_PROXY_DEB:-}" ]; then
+    DEB=$(readlink -f "$STARTTLS_PROXY_DEB")
 else
-    log "building the static release binary (target/static)"
-    BIN=$REPO/target/static/x86_64-unknown-linux-gnu/release/starttls-proxy
-    (cd "$REPO" && RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=$REPO/target/static \
-        cargo build --release --locked --target x86_64-unknown-linux-gnu)
+    log "building the Debian package (debian/build.sh: static release binary in target/static)"
+    DEB=$("$REPO/debian/build.sh" | tail -n 1)
 fi
-[ -x "$BIN" ] || die "no binary at $BIN"
-file -L "$BIN" | grep -Eq 'static(-pie)? linked|statically linked' || die "$BIN is not statically linked"
+[ -f "$DEB" ] || die "no package at $DEB"
 
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$REPO" log -1 --format=%ct 2>/dev/null || echo 1735689600)}
 export LC_ALL=C.UTF-8 TZ=UTC
@@ -85,10 +85,13 @@ rm -rf "$WORK"
 mkdir -p "$WORK" "$OUT"
 ROOT=$WORK/root
 ESP=$WORK/esp
+dpkg-deb --fsys-tarfile "$DEB" | tar -xO ./usr/sbin/starttls-proxy > "$WORK/starttls-proxy"
+BIN_SHA=$(sha256sum < "$WORK/starttls-proxy" | cut -d' ' -f1)
+file "$WORK/starttls-proxy" | grep -Eq 'static(-pie)? linked|statically linked' || die "the binary in $DEB is not statically linked"
 
 # --- root file system ----------------------------------------------------------------------------
 log "mmdebstrap $SUITE ($KERNEL kernel) from $MIRROR"
-strip -o "$WORK/starttls-proxy" "$BIN"  # debug symbols stay in target/
+cp "$DEB" "$WORK/starttls-proxy.deb"
 mmdebstrap --variant=minbase --mode=root --format=directory \
     --aptopt='Acquire::Languages "none"' \
     --dpkgopt='path-exclude=/usr/share/man/*' \
@@ -99,7 +102,7 @@ mmdebstrap --variant=minbase --mode=root --format=directory \
     --hook-dir=/usr/share/mmdebstrap/hooks/eatmydata \
     --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
     --essential-hook="tar -C '$HERE/rootfs' --owner=0 --group=0 -c etc/initramfs-tools | tar -C \"\$1\" -x" \
-    --customize-hook="'$HERE/customize.sh' \"\$1\" '$HERE' '$WORK/starttls-proxy' '$ROOT_UUID'" \
+    --customize-hook="'$HERE/customize.sh' \"\$1\" '$HERE' '$WORK/starttls-proxy.deb' '$ROOT_UUID'" \
     "$SUITE" "$ROOT" \
     "deb $MIRROR $SUITE main" "deb $MIRROR $SUITE-updates main" "deb $SECURITY $SUITE-security main"
 
@@ -107,7 +110,7 @@ mmdebstrap --variant=minbase --mode=root --format=directory \
 {
     echo "# starttls-proxy appliance $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)"
     echo "# SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH kernel=$KERNEL mirror=$MIRROR"
-    echo "# starttls-proxy $(sha256sum < "$BIN" | cut -d' ' -f1)"
+    echo "# starttls-proxy $(basename "$DEB") $(sha256sum < "$DEB" | cut -d' ' -f1), binary $BIN_SHA"
     echo "# host: systemd-boot-efi $(dpkg-query -W -f='${Version}' systemd-boot-efi)," \
          "syslinux $(dpkg-query -W -f='${Version}' syslinux), e2fsprogs $(dpkg-query -W -f='${Version}' e2fsprogs)," \
          "dosfstools $(dpkg-query -W -f='${Version}' dosfstools), qemu-utils $(dpkg-query -W -f='${Version}' qemu-utils)"

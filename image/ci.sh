@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # CI entry for the appliance: build the image, then boot it under qemu (TCG) three ways, in parallel:
-#   BIOS + ISO config drive   full mail path (greeting, EHLO STARTTLS, verified certificate,
-#                             message delivered to the host sink over STARTTLS, /metrics)
+#   BIOS + ISO config drive   full mail path (greeting, EHLO STARTTLS, the drive's certificate and
+#                             key (a systemd credential) served, message delivered to the host sink
+#                             over STARTTLS, /metrics)
 #   UEFI + vfat config drive  the same checks through the other firmware and drive format
 #   UEFI, no config drive     the default configuration (self-signed, said on the console)
 # Exits non-zero, with the failing VM's console, on any problem. Run as root (build.sh needs it).
 #
-# Environment: STARTTLS_PROXY_BIN (skip the static cargo build), KERNEL, DEBIAN_SNAPSHOT,
+# Environment: STARTTLS_PROXY_DEB (skip the package build), KERNEL, DEBIAN_SNAPSHOT,
 # SOURCE_DATE_EPOCH: see build.sh. SERIAL=1 runs the three boots one after the other.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -16,6 +17,14 @@ log() { printf '[image-ci %s +%3ds] %s\n' "$(date +%T)" "$(( $(date +%s) - t0 ))
 log "build"
 "$HERE/build.sh"
 t_build=$(( $(date +%s) - t0 ))
+# The image runs the Debian package (debian/build.sh), not a copy of its files: the boots below
+# exercise the package's unit and binary under real systemd.
+grep -qP '^starttls-proxy\t' "$HERE/out/starttls-proxy.manifest" \
+    || { log "FAILED: the image does not have the starttls-proxy package installed"; exit 1; }
+log "image has the package: $(grep -P '^starttls-proxy\t' "$HERE/out/starttls-proxy.manifest" | tr '\t' ' ')"
+
+# Host tools once, before the parallel boots: three concurrent apt-get runs fight over its lock.
+"$HERE/boot-test.sh" --install-tools
 
 scenarios=("" "--uefi --vfat" "--uefi --no-drive")
 logs=$(mktemp -d)

@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # mmdebstrap customize hook for build.sh: turns the Debian root in $1 into the appliance.
-# Arguments: ROOT IMAGE_DIR BINARY ROOT_UUID. Runs on the host, as root, with SOURCE_DATE_EPOCH set.
+# Arguments: ROOT IMAGE_DIR PACKAGE ROOT_UUID. Runs on the host, as root, with SOURCE_DATE_EPOCH set.
 set -euo pipefail
-root=$1 image=$2 bin=$3 root_uuid=$4
+root=$1 image=$2 deb=$3 root_uuid=$4
 
-# Files of the appliance: overlay, binary, units, default configuration.
+# The proxy: the Debian package, installed as on any Debian server (binary, unit, conffile,
+# /etc/starttls-proxy/tls). Its reference configuration is removed again: on the appliance the
+# configuration comes from the config drive, or the first boot installs the default one.
+cp "$deb" "$root/tmp/starttls-proxy.deb"
+chroot "$root" dpkg -i /tmp/starttls-proxy.deb
+rm -f "$root/tmp/starttls-proxy.deb" "$root/etc/starttls-proxy/starttls-proxy.toml"
+[ -x "$root/usr/sbin/starttls-proxy" ] && [ -f "$root/usr/lib/systemd/system/starttls-proxy.service" ] \
+    || { echo "customize: the package did not install the binary and the unit" >&2; exit 1; }
+
+# Files of the appliance: overlay (first-boot service, console drop-in, network), default configuration.
 tar -C "$image/rootfs" --owner=0 --group=0 --sort=name -c . | tar -C "$root" -x --no-same-owner
-install -m 0755 "$bin" "$root/usr/sbin/starttls-proxy"
-install -m 0644 "$image/starttls-proxy.service" "$root/usr/lib/systemd/system/starttls-proxy.service"
-install -d -m 0755 "$root/usr/share/starttls-proxy" "$root/etc/starttls-proxy" "$root/etc/starttls-proxy/tls"
+install -d -m 0755 "$root/usr/share/starttls-proxy"
 install -m 0644 "$image/default.toml" "$root/usr/share/starttls-proxy/default.toml"
 
 # Identity: no machine id yet (generated at first boot), fixed host name, UTC, root locked.

@@ -175,9 +175,14 @@ fn shipped_example_configurations_are_valid() {
         .unwrap();
     std::fs::write(scratch.join("tls/cert.pem"), cert.pem()).unwrap();
     std::fs::write(scratch.join("tls/key.pem"), key.serialize_pem()).unwrap();
-    std::fs::copy(
-        dir.join("starttls-proxy.toml"),
+    // It takes the key as the systemd credential `tls-key`. CREDENTIALS_DIRECTORY is
+    // process-wide and tests run in parallel (one removes it), so the copy names the key file
+    // directly; tests/cli.rs checks the credential path through the binary with the variable set.
+    let reference = std::fs::read_to_string(dir.join("starttls-proxy.toml")).unwrap();
+    assert!(reference.contains("private_key = \"${CREDENTIALS_DIRECTORY}/tls-key\""));
+    std::fs::write(
         scratch.join("starttls-proxy.toml"),
+        reference.replace("${CREDENTIALS_DIRECTORY}/tls-key", "tls/key.pem"),
     )
     .unwrap();
     parse_file(&scratch.join("starttls-proxy.toml"));

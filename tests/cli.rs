@@ -298,18 +298,33 @@ fn example_configs_pass_check_config() {
         std::fs::create_dir_all(&copy_dir).unwrap();
         let copy = copy_dir.join(&name);
         std::fs::write(&copy, &text).unwrap();
+        // The reference configuration takes its key as the systemd credential `tls-key`, as the
+        // shipped unit provides it: give the check a credential directory the same way.
+        let credentials = copy_dir.join("credentials");
         if let (Some(cert), Some(key)) = (
             toml_string(&text, "certificate"),
             toml_string(&text, "private_key"),
         ) {
             let leaf = ca.leaf(&format!("example-{name}"), &["mx.example.org"]);
-            for (from, to) in [(&leaf.cert, cert), (&leaf.key, key)] {
-                let target = copy_dir.join(&to);
+            let key = match key.strip_prefix("${CREDENTIALS_DIRECTORY}/") {
+                Some(credential) => credentials.join(credential),
+                None => copy_dir.join(&key),
+            };
+            for (from, target) in [(&leaf.cert, copy_dir.join(&cert)), (&leaf.key, key)] {
                 std::fs::create_dir_all(target.parent().unwrap()).unwrap();
                 std::fs::copy(from, &target).unwrap();
             }
         }
-        let (code, out, err) = run_cli(&["check-config", "--config", copy.to_str().unwrap()]);
+        let out = Command::new(binary())
+            .args(["check-config", "--config", copy.to_str().unwrap()])
+            .env("CREDENTIALS_DIRECTORY", &credentials)
+            .output()
+            .expect("run starttls-proxy");
+        let (code, out, err) = (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
         assert_eq!(code, 0, "config/{name} is not valid: {out}{err}");
         checked.push(name);
     }
