@@ -11,6 +11,8 @@
 pub mod backend;
 pub mod client;
 pub mod dns;
+pub mod dnssec;
+pub mod https;
 pub mod mx;
 pub mod peers;
 pub mod pki;
@@ -129,6 +131,13 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("nft", "nftables"),
     ("ip", "iproute2"),
     ("unshare", "util-linux"),
+    ("knotd", "knot"),
+    ("unbound", "unbound"),
+    ("dnssec-keygen", "bind9-utils"),
+    ("dnssec-signzone", "bind9-utils"),
+    ("dnssec-dsfromkey", "bind9-utils"),
+    ("dig", "bind9-dnsutils"),
+    ("curl", "curl"),
 ];
 
 /// The absolute path of a peer program; panics (never skips) when it is not installed.
