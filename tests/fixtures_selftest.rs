@@ -32,6 +32,8 @@ fn world() -> &'static World {
     static WORLD: OnceLock<World> = OnceLock::new();
     WORLD.get_or_init(|| {
         let dir = TempDir::new("fixtures");
+        // The world lives in a static, never dropped: its directory goes when the process ends.
+        common::remove_at_exit(dir.path());
         let ca = Ca::new(dir.path(), "test-ca");
         let mx = ca.leaf("mx", &["mx.dane-ee.test", "mx.dane-ta.test"]);
         let wrong = ca.leaf("wrong", &["somebody-else.test"]);
@@ -65,6 +67,7 @@ fn world() -> &'static World {
         }
         zone = zone.tls_rpt("sts-enforce.test", "https://tlsrpt.rpt.test/report");
         let dns = zone.start();
+        common::remove_at_exit(dns.dir());
         World {
             dns,
             web,

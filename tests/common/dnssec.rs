@@ -10,7 +10,7 @@
 //! when the test process dies (each daemon's wrapper shell kills it when its stdin closes).
 //! Startup takes about 0.2 s; tests that share one zone use [`shared`].
 
-use super::{eventually, require_program, unique_ip, TempDir};
+use super::{eventually, remove_at_exit, require_program, unique_ip, TempDir};
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -147,12 +147,11 @@ impl SignedZone {
     pub fn start(self) -> Dnssec {
         let dir = TempDir::new("dnssec");
         let knot_ip = unique_ip();
-        let mut zones = Vec::new();
-        let anchor_key = self.build(dir.path(), knot_ip, Delegation::Secure, &mut zones);
+        let built = self.build(dir.path(), knot_ip, Delegation::Secure);
         let anchor = dir.join("anchor.key");
-        std::fs::write(&anchor, trust_anchor_line(&anchor_key)).expect("write trust anchor");
+        std::fs::write(&anchor, trust_anchor_line(&built.key)).expect("write trust anchor");
         let authoritative = SocketAddr::from((knot_ip, 53));
-        let knot = start_knot(dir.path(), authoritative, &zones);
+        let knot = start_knot(dir.path(), authoritative, &built.zones);
         eventually("knotd to serve the zone", || {
             (query(authoritative, &self.apex, 6, false) == Some(0)).then_some(())
         });
@@ -175,21 +174,31 @@ impl SignedZone {
             apex: self.apex,
             _unbound: unbound,
             _knot: knot,
-            _dir: dir,
+            dir,
         }
     }
 
-    /// Writes (and unless `Insecure`, signs) this zone and its children below `dir`, appending
-    /// `(apex, file)` of each to `zones`. Returns the path of the key file (`None` if unsigned);
-    /// DS records of signed children go into this zone first, so children are built first.
-    fn build(
-        &self,
-        dir: &Path,
-        ns_ip: Ipv4Addr,
-        delegation: Delegation,
-        zones: &mut Vec<(String, PathBuf)>,
-    ) -> Option<PathBuf> {
+    /// Writes (and unless `Insecure`, signs) this zone and its children below `dir`. Children
+    /// are built first and in parallel (their DS records go into this zone), while this zone's
+    /// key is made.
+    fn build(&self, dir: &Path, ns_ip: Ipv4Addr, delegation: Delegation) -> Built {
         let apex: &str = &self.apex;
+        let keys = dir.join(format!("keys-{apex}"));
+        let signed_zone = delegation != Delegation::Insecure;
+        let expired = delegation == Delegation::Expired;
+        let (key, children) = std::thread::scope(|scope| {
+            let children: Vec<_> = self
+                .children
+                .iter()
+                .map(|(child, how)| scope.spawn(move || child.build(dir, ns_ip, *how)))
+                .collect();
+            let key = signed_zone.then(|| keygen(&keys, apex, expired));
+            let children: Vec<Built> = children
+                .into_iter()
+                .map(|c| c.join().expect("child zone built"))
+                .collect();
+            (key, children)
+        });
         let mut text = format!(
             "$TTL {TTL}\n{apex} IN SOA ns.{apex} hostmaster.{apex} 1 3600 600 86400 {TTL}\n\
              {apex} IN NS ns.{apex}\nns.{apex} IN A {ns_ip}\n"
@@ -198,33 +207,31 @@ impl SignedZone {
             text.push_str(record);
             text.push('\n');
         }
-        for (child, child_delegation) in &self.children {
+        let mut zones = Vec::new();
+        for ((child, _), built) in self.children.iter().zip(children) {
             let c = &child.apex;
             text.push_str(&format!("{c} IN NS ns.{c}\nns.{c} IN A {ns_ip}\n"));
-            if let Some(key) = child.build(dir, ns_ip, *child_delegation, zones) {
-                let ds_key = if *child_delegation == Delegation::WrongDs {
-                    keygen(&dir.join(format!("spare-keys-{c}")), c, false)
-                } else {
-                    key
-                };
-                text.push_str(&run("dnssec-dsfromkey", &["-2", path_str(&ds_key)]));
-            }
+            text.push_str(&built.ds);
+            zones.extend(built.zones);
         }
         let unsigned = dir.join(format!("{apex}zone"));
         std::fs::write(&unsigned, text).expect("write zone file");
-        if delegation == Delegation::Insecure {
+        let Some(key) = key else {
             assert!(
                 self.bogus.is_empty(),
                 "{apex} is unsigned: it has no RRSIG to corrupt"
             );
             zones.push((apex.to_string(), unsigned));
-            return None;
-        }
-        let keys = dir.join(format!("keys-{apex}"));
-        let expired = delegation == Delegation::Expired;
-        let key = keygen(&keys, apex, expired);
+            return Built {
+                zones,
+                key: None,
+                ds: String::new(),
+            };
+        };
         let signed = dir.join(format!("{apex}zone.signed"));
         let mut args = vec!["-q", "-S", "-K", path_str(&keys), "-z", "-O", "full"];
+        // dsset- files go here, not into the working directory.
+        args.extend(["-d", path_str(dir)]);
         if expired {
             // A window in the past: -P skips the self-check that would refuse it.
             args.extend(["-P", "-s", "20200101000000", "-e", "20200201000000"]);
@@ -235,8 +242,28 @@ impl SignedZone {
             corrupt(&signed, &self.bogus);
         }
         zones.push((apex.to_string(), signed));
-        Some(key)
+        let ds_key = if delegation == Delegation::WrongDs {
+            keygen(&dir.join(format!("spare-keys-{apex}")), apex, false)
+        } else {
+            key.clone()
+        };
+        let ds = run("dnssec-dsfromkey", &["-2", path_str(&ds_key)]);
+        Built {
+            zones,
+            key: Some(key),
+            ds,
+        }
     }
+}
+
+/// A zone and its children written and signed.
+struct Built {
+    /// `(apex, file)` for Knot, children first.
+    zones: Vec<(String, PathBuf)>,
+    /// The `.key` file of the zone's key (`None`: unsigned).
+    key: Option<PathBuf>,
+    /// The DS record(s) the parent publishes (empty for an insecure delegation).
+    ds: String,
 }
 
 /// A running Knot (authoritative for the zone and its children) and unbound (validating with
@@ -257,16 +284,28 @@ pub struct Dnssec {
     _unbound: Daemon,
     _knot: Daemon,
     /// Last: removed after both daemons stopped.
-    _dir: TempDir,
+    dir: TempDir,
+}
+
+impl Dnssec {
+    /// The directory with the zone files, keys, configurations and the daemons' logs
+    /// (`knot.log`, `unbound.log`; kept with `KEEP_TEST_DIRS`). An instance kept in a `static`
+    /// is never dropped: pass this to `remove_at_exit`.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
 }
 
 /// The instance shared by every test of this binary, built by the first caller's `build`
-/// (every caller must pass an equivalent builder). It is never dropped: its daemons end when
-/// the test process exits (their wrappers see stdin close); its directory stays in the
-/// temporary directory.
+/// (every caller must pass an equivalent builder). It is never dropped: its daemons end and its
+/// directory is removed when the test process exits (their wrappers see stdin close).
 pub fn shared(build: impl FnOnce() -> SignedZone) -> &'static Dnssec {
     static SHARED: OnceLock<Dnssec> = OnceLock::new();
-    SHARED.get_or_init(|| build().start())
+    SHARED.get_or_init(|| {
+        let dns = build().start();
+        remove_at_exit(dns.dir());
+        dns
+    })
 }
 
 /// The usual catalogue of DANE cases under `test.`, all with one MX host `mx.<domain>` at
@@ -379,10 +418,12 @@ pub fn query(server: SocketAddr, name: &str, qtype: u16, dnssec: bool) -> Option
         // OPT: root owner, type 41, UDP size 1232, no extended rcode, version 0, DO.
         q.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0x80, 0, 0, 0]);
     }
-    socket.send_to(&q, server).ok()?;
+    // Connected: a closed port fails at once (ICMP) instead of after the read timeout.
+    socket.connect(server).ok()?;
+    socket.send(&q).ok()?;
     let mut buf = [0u8; 4096];
-    match socket.recv_from(&mut buf) {
-        Ok((n, _)) if n >= 12 && buf[0..2] == [0x5a, 0x5a] => Some(buf[3] & 0x0f),
+    match socket.recv(&mut buf) {
+        Ok(n) if n >= 12 && buf[0..2] == [0x5a, 0x5a] => Some(buf[3] & 0x0f),
         _ => None,
     }
 }

@@ -98,6 +98,23 @@ impl Drop for TempDir {
     }
 }
 
+/// Removes `dir` when this test process exits, even when nothing drops its `TempDir` (one in a
+/// `static`, shared by the tests of a binary): a `sh` child waits for its stdin, which closes
+/// only when the process ends. Kept when `KEEP_TEST_DIRS` is set.
+pub fn remove_at_exit(dir: &Path) {
+    if std::env::var_os("KEEP_TEST_DIRS").is_some() {
+        return;
+    }
+    let mut reaper = std::process::Command::new("sh")
+        .args(["-c", r#"read -r _; rm -rf "$1""#, "sh"])
+        .arg(dir)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn directory reaper");
+    // Held open until the process exits.
+    std::mem::forget(reaper.stdin.take());
+}
+
 /// A test directory with a CA in it and the proxy's leaf for `mx.test` (files `mx.crt`/`mx.key`).
 pub fn setup(tag: &str) -> (TempDir, Ca, Leaf) {
     let dir = TempDir::new(tag);
