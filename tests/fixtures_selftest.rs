@@ -270,6 +270,7 @@ fn own_zone_with_bogus_a_record_per_test() {
     let ip = unique_ip();
     let dns = SignedZone::new("test")
         .mx_at("own.test", "mx.own.test", ip)
+        .aaaa("mx.own.test", "fd00::25".parse().unwrap())
         .txt("own.test", "hello \"world\"")
         .bogus("mx.own.test", "A")
         .child(
@@ -355,6 +356,9 @@ fn wrong_certificate_fails_webpki_and_right_one_needs_the_test_ca() {
     let w = world();
     let bad = curl(w, "sts-badcert.test", &[]);
     assert_eq!(bad.code, 60, "{}", bad.stderr);
+    // The handshake began (SNI seen), no request followed.
+    let sni = Some("mta-sts.sts-badcert.test".to_string());
+    assert!(w.web.hellos().contains(&sni), "{:?}", w.web.hellos());
     assert_eq!(w.web.fetches("sts-badcert.test"), 0);
     let no_ca = Command::new(require_program("curl"))
         .args(["-sS", "-o", "/dev/null", "--resolve"])

@@ -176,9 +176,11 @@ impl<'a> HttpsBuilder<'a> {
         let addr = listener.local_addr().expect("responder address");
         // Clients that send no SNI or an unknown name get a certificate naming nobody's host.
         let fallback = load(&self.ca.leaf("https-fallback", &["no-such-host.invalid"]));
+        let hellos = Arc::new(Mutex::new(Vec::new()));
         let resolver = SniCerts {
             by_name: self.certs,
             fallback,
+            hellos: hellos.clone(),
         };
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -191,6 +193,7 @@ impl<'a> HttpsBuilder<'a> {
             config: Arc::new(config),
             routes: Mutex::new(self.routes),
             requests: Mutex::new(Vec::new()),
+            hellos,
             stop: AtomicBool::new(false),
         });
         let state = shared.clone();
@@ -254,6 +257,13 @@ impl PolicyHost {
         self.shared.requests.lock().unwrap().clone()
     }
 
+    /// The server name (SNI) of every TLS ClientHello received so far, in order, including
+    /// handshakes the client then abandoned (e.g. over a certificate it did not trust, where no
+    /// request follows).
+    pub fn hellos(&self) -> Vec<Option<String>> {
+        self.shared.hellos.lock().unwrap().clone()
+    }
+
     /// Every POST received so far, in order (TLS-RPT reports).
     pub fn posts(&self) -> Vec<Request> {
         self.requests()
@@ -287,6 +297,7 @@ struct Shared {
     config: Arc<rustls::ServerConfig>,
     routes: Mutex<HashMap<(String, String), Reply>>,
     requests: Mutex<Vec<Request>>,
+    hellos: Arc<Mutex<Vec<Option<String>>>>,
     stop: AtomicBool,
 }
 
@@ -294,10 +305,15 @@ struct Shared {
 struct SniCerts {
     by_name: HashMap<String, Arc<CertifiedKey>>,
     fallback: Arc<CertifiedKey>,
+    hellos: Arc<Mutex<Vec<Option<String>>>>,
 }
 
 impl ResolvesServerCert for SniCerts {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.hellos
+            .lock()
+            .unwrap()
+            .push(hello.server_name().map(str::to_string));
         let cert = hello
             .server_name()
             .and_then(|name| self.by_name.get(&name.to_ascii_lowercase()));

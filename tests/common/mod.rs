@@ -1,6 +1,8 @@
 //! Shared harness for the integration suite: the proxy process, a CA made at test time, real
 //! peers (Postfix as backend, sender or remote MX; smtp-sink, swaks, openssl; dnsmasq serving
-//! MX records) and raw SMTP clients and servers for adversarial cases.
+//! MX records; a DNSSEC-signed zone served by Knot and validated by unbound; an HTTPS
+//! responder for MTA-STS policies and TLS-RPT reports) and raw SMTP clients and servers for
+//! adversarial cases.
 //!
 //! Every child process is owned by a guard whose `Drop` ends it, so a failing test leaves
 //! nothing running. Addresses: each test process gets its own loopback /24
@@ -111,8 +113,9 @@ pub fn remove_at_exit(dir: &Path) {
         .stdin(std::process::Stdio::piped())
         .spawn()
         .expect("spawn directory reaper");
-    // Held open until the process exits.
+    // Its stdin stays open until the process exits; a thread reaps it should it end sooner.
     std::mem::forget(reaper.stdin.take());
+    std::thread::spawn(move || reaper.wait());
 }
 
 /// A test directory with a CA in it and the proxy's leaf for `mx.test` (files `mx.crt`/`mx.key`).
