@@ -7,6 +7,7 @@ mod common;
 
 use common::dnssec::{self, dig, tlsa_owner, Delegation, Dnssec, SignedZone};
 use common::https::{policy_text, PolicyHost, Reply, POLICY_PATH};
+use common::peers::run_with_deadline;
 use common::pki::{Ca, Leaf};
 use common::{require_program, unique_ip, TempDir};
 use std::net::Ipv4Addr;
@@ -24,7 +25,7 @@ struct World {
     ca: Ca,
     mx: Leaf,
     mx_ip: Ipv4Addr,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 /// One world per test binary (under nextest, per test process).
@@ -37,6 +38,14 @@ fn world() -> &'static World {
         let ca = Ca::new(dir.path(), "test-ca");
         let mx = ca.leaf("mx", &["mx.dane-ee.test", "mx.dane-ta.test"]);
         let wrong = ca.leaf("wrong", &["somebody-else.test"]);
+        // A host whose chain carries the CA, as a DANE-TA MX must send it.
+        let dane = ca.leaf("dane", &["mta-sts.sts-dane.test"]);
+        let dane = Leaf {
+            cert: dir.join("dane-chain.crt"),
+            cert_pem: format!("{}{}", dane.cert_pem, ca.cert_pem),
+            ..dane
+        };
+        std::fs::write(&dane.cert, &dane.cert_pem).unwrap();
         let enforce = policy_text("enforce", &["mx.sts-enforce.test"], 86400);
         let web = PolicyHost::builder(&ca)
             .policy("sts-enforce.test", Reply::policy(&enforce))
@@ -59,6 +68,7 @@ fn world() -> &'static World {
                 Reply::policy(&enforce).trickle(Duration::from_millis(200)),
             )
             .host("tlsrpt.rpt.test")
+            .host_cert("mta-sts.sts-dane.test", &dane)
             .start();
         let mx_ip = unique_ip();
         let mut zone = dnssec::dane_catalogue(mx_ip, &mx.cert_pem, &ca.cert_pem, PORT);
@@ -74,7 +84,7 @@ fn world() -> &'static World {
             ca,
             mx,
             mx_ip,
-            _dir: dir,
+            dir,
         }
     })
 }
@@ -147,6 +157,42 @@ fn tlsa_helpers_agree_with_openssl() {
     assert_eq!(
         dnssec::tlsa(2, 0, 2, &w.mx.cert_pem),
         format!("2 0 2 {}", dgst("-sha512"))
+    );
+}
+
+#[test]
+fn openssl_dane_matches_the_tlsa_helpers_in_a_handshake() {
+    let w = world();
+    let chain = std::fs::read_to_string(w.dir.join("dane-chain.crt")).unwrap();
+    let s_client = |rrdata: &str| {
+        let mut command = Command::new(require_program("openssl"));
+        command
+            .args(["s_client", "-brief", "-connect", &w.web.addr.to_string()])
+            .args(["-servername", "mta-sts.sts-dane.test"])
+            .args(["-dane_tlsa_domain", "mta-sts.sts-dane.test"])
+            .args(["-dane_tlsa_rrdata", rrdata, "-verify_return_error"]);
+        run_with_deadline(command, b"")
+    };
+    let ee = s_client(&dnssec::tlsa_3_1_1(&chain));
+    assert!(ee.stderr.contains("Verification: OK"), "{}", ee.all());
+    assert!(
+        ee.stderr.contains("matched EE certificate at depth 0"),
+        "{}",
+        ee.all()
+    );
+    let ta = s_client(&dnssec::tlsa_2_1_1(&w.ca.cert_pem));
+    assert!(ta.stderr.contains("Verification: OK"), "{}", ta.all());
+    assert!(
+        ta.stderr.contains("matched TA certificate at depth 1"),
+        "{}",
+        ta.all()
+    );
+    let other = s_client(&dnssec::tlsa_3_1_1(&w.mx.cert_pem));
+    assert_ne!(other.code, 0, "{}", other.all());
+    assert!(
+        other.all().contains("no matching DANE TLSA records"),
+        "{}",
+        other.all()
     );
 }
 
