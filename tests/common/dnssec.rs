@@ -10,13 +10,13 @@
 //! when the test process dies (each daemon's wrapper shell kills it when its stdin closes).
 //! Startup takes about 0.2 s; tests that share one zone use [`shared`].
 
-use super::{eventually, remove_at_exit, require_program, unique_ip, TempDir};
+use super::{remove_at_exit, require_program, unique_ip, TempDir, PATIENCE};
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// TTL of every record (unbound caps what it caches at 5 s, so answers never go stale for long).
 pub const TTL: u32 = 300;
@@ -152,13 +152,13 @@ impl SignedZone {
         std::fs::write(&anchor, trust_anchor_line(&built.key)).expect("write trust anchor");
         let authoritative = SocketAddr::from((knot_ip, 53));
         let knot = start_knot(dir.path(), authoritative, &built.zones);
-        eventually("knotd to serve the zone", || {
-            (query(authoritative, &self.apex, 6, false) == Some(0)).then_some(())
+        knot.wait_until("knotd to serve the zone", || {
+            query(authoritative, &self.apex, 6, false) == Some(0)
         });
         let resolver = SocketAddr::from((unique_ip(), 53));
         let unbound = start_unbound(dir.path(), resolver, authoritative, &self.apex, &anchor);
-        eventually("unbound to validate the zone", || {
-            (query(resolver, &self.apex, 6, false) == Some(0)).then_some(())
+        unbound.wait_until("unbound to validate the zone", || {
+            query(resolver, &self.apex, 6, false) == Some(0)
         });
         let resolv_conf = dir.join("resolv.conf");
         std::fs::write(
@@ -432,6 +432,7 @@ pub fn query(server: SocketAddr, name: &str, qtype: u16, dnssec: bool) -> Option
 /// stdin closes (the test dropped it, or the test process died without running `Drop`).
 struct Daemon {
     pid: u32,
+    log: PathBuf,
     wrapper: Child,
     stdin: Option<ChildStdin>,
 }
@@ -459,8 +460,29 @@ impl Daemon {
         let stdin = wrapper.stdin.take();
         Daemon {
             pid,
+            log: log.to_owned(),
             wrapper,
             stdin,
+        }
+    }
+
+    /// Polls `ready` until it holds; fails with the daemon's log if the daemon exits first or
+    /// `PATIENCE` runs out.
+    fn wait_until(&self, what: &str, mut ready: impl FnMut() -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        while !ready() {
+            // Exited: a zombie (the wrapper reaps it only when told to stop) or gone.
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid));
+            let exited = stat.map_or(true, |s| {
+                s.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('Z'))
+            });
+            if exited || Instant::now() >= deadline {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let why = if exited { "it exited" } else { "timed out" };
+                panic!("waiting for {what}: {why}; {}:\n{log}", self.log.display());
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 }
