@@ -449,7 +449,9 @@ impl Daemon {
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            // Not the test's: the wrapper may outlive the test process by a moment (nextest
+            // would call the test leaky). The daemon writes to its log.
+            .stderr(Stdio::null())
             .spawn()
             .expect("spawn daemon wrapper");
         let mut line = String::new();
@@ -711,12 +713,13 @@ impl Dig {
     }
 }
 
-/// Asks `server` with dig (`+dnssec`: DO set), plus `extra` options such as `+cd`.
+/// Asks `server` with dig (`+dnssec`: DO set), plus `extra` options such as `+cd`. Patient
+/// (two tries of 5 s): on a loaded machine unbound's first look-up through Knot can be slow.
 pub fn dig(server: SocketAddr, name: &str, rtype: &str, extra: &[&str]) -> Dig {
     let out = Command::new(require_program("dig"))
         .arg(format!("@{}", server.ip()))
         .args(["-p", &server.port().to_string()])
-        .args(["+dnssec", "+tries=1", "+time=3", "+nomultiline", "+nosplit"])
+        .args(["+dnssec", "+tries=2", "+time=5", "+nomultiline", "+nosplit"])
         .args(extra)
         .args([name, rtype])
         .output()

@@ -111,6 +111,8 @@ pub fn remove_at_exit(dir: &Path) {
         .args(["-c", r#"read -r _; rm -rf "$1""#, "sh"])
         .arg(dir)
         .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn directory reaper");
     // Its stdin stays open until the process exits; a thread reaps it should it end sooner.
