@@ -9,6 +9,18 @@
 //! validating `unbound` whose only trust anchor is the zone's key. Both stop on `Drop`, and also
 //! when the test process dies (each daemon's wrapper shell kills it when its stdin closes).
 //! Startup takes about 0.2 s; tests that share one zone use [`shared`].
+//!
+//! ```ignore
+//! let dns = SignedZone::new("test")
+//!     .mx_at("dane-ee.test", "mx.dane-ee.test", mx_ip)
+//!     .tlsa("mx.dane-ee.test", 25, &tlsa_3_1_1(&mx_leaf.cert_pem))
+//!     .child(SignedZone::new("insecure.test").mx_at("insecure.test", "mx.insecure.test", mx_ip),
+//!            Delegation::Insecure)
+//!     .bogus("mx.dane-ee.test", "A")
+//!     .start();
+//! // proxy: [resolver] nameservers = [dns.resolver], dnssec_trust_anchor = dns.anchor
+//! // or the whole catalogue: dane_catalogue(mx_ip, &leaf.cert_pem, &ca.cert_pem, 25).start()
+//! ```
 
 use super::{remove_at_exit, require_program, unique_ip, TempDir, PATIENCE};
 use std::io::{BufRead, BufReader};

@@ -5,6 +5,18 @@
 //! presents per host, selected by SNI, a certificate from the test CA naming that host, or one
 //! the test supplies (the "webpki invalid" case). It listens on a loopback address of its own,
 //! port 443.
+//!
+//! ```ignore
+//! let web = PolicyHost::builder(&ca)
+//!     .policy("sts-enforce.test", Reply::policy(&policy_text("enforce", &["mx.sts-enforce.test"], 86400)))
+//!     .policy("sts-404.test", Reply::status(404))
+//!     .policy("sts-slow.test", Reply::policy("…").trickle(Duration::from_millis(200)))
+//!     .policy("sts-badcert.test", Reply::policy("…"))
+//!     .host_cert("mta-sts.sts-badcert.test", &ca.leaf("wrong", &["other.test"]))
+//!     .host("tlsrpt.rpt.test")                      // POSTs answered 201 and kept
+//!     .start();
+//! // DNS: zone.mta_sts("sts-enforce.test", "1", web.ip); later web.fetches(..), web.posts()
+//! ```
 
 use super::pki::{Ca, Leaf};
 use super::unique_ip;
