@@ -6,7 +6,7 @@
 mod common;
 
 use common::dnssec::{self, dig, tlsa_owner, Delegation, Dnssec, SignedZone};
-use common::https::{policy_text, PolicyHost, Reply, POLICY_PATH};
+use common::https::{policy_text, PolicyHost, Response, POLICY_PATH};
 use common::peers::run_with_deadline;
 use common::pki::{Ca, Leaf};
 use common::{require_program, unique_ip, TempDir};
@@ -48,24 +48,24 @@ fn world() -> &'static World {
         std::fs::write(&dane.cert, &dane.cert_pem).unwrap();
         let enforce = policy_text("enforce", &["mx.sts-enforce.test"], 86400);
         let web = PolicyHost::builder(&ca)
-            .policy("sts-enforce.test", Reply::policy(&enforce))
-            .policy("sts-404.test", Reply::status(404))
+            .policy("sts-enforce.test", Response::policy(&enforce))
+            .policy("sts-404.test", Response::status(404))
             .policy(
                 "sts-redirect.test",
-                Reply::redirect("https://mta-sts.sts-target.test/.well-known/mta-sts.txt"),
+                Response::redirect("https://mta-sts.sts-target.test/.well-known/mta-sts.txt"),
             )
-            .policy("sts-target.test", Reply::policy(&enforce))
-            .policy("sts-change.test", Reply::status(404))
+            .policy("sts-target.test", Response::policy(&enforce))
+            .policy("sts-change.test", Response::status(404))
             .policy(
                 "sts-ctype.test",
-                Reply::policy(&enforce).content_type(Some("text/html")),
+                Response::policy(&enforce).content_type(Some("text/html")),
             )
-            .policy("sts-badcert.test", Reply::policy(&enforce))
+            .policy("sts-badcert.test", Response::policy(&enforce))
             .host_cert("mta-sts.sts-badcert.test", &wrong)
-            .policy("sts-big.test", Reply::policy(&enforce).pad_to(100_000))
+            .policy("sts-big.test", Response::policy(&enforce).pad_to(100_000))
             .policy(
                 "sts-slow.test",
-                Reply::policy(&enforce).trickle(Duration::from_millis(200)),
+                Response::policy(&enforce).trickle(Duration::from_millis(200)),
             )
             .host("tlsrpt.rpt.test")
             .host_cert("mta-sts.sts-dane.test", &dane)
@@ -486,7 +486,8 @@ fn replies_change_at_run_time() {
     let w = world();
     assert_eq!(curl(w, "sts-change.test", &[]).status, "404");
     let testing = policy_text("testing", &["*.sts-change.test"], 600);
-    w.web.set_policy("sts-change.test", Reply::policy(&testing));
+    w.web
+        .set_policy("sts-change.test", Response::policy(&testing));
     let fetch = curl(w, "sts-change.test", &[]);
     assert_eq!(
         (fetch.status.as_str(), fetch.body.as_str()),

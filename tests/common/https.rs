@@ -1,6 +1,6 @@
 //! An HTTPS responder for MTA-STS policy hosts and TLS-RPT report endpoints, in the test
 //! process (std threads and rustls with ring): it answers by `Host` header and path with the
-//! configured [`Reply`] (policy, any status, content type, redirect, trickled or oversized
+//! configured [`Response`] (policy, any status, content type, redirect, trickled or oversized
 //! body), records every request (POSTs with their headers and body) for later inspection, and
 //! presents per host, selected by SNI, a certificate from the test CA naming that host, or one
 //! the test supplies (the "webpki invalid" case). It listens on a loopback address of its own,
@@ -8,10 +8,10 @@
 //!
 //! ```ignore
 //! let web = PolicyHost::builder(&ca)
-//!     .policy("sts-enforce.test", Reply::policy(&policy_text("enforce", &["mx.sts-enforce.test"], 86400)))
-//!     .policy("sts-404.test", Reply::status(404))
-//!     .policy("sts-slow.test", Reply::policy("…").trickle(Duration::from_millis(200)))
-//!     .policy("sts-badcert.test", Reply::policy("…"))
+//!     .policy("sts-enforce.test", Response::policy(&policy_text("enforce", &["mx.sts-enforce.test"], 86400)))
+//!     .policy("sts-404.test", Response::status(404))
+//!     .policy("sts-slow.test", Response::policy("…").trickle(Duration::from_millis(200)))
+//!     .policy("sts-badcert.test", Response::policy("…"))
 //!     .host_cert("mta-sts.sts-badcert.test", &ca.leaf("wrong", &["other.test"]))
 //!     .host("tlsrpt.rpt.test")                      // POSTs answered 201 and kept
 //!     .start();
@@ -52,7 +52,7 @@ pub fn policy_text(mode: &str, mx: &[&str], max_age: u64) -> String {
 
 /// What the responder answers to one host and path.
 #[derive(Debug, Clone)]
-pub struct Reply {
+pub struct Response {
     status: u16,
     content_type: Option<String>,
     headers: Vec<(String, String)>,
@@ -60,15 +60,15 @@ pub struct Reply {
     trickle: Option<Duration>,
 }
 
-impl Reply {
+impl Response {
     /// `200` `text/plain` with `text` as the body (e.g. from [`policy_text`]).
-    pub fn policy(text: &str) -> Reply {
-        Reply::status(200).body(text.as_bytes())
+    pub fn policy(text: &str) -> Response {
+        Response::status(200).body(text.as_bytes())
     }
 
     /// `status` with an empty `text/plain` body.
-    pub fn status(status: u16) -> Reply {
-        Reply {
+    pub fn status(status: u16) -> Response {
+        Response {
             status,
             content_type: Some("text/plain".to_string()),
             headers: Vec::new(),
@@ -78,8 +78,8 @@ impl Reply {
     }
 
     /// `301` to `location` (RFC 8461 §3.3: a client must not follow it).
-    pub fn redirect(location: &str) -> Reply {
-        Reply::status(301).header("Location", location)
+    pub fn redirect(location: &str) -> Response {
+        Response::status(301).header("Location", location)
     }
 
     /// Replaces the body.
@@ -145,21 +145,21 @@ impl Request {
 pub struct HttpsBuilder<'a> {
     ca: &'a Ca,
     certs: HashMap<String, Arc<CertifiedKey>>,
-    routes: HashMap<(String, String), Reply>,
+    routes: HashMap<(String, String), Response>,
 }
 
 impl<'a> HttpsBuilder<'a> {
-    /// `https://mta-sts.<domain>/.well-known/mta-sts.txt` answers `reply`.
-    pub fn policy(self, domain: &str, reply: Reply) -> Self {
+    /// `https://mta-sts.<domain>/.well-known/mta-sts.txt` answers `response`.
+    pub fn policy(self, domain: &str, response: Response) -> Self {
         let host = format!("mta-sts.{}", domain.trim_end_matches('.'));
-        self.route(&host, POLICY_PATH, reply)
+        self.route(&host, POLICY_PATH, response)
     }
 
-    /// `https://<host><path>` answers `reply` (to GET and POST alike).
-    pub fn route(mut self, host: &str, path: &str, reply: Reply) -> Self {
+    /// `https://<host><path>` answers `response` (to GET and POST alike).
+    pub fn route(mut self, host: &str, path: &str, response: Response) -> Self {
         self = self.host(host);
         self.routes
-            .insert((host.to_ascii_lowercase(), path.to_string()), reply);
+            .insert((host.to_ascii_lowercase(), path.to_string()), response);
         self
     }
 
@@ -250,18 +250,18 @@ impl PolicyHost {
 
     /// Changes what `mta-sts.<domain>` answers from now on (its certificate stays: a domain not
     /// given to the builder gets the fallback certificate, which names no test host).
-    pub fn set_policy(&self, domain: &str, reply: Reply) {
+    pub fn set_policy(&self, domain: &str, response: Response) {
         let host = format!("mta-sts.{}", domain.trim_end_matches('.'));
-        self.set_route(&host, POLICY_PATH, reply);
+        self.set_route(&host, POLICY_PATH, response);
     }
 
     /// Changes what `https://<host><path>` answers from now on.
-    pub fn set_route(&self, host: &str, path: &str, reply: Reply) {
+    pub fn set_route(&self, host: &str, path: &str, response: Response) {
         self.shared
             .routes
             .lock()
             .unwrap()
-            .insert((host.to_ascii_lowercase(), path.to_string()), reply);
+            .insert((host.to_ascii_lowercase(), path.to_string()), response);
     }
 
     /// Every request received so far, in order.
@@ -307,7 +307,7 @@ impl Drop for PolicyHost {
 
 struct Shared {
     config: Arc<rustls::ServerConfig>,
-    routes: Mutex<HashMap<(String, String), Reply>>,
+    routes: Mutex<HashMap<(String, String), Response>>,
     requests: Mutex<Vec<Request>>,
     hellos: Arc<Mutex<Vec<Option<String>>>>,
     stop: AtomicBool,
@@ -366,8 +366,8 @@ fn serve(shared: &Shared, stream: TcpStream) {
         .cloned();
     let reply = match (reply, request.method.as_str()) {
         (Some(reply), _) => reply,
-        (None, "POST") => Reply::status(201),
-        (None, _) => Reply::status(404).body(b"not found\n"),
+        (None, "POST") => Response::status(201),
+        (None, _) => Response::status(404).body(b"not found\n"),
     };
     shared.requests.lock().unwrap().push(request);
     let mut head = format!(
