@@ -1,6 +1,8 @@
 //! Shared harness for the integration suite: the proxy process, a CA made at test time, real
 //! peers (Postfix as backend, sender or remote MX; smtp-sink, swaks, openssl; dnsmasq serving
-//! MX records) and raw SMTP clients and servers for adversarial cases.
+//! MX records; a DNSSEC-signed zone served by Knot and validated by unbound; an HTTPS
+//! responder for MTA-STS policies and TLS-RPT reports) and raw SMTP clients and servers for
+//! adversarial cases.
 //!
 //! Every child process is owned by a guard whose `Drop` ends it, so a failing test leaves
 //! nothing running. Addresses: each test process gets its own loopback /24
@@ -11,6 +13,8 @@
 pub mod backend;
 pub mod client;
 pub mod dns;
+pub mod dnssec;
+pub mod https;
 pub mod mx;
 pub mod peers;
 pub mod pki;
@@ -96,6 +100,26 @@ impl Drop for TempDir {
     }
 }
 
+/// Removes `dir` when this test process exits, even when nothing drops its `TempDir` (one in a
+/// `static`, shared by the tests of a binary): a `sh` child waits for its stdin, which closes
+/// only when the process ends. Kept when `KEEP_TEST_DIRS` is set.
+pub fn remove_at_exit(dir: &Path) {
+    if std::env::var_os("KEEP_TEST_DIRS").is_some() {
+        return;
+    }
+    let mut reaper = std::process::Command::new("sh")
+        .args(["-c", r#"read -r _; rm -rf "$1""#, "sh"])
+        .arg(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn directory reaper");
+    // Its stdin stays open until the process exits; a thread reaps it should it end sooner.
+    std::mem::forget(reaper.stdin.take());
+    std::thread::spawn(move || reaper.wait());
+}
+
 /// A test directory with a CA in it and the proxy's leaf for `mx.test` (files `mx.crt`/`mx.key`).
 pub fn setup(tag: &str) -> (TempDir, Ca, Leaf) {
     let dir = TempDir::new(tag);
@@ -129,6 +153,13 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("nft", "nftables"),
     ("ip", "iproute2"),
     ("unshare", "util-linux"),
+    ("knotd", "knot"),
+    ("unbound", "unbound"),
+    ("dnssec-keygen", "bind9-utils"),
+    ("dnssec-signzone", "bind9-utils"),
+    ("dnssec-dsfromkey", "bind9-utils"),
+    ("dig", "bind9-dnsutils"),
+    ("curl", "curl"),
 ];
 
 /// The absolute path of a peer program; panics (never skips) when it is not installed.
