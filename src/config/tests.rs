@@ -1,4 +1,6 @@
+use super::listeners::parse_next_hop;
 use super::*;
+use crate::policy::Mode;
 
 fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::parse(text, Path::new("/etc/starttls-proxy/test.toml"))
