@@ -32,7 +32,11 @@ pub enum DemoError {
 }
 
 pub async fn run() -> Result<(), DemoError> {
-    let config = Config::parse(DEMO_CONFIG, Path::new("config/demo.toml"))?;
+    let mut config = Config::parse(DEMO_CONFIG, Path::new("config/demo.toml"))?;
+    // The demo runs as anyone, anywhere: its session results go to a directory of its own.
+    config.state.directory =
+        std::env::temp_dir().join(format!("starttls-proxy-demo-{}", std::process::id()));
+    let results = config.state.results_dir();
     let sink_addr = config.inbound[0].backend;
     let sink = TcpListener::bind(sink_addr)
         .await
@@ -59,6 +63,10 @@ pub async fn run() -> Result<(), DemoError> {
     println!("  proxy (offers STARTTLS, self-signed certificate): {proxy}");
     println!("  recording MTA behind it (plaintext only):         {sink_addr}");
     println!("  metrics:                                          {admin}");
+    println!(
+        "  session results (one JSON line per session):      {}",
+        results.display()
+    );
     println!();
     println!("Send a message over STARTTLS:");
     println!(

@@ -22,7 +22,7 @@ pub const SESSION_ERRORS_TOTAL: &str = "starttls_proxy_session_errors_total";
 pub const OUTBOUND_DOMAIN_SESSIONS_TOTAL: &str = "starttls_proxy_outbound_domain_sessions_total";
 /// Extension: enforcement failures let through by an unexpired `relax_until`, by policy domain.
 pub const OUTBOUND_RELAXED_TOTAL: &str = "starttls_proxy_outbound_relaxed_total";
-/// Extension: session results that could not be written to `state_directory/results/`.
+/// Extension: sessions whose results could not be written to `state_directory/results/`.
 pub const RESULTS_WRITE_ERRORS_TOTAL: &str = "starttls_proxy_results_write_errors_total";
 /// SIGHUP reloads, by `result` (`ok` | `failed`: the old configuration kept serving).
 pub const CONFIG_RELOADS_TOTAL: &str = "starttls_proxy_config_reloads_total";
@@ -92,7 +92,7 @@ fn describe() {
     );
     describe_counter!(
         RESULTS_WRITE_ERRORS_TOTAL,
-        "Batches of session results that could not be written to the results directory"
+        "Sessions whose results could not be written to the results directory"
     );
     describe_counter!(
         OUTBOUND_RELAXED_TOTAL,
@@ -211,7 +211,7 @@ pub fn outbound_relaxed(domain: &str, reason: &'static str) {
         .increment(1);
 }
 
-/// A batch of session results that could not be appended and synced.
+/// A session's results could not be appended and synced.
 pub fn results_write_failed() {
     counter!(RESULTS_WRITE_ERRORS_TOTAL).increment(1);
 }

@@ -5,6 +5,7 @@ use crate::inbound::{self, Observer};
 use crate::metrics::{self, ListenerMetrics};
 use crate::session::Slot;
 use crate::smtp::reply;
+use crate::state::results::ResultsLog;
 use crate::{admin, log, outbound, resolver};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::HashMap;
@@ -24,6 +25,12 @@ const BACKLOG: i32 = 1024;
 /// Start-up failures (exit code 1).
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// The session results cannot be kept (DESIGN: a clear error at start, never a stalled
+    /// session).
+    #[error(
+        "{0} (state_directory must be a directory the proxy can write; systemd: StateDirectory=)"
+    )]
+    State(#[from] crate::state::results::ResultsError),
     /// `listener`: the listener's name, or `admin`.
     #[error("listener {listener}: cannot listen on {addr}: {error}{}", bind_hint(.addr, .error))]
     Bind {
@@ -31,6 +38,14 @@ pub enum ServerError {
         addr: SocketAddr,
         error: std::io::Error,
     },
+}
+
+fn open_results(config: &Config) -> Result<ResultsLog, ServerError> {
+    Ok(ResultsLog::open(
+        &config.state.results_dir(),
+        &config.hostname,
+        config.state.retention_days,
+    )?)
 }
 
 /// What an administrator needs to know about a bind failure, where we can tell.
@@ -62,6 +77,8 @@ pub struct Server {
     sessions_done: mpsc::Receiver<()>,
     observer: Option<Observer>,
     admin: Option<(SocketAddr, JoinHandle<()>)>,
+    /// The session results log; reopened by a reload that moves `state_directory`.
+    results: ResultsLog,
 }
 
 /// What the accept loop needs from a listener's per-session context, whatever the direction.
@@ -220,6 +237,7 @@ impl Server {
         let (draining, _) = watch::channel(false);
         let (sessions, sessions_done) = mpsc::channel(1);
         let draining_flag = Arc::new(AtomicBool::new(false));
+        let results = open_results(&config)?;
         let admin = match &config.admin {
             Some(a) => {
                 let fail = |error| ServerError::Bind {
@@ -246,6 +264,7 @@ impl Server {
             sessions_done,
             observer,
             admin,
+            results,
         };
         let config = server.config.clone();
         server.apply(&config)?;
@@ -276,6 +295,9 @@ impl Server {
             log::warn("reload")
                 .field("detail", "admin.listen changes take effect at restart")
                 .emit();
+        }
+        if config.state != self.config.state {
+            self.results = open_results(&config)?;
         }
         let config = Arc::new(config);
         self.apply(&config)?;
@@ -350,6 +372,7 @@ impl Server {
             metrics,
             draining: self.draining.subscribe(),
             observer: self.observer.clone(),
+            results: self.results.clone(),
         }
     }
 
@@ -367,6 +390,7 @@ impl Server {
             metrics,
             resolver,
             draining: self.draining.subscribe(),
+            results: self.results.clone(),
         }
     }
 

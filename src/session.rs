@@ -4,6 +4,7 @@
 use crate::config::Limits;
 use crate::log;
 use crate::smtp::{reply, LineError, LineReader};
+use crate::state::results::{Direction, PolicyType, ResultsLog, SessionResult};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -65,6 +66,8 @@ pub struct SessionRecord {
     pub started: Instant,
     /// The session's TLS results, in the order they happened.
     pub results: Vec<AttemptResult>,
+    /// Inbound: the domain of the client's MAIL FROM, where one was seen.
+    pub mail_from_domain: Option<String>,
 }
 
 impl SessionRecord {
@@ -91,6 +94,54 @@ impl SessionRecord {
             bytes_to_peer: 0,
             started: Instant::now(),
             results: Vec::new(),
+            mail_from_domain: None,
+        }
+    }
+
+    /// Appends the session's results to the results log and waits until they are on disk, so
+    /// that the log line written next never tells of a session the results miss. A failure is
+    /// logged and counted; the session is not held up by it beyond the log's own bound.
+    pub async fn write_results(&self, log: &ResultsLog, node: &str) {
+        if self.results.is_empty() {
+            return;
+        }
+        let time = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let inbound = self.direction == "inbound";
+        let lines: Vec<SessionResult> = self
+            .results
+            .iter()
+            .map(|r| SessionResult {
+                time: time.clone(),
+                node: node.to_string(),
+                direction: if inbound {
+                    Direction::Inbound
+                } else {
+                    Direction::Outbound
+                },
+                domain: r.domain.clone(),
+                policy_type: PolicyType::NoPolicyFound,
+                policy_strings: Vec::new(),
+                mx_host: r.mx_host.clone(),
+                mx_ip: (!inbound).then_some(r.remote.ip()),
+                local_ip: r.local.map(|a| a.ip()),
+                client_ip: inbound.then_some(r.remote.ip()),
+                tls_version: r.tls.as_ref().map(|t| t.version.to_string()),
+                cipher: r.tls.as_ref().map(|t| t.cipher.to_string()),
+                verified: r.tls.as_ref().is_some_and(|t| t.verdict.is_verified()),
+                result: r.outcome,
+                session_id: self.id.clone(),
+                report_delivery: false,
+            })
+            .collect();
+        if let Err(e) = log.record_all(&lines).await {
+            crate::metrics::results_write_failed();
+            log::warn("results_write_failed")
+                .field("id", &self.id)
+                .field("dir", log.dir().display())
+                .field("error", e)
+                .emit();
         }
     }
 

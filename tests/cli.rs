@@ -518,6 +518,38 @@ fn world_readable(path: &Path) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
 }
 
+fn world_writable(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+}
+
+/// Issue 14, item 1: a results directory the proxy cannot write is a clear error at start
+/// (exit 1, naming the directory), not a session stalled later.
+#[test]
+fn unwritable_state_directory_is_a_clear_error_at_start() {
+    let dir = TempDir::new("state-unwritable");
+    let state = dir.join("root-only");
+    std::fs::create_dir(&state).unwrap();
+    let text = format!(
+        "hostname = \"relay.test\"\nstate_directory = {:?}\n[[outbound]]\nname = \"relay\"\nlisten = \"{}:0\"\n",
+        state.display().to_string(),
+        unique_ip()
+    );
+    let path = write(dir.path(), "state.toml", &text);
+    world_readable(&path);
+    let (code, err) = run_as_nobody(&["run", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "results directory {}",
+            state.join("results").display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("Permission denied"), "{err}");
+    assert!(err.contains("StateDirectory="), "{err}");
+}
+
 /// Issue 15, item 3: a certificate or key that cannot be read is a runtime failure for `run`
 /// (exit 1) and invalid for `check-config` (exit 2, its contract is binary); content that is
 /// wrong (a key of another certificate) is a configuration error (exit 2) for both.
@@ -610,8 +642,13 @@ fn configuration_without_listeners_is_refused() {
 fn low_port_without_capability_names_what_is_needed() {
     let dir = TempDir::new("low-port");
     let addr = std::net::SocketAddr::from((unique_ip(), 25));
-    let text =
-        format!("hostname = \"relay.test\"\n[[outbound]]\nname = \"relay\"\nlisten = \"{addr}\"\n");
+    let state = dir.join("state");
+    std::fs::create_dir(&state).unwrap();
+    world_writable(&state);
+    let text = format!(
+        "hostname = \"relay.test\"\nstate_directory = {:?}\n[[outbound]]\nname = \"relay\"\nlisten = \"{addr}\"\n",
+        state.display().to_string()
+    );
     let path = write(dir.path(), "low-port.toml", &text);
     world_readable(&path);
     let (code, err) = run_as_nobody(&["run", "--config", path.to_str().unwrap()]);

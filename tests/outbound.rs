@@ -150,6 +150,19 @@ fn verify_partner_gets_mail_over_verified_tls_from_postfix() {
     );
     assert_eq!(end["sni"], "mx.bank.test");
     assert_eq!(end["verdict"], "verified");
+    let results = w.proxy.results();
+    assert_eq!(results.len(), 1, "one MX attempt: {results:#?}");
+    let r = &results[0];
+    assert_eq!(
+        (&r["result"], &r["verified"], &r["domain"], &r["mx_host"]),
+        (
+            &serde_json::json!("success"),
+            &serde_json::json!(true),
+            &serde_json::json!("bank.test"),
+            &serde_json::json!("mx.bank.test")
+        )
+    );
+    assert_eq!(r["session_id"].as_str(), Some(end["id"].as_str()));
     let m = w.proxy.metrics();
     let sessions = metric(
         &m,
@@ -219,6 +232,19 @@ fn verify_refuses_wrong_name_certificate_and_mail_stays_queued() {
     assert!(queued.contains("name does not match"), "{queued}");
     assert!(queued.contains("mx.bank.test"), "{queued}");
     w.assert_mx_saw_no_envelope();
+    // Issue 14: the refused attempt is a result with its RFC 8460 type and TLS facts.
+    w.proxy.wait_sessions(1);
+    let results = w.proxy.results();
+    let refused = results
+        .iter()
+        .find(|r| r["result"] == "certificate-host-mismatch")
+        .unwrap_or_else(|| panic!("{results:#?}"));
+    assert_eq!(refused["direction"], "outbound");
+    assert_eq!(refused["domain"], "bank.test");
+    assert_eq!(refused["mx_host"], "mx.bank.test");
+    assert_eq!(refused["mx_ip"], w.mx.addr.ip().to_string());
+    assert_eq!(refused["verified"], false);
+    assert!(refused["tls_version"].as_str().is_some(), "{refused}");
 }
 
 #[test]
@@ -289,6 +315,12 @@ fn opportunistic_delivers_in_plaintext_when_starttls_is_not_offered() {
         .proxy
         .wait_event("mx_session", &[("domain", "legacy.test")]);
     assert_eq!(session["tls"], "no");
+    // Delivered, but the partner's missing STARTTLS is what a TLS report tells it.
+    w.proxy.wait_sessions(1);
+    let results = w.proxy.results();
+    assert_eq!(results.len(), 1, "{results:#?}");
+    assert_eq!(results[0]["result"], "starttls-not-supported");
+    assert_eq!(results[0]["tls_version"], serde_json::Value::Null);
 }
 
 #[test]

@@ -7,11 +7,13 @@ mod limits;
 mod listeners;
 mod outbound_policy;
 mod resolver;
+mod state;
 mod tls;
 
 pub use limits::Limits;
 pub use listeners::{Admin, DomainSet, Inbound, NextHop, Outbound, OutboundMode};
 pub use resolver::ResolverConfig;
+pub use state::{State, DEFAULT_STATE_DIRECTORY};
 
 use crate::policy::OutboundPolicy;
 use crate::tls::ServerTls;
@@ -52,6 +54,8 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// Lowercase hex SHA-256 of the file's bytes (`event=config_loaded sha256=...`).
     pub sha256: String,
+    /// `state_directory` and `retention`.
+    pub state: State,
 }
 
 /// A configuration error, positioned where the administrator must look.
@@ -145,6 +149,11 @@ impl Config {
             Some(a) => out += &format!("  admin: http://{}/metrics\n", a.listen),
             None => out += "  admin: disabled\n",
         }
+        out += &format!(
+            "  state directory: {} (session results kept {} days)\n",
+            self.state.directory.display(),
+            self.state.retention_days
+        );
         for l in &self.inbound {
             let backend = match l.backend_name.parse::<SocketAddr>() {
                 Ok(_) => l.backend_name.clone(),
@@ -302,6 +311,8 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 struct RawConfig {
     hostname: Option<Spanned<String>>,
     shutdown_grace: Option<ConfigDuration>,
+    state_directory: Option<Spanned<String>>,
+    retention: Option<Spanned<ConfigDuration>>,
     tls: Option<Spanned<tls::RawTls>>,
     admin: Option<listeners::RawAdmin>,
     #[serde(default)]
@@ -396,6 +407,7 @@ impl RawConfig {
             outbound_policy,
             warnings,
             sha256: sha256_hex(ctx.source.as_bytes()),
+            state: state::validate(ctx, self.state_directory, self.retention)?,
         })
     }
 }

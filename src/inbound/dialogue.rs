@@ -114,6 +114,7 @@ impl<'a> Dialogue<'a> {
                     return Ok(Step::Quit);
                 }
                 Command::Mail(ref path) => {
+                    record.mail_from_domain.clone_from(&path.domain);
                     if let Some(refusal) = self.refusal(Some(path), true, record) {
                         self.send(client, &refusal, record).await?;
                         continue;

@@ -11,9 +11,12 @@ mod starttls;
 
 use crate::config::{Config, Inbound};
 use crate::metrics::ListenerMetrics;
+use crate::policy::ResultType;
+use crate::session::AttemptResult;
 use crate::session::{CommandError, SessionRecord, Slot};
 use crate::smtp::{reply, LineReader, Reply};
 use crate::splice::{self, RelayEnd, RelayOutcome};
+use crate::state::results::{Outcome, ResultsLog};
 use dialogue::{Dialogue, Step};
 use std::io;
 use std::net::SocketAddr;
@@ -35,6 +38,8 @@ pub struct Context {
     pub metrics: ListenerMetrics,
     pub draining: watch::Receiver<bool>,
     pub observer: Option<Observer>,
+    /// Where every session's TLS result goes before its log line.
+    pub results: ResultsLog,
 }
 
 /// Why a session ended early. Variants say who failed: the client, the backend, TLS, or us.
@@ -130,6 +135,22 @@ pub async fn run(ctx: Context, client: TcpStream, peer: SocketAddr, mut slot: Sl
         record.bytes_from_peer + record.bytes_to_peer,
     );
     slot.release();
+    // One result per accepted connection: a client that stayed in plaintext did not use the
+    // STARTTLS we offered (the figure coverage is made of).
+    record.results.push(AttemptResult {
+        domain: record.mail_from_domain.clone(),
+        mx_host: None,
+        remote: peer,
+        local: None,
+        tls: record.tls.clone(),
+        outcome: match record.tls {
+            Some(_) => Outcome::Success,
+            None => Outcome::Failure(ResultType::StarttlsNotSupported),
+        },
+    });
+    record
+        .write_results(&ctx.results, &ctx.config.hostname)
+        .await;
     record.emit();
 }
 

@@ -37,6 +37,8 @@ pub struct Context {
     pub metrics: ListenerMetrics,
     pub resolver: Arc<dyn Resolve>,
     pub draining: watch::Receiver<bool>,
+    /// Where every MX attempt's TLS result goes before the session's log line.
+    pub results: crate::state::results::ResultsLog,
 }
 
 /// Why a session ended early. Variants say who failed: the MTA, the MX, or us.
@@ -163,5 +165,8 @@ pub async fn run(ctx: Context, mta: TcpStream, peer: SocketAddr, mut slot: Slot)
     ctx.metrics
         .session_ended(tls, record.bytes_from_peer + record.bytes_to_peer);
     slot.release();
+    record
+        .write_results(&ctx.results, &ctx.config.hostname)
+        .await;
     record.emit();
 }

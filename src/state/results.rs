@@ -182,13 +182,24 @@ impl ResultsLog {
 
     /// Appends `result` and returns once it is on disk (or after [`SYNC_WAIT`] with an error).
     pub async fn record(&self, result: &SessionResult) -> Result<(), ResultsError> {
-        let mut line =
-            serde_json::to_vec(result).map_err(|e| ResultsError::Write(e.to_string()))?;
-        line.push(b'\n');
+        self.record_all(std::slice::from_ref(result)).await
+    }
+
+    /// Appends `results` in order, as one write, and returns once they are on disk.
+    pub async fn record_all(&self, results: &[SessionResult]) -> Result<(), ResultsError> {
+        let Some(first) = results.first() else {
+            return Ok(());
+        };
+        let mut line = Vec::new();
+        for result in results {
+            serde_json::to_writer(&mut line, result)
+                .map_err(|e| ResultsError::Write(e.to_string()))?;
+            line.push(b'\n');
+        }
         let (done, written) = oneshot::channel();
         self.tx
             .send(Pending {
-                day: result.day().to_string(),
+                day: first.day().to_string(),
                 line,
                 done,
             })
@@ -221,10 +232,8 @@ impl Writer {
             }
             for (day, pendings) in by_day {
                 let bytes: Vec<u8> = pendings.iter().flat_map(|p| p.line.clone()).collect();
+                // Counted by each waiting session, which also logs it.
                 let outcome = self.append(&day, &bytes).map_err(|e| e.to_string());
-                if outcome.is_err() {
-                    crate::metrics::results_write_failed();
-                }
                 for p in pendings {
                     let _ = p.done.send(outcome.clone());
                 }

@@ -122,8 +122,11 @@ impl ProxyBuilder {
     /// The configuration text this builder writes.
     pub fn config_text(&self) -> String {
         let mut text = format!(
-            "hostname = {:?}\nshutdown_grace = {:?}\n\n[tls]\n{}\n",
-            self.hostname, self.shutdown_grace, self.tls
+            "hostname = {:?}\nshutdown_grace = {:?}\nstate_directory = {:?}\n\n[tls]\n{}\n",
+            self.hostname,
+            self.shutdown_grace,
+            self.dir.join("state").display().to_string(),
+            self.tls
         );
         if self.admin {
             text += &format!("[admin]\nlisten = \"{}:0\"\n\n", unique_ip());
@@ -180,6 +183,14 @@ impl Proxy {
     /// starts the proxy on it; the file is `self.config`.
     pub fn start_text(dir: &Path, config: &str) -> Proxy {
         let path = dir.join("starttls-proxy.toml");
+        // The test's own state directory, unless the test chose one.
+        let config = match config.contains("state_directory") {
+            true => config.to_string(),
+            false => format!(
+                "state_directory = {:?}\n{config}",
+                dir.join("state").display().to_string()
+            ),
+        };
         std::fs::write(&path, config).expect("write proxy configuration");
         Proxy::start_with(&path, false)
     }
@@ -258,6 +269,31 @@ impl Proxy {
             .listeners
             .get(name)
             .unwrap_or_else(|| panic!("no listener {name}; log:\n{}", self.log_text()))
+    }
+
+    /// Every session result the proxy wrote (`state_directory/results/*.jsonl`, the test's
+    /// own state directory), in file order.
+    pub fn results(&self) -> Vec<serde_json::Value> {
+        let dir = self
+            .config
+            .parent()
+            .expect("config in a directory")
+            .join("state/results");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+            .iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "jsonl"))
+            .flat_map(|f| {
+                std::fs::read_to_string(f)
+                    .unwrap_or_default()
+                    .lines()
+                    .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     pub fn pid(&self) -> u32 {
