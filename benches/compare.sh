@@ -117,6 +117,8 @@ start_system() { # system cert → prints pid
     starttls-proxy)
       cat > "$work/proxy.toml" <<EOF
 hostname = "mx.bench.example"
+# Session results are written (and synced) as in production, into the run's own directory.
+state_directory = "$work/state"
 [tls]
 certificate = "$work/$cert.crt"
 private_key = "$work/$cert.key"
