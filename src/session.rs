@@ -157,7 +157,14 @@ impl SessionRecord {
             .field("listener", &self.listener)
             .field("direction", self.direction)
             .field("peer", self.peer)
-            .field("backend", self.next_hop)
+            // No next hop was reached (a route that failed in DNS): say so, not 0.0.0.0:0.
+            .field(
+                "backend",
+                match self.next_hop.port() {
+                    0 => "-".to_string(),
+                    _ => self.next_hop.to_string(),
+                },
+            )
             .field("tls", if tls.is_some() { "yes" } else { "no" })
             .field("version", tls.map_or("-", |t| t.version))
             .field("cipher", tls.map_or("-", |t| t.cipher))

@@ -101,6 +101,7 @@ impl<'a> Dialogue<'a> {
             Ok(ready) => ready,
             Err(refusal) => return Ok(refusal),
         };
+        record.policy = applied.mode.as_str();
         let route = match route::route(ctx, &domain).await {
             Ok(r) => r,
             Err(e) => {
