@@ -40,6 +40,28 @@ pub enum ServerError {
     },
 }
 
+/// The listeners `config` names that are not bound yet, bound now.
+fn bind_new(
+    inbound: &Listeners<inbound::Context>,
+    outbound: &Listeners<outbound::Context>,
+    config: &Config,
+) -> Result<Fresh, ServerError> {
+    let inbound_addrs: Vec<(SocketAddr, &str)> = config
+        .inbound
+        .iter()
+        .map(|l| (l.listen, l.name.as_str()))
+        .collect();
+    let outbound_addrs: Vec<(SocketAddr, &str)> = config
+        .outbound
+        .iter()
+        .map(|l| (l.listen, l.name.as_str()))
+        .collect();
+    Ok(Fresh {
+        inbound: inbound.bind_missing(&inbound_addrs)?,
+        outbound: outbound.bind_missing(&outbound_addrs)?,
+    })
+}
+
 fn open_results(config: &Config) -> Result<ResultsLog, ServerError> {
     Ok(ResultsLog::open(
         &config.state.results_dir(),
@@ -79,6 +101,12 @@ pub struct Server {
     admin: Option<(SocketAddr, JoinHandle<()>)>,
     /// The session results log; reopened by a reload that moves `state_directory`.
     results: ResultsLog,
+}
+
+/// Listeners bound for a configuration, not yet accepting.
+struct Fresh {
+    inbound: HashMap<SocketAddr, TcpListener>,
+    outbound: HashMap<SocketAddr, TcpListener>,
 }
 
 /// What the accept loop needs from a listener's per-session context, whatever the direction.
@@ -237,7 +265,11 @@ impl Server {
         let (draining, _) = watch::channel(false);
         let (sessions, sessions_done) = mpsc::channel(1);
         let draining_flag = Arc::new(AtomicBool::new(false));
-        let results = open_results(&config)?;
+        // Every address first: a port that cannot be had is the first thing to report.
+        let inbound = Listeners::new();
+        let outbound = Listeners::new();
+        let config = Arc::new(config);
+        let fresh = bind_new(&inbound, &outbound, &config)?;
         let admin = match &config.admin {
             Some(a) => {
                 let fail = |error| ServerError::Bind {
@@ -254,10 +286,11 @@ impl Server {
             }
             None => None,
         };
+        let results = open_results(&config)?;
         let mut server = Server {
-            config: Arc::new(config),
-            inbound: Listeners::new(),
-            outbound: Listeners::new(),
+            config: config.clone(),
+            inbound,
+            outbound,
             draining,
             draining_flag,
             sessions,
@@ -266,8 +299,7 @@ impl Server {
             admin,
             results,
         };
-        let config = server.config.clone();
-        server.apply(&config)?;
+        server.activate(&config, fresh);
         config_loaded(&config);
         log::info("ready")
             .field("config", config.source.display())
@@ -296,32 +328,24 @@ impl Server {
                 .field("detail", "admin.listen changes take effect at restart")
                 .emit();
         }
+        let config = Arc::new(config);
+        let fresh = bind_new(&self.inbound, &self.outbound, &config)?;
         if config.state != self.config.state {
             self.results = open_results(&config)?;
         }
-        let config = Arc::new(config);
-        self.apply(&config)?;
+        self.activate(&config, fresh);
         config_loaded(&config);
         self.config = config;
         Ok(())
     }
 
-    /// Binds new listeners of both directions first (so a failure changes nothing), then
-    /// retunes kept ones and stops removed ones.
-    fn apply(&mut self, config: &Arc<Config>) -> Result<(), ServerError> {
-        let inbound_addrs: Vec<(SocketAddr, &str)> = config
-            .inbound
-            .iter()
-            .map(|l| (l.listen, l.name.as_str()))
-            .collect();
-        let outbound_addrs: Vec<(SocketAddr, &str)> = config
-            .outbound
-            .iter()
-            .map(|l| (l.listen, l.name.as_str()))
-            .collect();
-        let fresh_inbound = self.inbound.bind_missing(&inbound_addrs)?;
-        let fresh_outbound = self.outbound.bind_missing(&outbound_addrs)?;
-
+    /// Starts accepting on `fresh` (bound first, so a failure changed nothing), retunes kept
+    /// listeners and stops removed ones.
+    fn activate(&mut self, config: &Arc<Config>, fresh: Fresh) {
+        let Fresh {
+            inbound: fresh_inbound,
+            outbound: fresh_outbound,
+        } = fresh;
         let inbound_contexts = config
             .inbound
             .iter()
@@ -360,7 +384,6 @@ impl Server {
                 metrics::certificate_expiry(&tls.label, not_after);
             }
         }
-        Ok(())
     }
 
     fn inbound_context(&self, config: &Arc<Config>, entry: &Arc<Inbound>) -> inbound::Context {
