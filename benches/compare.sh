@@ -117,8 +117,9 @@ start_system() { # system cert → prints pid
     starttls-proxy)
       cat > "$work/proxy.toml" <<EOF
 hostname = "mx.bench.example"
-# Session results are written (and synced) as in production, into the run's own directory.
-state_directory = "$work/state"
+# Session results are written (and synced) as in production, into the run's own directory
+# (BENCH_STATE_DIR elsewhere, e.g. on tmpfs to measure what the sync costs).
+state_directory = "${BENCH_STATE_DIR:-$work/state}"
 [tls]
 certificate = "$work/$cert.crt"
 private_key = "$work/$cert.key"
