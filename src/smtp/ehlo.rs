@@ -32,7 +32,16 @@ pub fn synthesise(helo_reply: &Reply, offer_starttls: bool) -> Reply {
     Reply { code: 250, lines }
 }
 
+/// Whether an EHLO line offers `keyword` as a client may read it: clients differ in what ends
+/// the keyword (Postfix splits on SP, HTAB and `=` and drops trailing blanks and CR; Exim
+/// matches `STARTTLS` followed by any whitespace), so any of those after it counts, and so do
+/// leading blanks. Dropping a line some client would not have read as the keyword costs
+/// nothing; passing one through would offer the backend's STARTTLS next to ours.
 fn is_keyword(line: &[u8], keyword: &[u8]) -> bool {
-    let word_end = line.iter().position(|&b| b == b' ').unwrap_or(line.len());
-    line[..word_end].eq_ignore_ascii_case(keyword)
+    let line = line.trim_ascii_start();
+    line.len() >= keyword.len()
+        && line[..keyword.len()].eq_ignore_ascii_case(keyword)
+        && line
+            .get(keyword.len())
+            .map_or(true, |&b| b.is_ascii_whitespace() || b == b'=')
 }

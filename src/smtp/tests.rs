@@ -199,6 +199,33 @@ fn ehlo_rewrite_strips_backend_starttls_and_adds_ours() {
     );
 }
 
+/// Found by the `ehlo` fuzz target: `250-STARTTLS\r\r\n` (text `STARTTLS\r`), a tab or `=`
+/// after the keyword, or a blank before it, was passed through as a second STARTTLS.
+#[test]
+fn fuzz_ehlo_starttls_keyword_not_ended_by_space() {
+    let backend = reply(
+        250,
+        &[
+            "mta.example",
+            "STARTTLS\r",
+            "starttls\tREQUIRED",
+            "STARTTLS=x",
+            " STARTTLS",
+            "\tSTARTTLS ",
+            "STARTTLSX",
+            "SIZE 1000",
+        ],
+    );
+    assert_eq!(
+        ehlo::rewrite(&backend, true).to_bytes(),
+        b"250-mta.example\r\n250-STARTTLSX\r\n250-SIZE 1000\r\n250 STARTTLS\r\n"
+    );
+    assert_eq!(
+        ehlo::rewrite(&backend, false).to_bytes(),
+        b"250-mta.example\r\n250-STARTTLSX\r\n250 SIZE 1000\r\n"
+    );
+}
+
 #[test]
 fn ehlo_rewrite_of_one_line_reply_offers_starttls() {
     let rewritten = ehlo::rewrite(&reply(250, &["mta.example Hello"]), true);
