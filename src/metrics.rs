@@ -27,6 +27,9 @@ pub const RESULTS_WRITE_ERRORS_TOTAL: &str = "starttls_proxy_results_write_error
 /// SIGHUP reloads, by `result` (`ok` | `failed`: the old configuration kept serving).
 pub const CONFIG_RELOADS_TOTAL: &str = "starttls_proxy_config_reloads_total";
 /// When the configuration in force was loaded (start or the last successful reload).
+/// MTA-STS discoveries that looked something up, by `result` (DESIGN: ok | not_found |
+/// fetch_error | invalid | webpki_invalid).
+pub const MTA_STS_FETCHES_TOTAL: &str = "starttls_proxy_mta_sts_fetches_total";
 pub const CONFIG_LOADED_TIMESTAMP_SECONDS: &str = "starttls_proxy_config_loaded_timestamp_seconds";
 
 const HANDSHAKE_BUCKETS: &[f64] = &[
@@ -89,6 +92,10 @@ fn describe() {
     describe_counter!(
         OUTBOUND_DOMAIN_SESSIONS_TOTAL,
         "Outbound sessions to MX hosts used for delivery, by policy domain, mode, TLS and verification"
+    );
+    describe_counter!(
+        MTA_STS_FETCHES_TOTAL,
+        "MTA-STS record lookups and policy fetches, by result"
     );
     describe_counter!(
         RESULTS_WRITE_ERRORS_TOTAL,
@@ -231,4 +238,9 @@ pub fn config_loaded() {
 /// One SIGHUP reload ended: applied (`ok`) or refused with the old configuration kept.
 pub fn config_reload(ok: bool) {
     counter!(CONFIG_RELOADS_TOTAL, "result" => if ok { "ok" } else { "failed" }).increment(1);
+}
+
+/// One MTA-STS discovery that looked something up.
+pub fn mta_sts_fetch(result: &'static str) {
+    counter!(MTA_STS_FETCHES_TOTAL, "result" => result).increment(1);
 }

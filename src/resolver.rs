@@ -37,6 +37,9 @@ pub trait Resolve: Send + Sync {
     fn mx<'a>(&'a self, domain: &'a str) -> Lookup<'a, Vec<(u16, String)>>;
     /// A and AAAA records.
     fn addrs<'a>(&'a self, host: &'a str) -> Lookup<'a, Vec<IpAddr>>;
+    /// TXT records, each one's character-strings joined (`_mta-sts.`, `_smtp._tls.`); strings
+    /// that are not UTF-8 are replaced, so they fail the record parsers that read them.
+    fn txt<'a>(&'a self, name: &'a str) -> Lookup<'a, Vec<String>>;
 }
 
 /// hickory-resolver with the configured name servers.
@@ -124,6 +127,29 @@ impl Resolve for Hickory {
             Ok(answer.iter().collect())
         })
     }
+
+    fn txt<'a>(&'a self, name: &'a str) -> Lookup<'a, Vec<String>> {
+        Box::pin(self.txt_records(name))
+    }
+}
+
+impl Hickory {
+    async fn txt_records(&self, name: &str) -> Result<Vec<String>, DnsError> {
+        let answer = self
+            .resolver
+            .txt_lookup(absolute(name))
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(answer
+            .iter()
+            .map(|txt| {
+                txt.txt_data()
+                    .iter()
+                    .map(|part| String::from_utf8_lossy(part).into_owned())
+                    .collect::<String>()
+            })
+            .collect())
+    }
 }
 
 /// A resolver that fails every question temporarily (the system configuration was unreadable):
@@ -137,6 +163,11 @@ impl Resolve for Broken {
     }
 
     fn addrs<'a>(&'a self, _host: &'a str) -> Lookup<'a, Vec<IpAddr>> {
+        let why = self.0.clone();
+        Box::pin(async move { Err(DnsError::Temporary(why)) })
+    }
+
+    fn txt<'a>(&'a self, _name: &'a str) -> Lookup<'a, Vec<String>> {
         let why = self.0.clone();
         Box::pin(async move { Err(DnsError::Temporary(why)) })
     }

@@ -1,9 +1,11 @@
 //! `LineReader` over a peer that sends the input in fuzz-chosen pieces (1 byte to 128 KiB, with
 //! `Pending` in between), checked against a model of the stream:
 //! - a line of at most `max` bytes (terminator included) comes back exactly, CR LF stripped,
-//!   and the reader then stands just after its LF; a longer one is `TooLong(max)`, once;
-//! - an unterminated tail is `Eof` (after at most one `TooLong` if it reached `max`), and only
-//!   once the peer has sent everything;
+//!   and the reader then stands just after its LF; a longer one is `TooLong(max)` as soon as
+//!   `max` bytes without an LF are in (never after its LF), then one `StillTooLong(max)` for
+//!   every further `max` bytes before its LF;
+//! - an unterminated tail is `Eof` (after `TooLong` and `StillTooLong`s if it reached `max`),
+//!   and only once the peer has sent everything;
 //! - `fill_buf` returns the next unconsumed bytes of the stream, `consume` advances by them;
 //! - `buffered()` is always the stream's bytes between the reader's position and what was sent;
 //! - memory: never more than `max` + one read (4 KiB) buffered, and no single read offered more
@@ -61,8 +63,11 @@ fuzz_target!(|bytes: &[u8]| {
     let mut reader = LineReader::new(peer);
     // The model's position: the start of the next line (or body byte) the reader must return.
     let mut pos = 0usize;
-    // The unterminated tail reached `max`; one `TooLong` for it is allowed before `Eof`.
+    // The unterminated tail reached `max`; one `TooLong` for it is allowed before `Eof`, then
+    // `StillTooLong`s.
     let mut tail_too_long_reported = false;
+    // `StillTooLong`s still due for the over-long line before `pos`.
+    let mut still_due = 0usize;
     // fill_buf/consume only between whole lines, as the proxy uses them.
     let mut at_line_boundary = true;
 
@@ -123,6 +128,14 @@ fuzz_target!(|bytes: &[u8]| {
             Op::FillConsume(_) | Op::ReadLine => {
                 seen.reach.set(seen.delivered.get());
                 let result = block_on(reader.read_line(max));
+                if still_due > 0 {
+                    assert!(
+                        matches!(result, Err(LineError::StillTooLong(m)) if m == max),
+                        "{still_due} StillTooLong due with max {max}: got {result:?}"
+                    );
+                    still_due -= 1;
+                    continue;
+                }
                 let rest = &data[pos..];
                 match rest.iter().position(|&b| b == b'\n') {
                     Some(nl) => {
@@ -133,9 +146,18 @@ fuzz_target!(|bytes: &[u8]| {
                                 "line of {} bytes with max {max}: got {result:?}",
                                 nl + 1
                             );
-                            // The reader may still be discarding the rest of this line.
+                            // The reader may still be discarding the rest of this line: one more
+                            // error for every further `max` bytes before its LF.
                             let at = check_buffer(&reader, "read_line TooLong");
                             assert!(at <= end, "TooLong: reader went past the line's LF");
+                            if at < end {
+                                assert!(
+                                    at - pos >= max,
+                                    "TooLong after {} bytes with max {max}",
+                                    at - pos
+                                );
+                                still_due = (end - 1 - at) / max;
+                            }
                             at_line_boundary = false;
                         } else {
                             let mut want = &rest[..nl];
@@ -174,6 +196,9 @@ fuzz_target!(|bytes: &[u8]| {
                             tail_too_long_reported = true;
                             check_buffer(&reader, "read_line TooLong (tail)");
                             at_line_boundary = false;
+                        }
+                        Err(LineError::StillTooLong(m)) if m == max && tail_too_long_reported => {
+                            check_buffer(&reader, "read_line StillTooLong (tail)");
                         }
                         other => panic!(
                             "unterminated tail of {} bytes with max {max}: got {other:?}",

@@ -8,6 +8,7 @@
 
 use fuzz_support::Input;
 use libfuzzer_sys::fuzz_target;
+use starttls_proxy::smtp::command::Path;
 use starttls_proxy::smtp::Command;
 
 fuzz_target!(|bytes: &[u8]| {
@@ -80,11 +81,14 @@ fuzz_target!(|bytes: &[u8]| {
             b" NOTIFY=NEVER"
         });
     }
-    let domain = Some(String::from_utf8(domain).unwrap().to_ascii_lowercase());
+    let path = Path {
+        domain: Some(String::from_utf8(domain).unwrap().to_ascii_lowercase()),
+        also_named: Vec::new(),
+    };
     let want = if is_mail {
-        Command::Mail { domain }
+        Command::Mail(path)
     } else {
-        Command::Rcpt { domain }
+        Command::Rcpt(path)
     };
     assert_eq!(
         Command::parse(&line),

@@ -8,6 +8,7 @@
 //! `envelope` holds the MTA dialogue; nothing of the envelope leaves before the policy allows.
 
 mod connect;
+pub mod discover;
 mod envelope;
 pub mod establish;
 pub mod route;

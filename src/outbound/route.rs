@@ -355,6 +355,9 @@ mod tests {
                 .unwrap_or(Err(DnsError::NoSuchName));
             Box::pin(async move { r })
         }
+        fn txt<'a>(&'a self, _name: &'a str) -> Lookup<'a, Vec<String>> {
+            Box::pin(async move { Err(DnsError::NoRecords) })
+        }
     }
 
     fn ip(s: &str) -> IpAddr {

@@ -201,7 +201,13 @@ fn path_domains(address: &str) -> Path {
 }
 
 fn push_domain(path: &mut Path, raw: &str) {
-    let domain = raw.trim_end_matches('.').to_ascii_lowercase();
+    // Blanks and brackets inside quotes are not part of any host name; dropping them can only
+    // make a listed domain match (`"secure .test"`), never hide one.
+    let domain: String = raw
+        .chars()
+        .filter(|c| !c.is_whitespace() && !matches!(c, '<' | '>'))
+        .collect();
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
     if domain.is_empty() {
         return;
     }

@@ -43,5 +43,5 @@ fn is_keyword(line: &[u8], keyword: &[u8]) -> bool {
         && line[..keyword.len()].eq_ignore_ascii_case(keyword)
         && line
             .get(keyword.len())
-            .map_or(true, |&b| b.is_ascii_whitespace() || b == b'=')
+            .is_none_or(|&b| b.is_ascii_whitespace() || b == b'=')
 }

@@ -145,6 +145,26 @@ fn envelope_paths_are_read_as_mtas_read_them() {
     }
 }
 
+/// The first fuzzing pass (fuzz/corpus/command/regression-*): blanks and brackets were kept
+/// in the domain, which then matched no listed domain.
+#[test]
+fn fuzz_command_domains_keep_no_blanks_or_brackets() {
+    for line in [
+        &b"MAIL FROM:< alice@secure.test >"[..],
+        b"RCPT TO:<bob@secure.test\t>",
+        b"MAIL FROM:alice@secure.test\tSIZE=100",
+        b"MAIL FROM:alice@secure.test>",
+        b"MAIL FROM:<alice@\"secure .test\">",
+    ] {
+        match Command::parse(line) {
+            Command::Mail(p) | Command::Rcpt(p) => {
+                assert_eq!(p.domain.as_deref(), Some("secure.test"), "{line:?}")
+            }
+            other => panic!("{line:?}: {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn only_content_and_unknown_commands_end_the_dialogue() {
     for line in [
