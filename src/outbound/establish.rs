@@ -93,35 +93,9 @@ pub fn conclude(
         tls: facts.cloned(),
         outcome,
     });
-    match decide(applied.mode, applied.relaxed, offer) {
-        Decision::Proceed { relaxed } => {
-            note_relaxed(
-                ctx,
-                applied,
-                domain,
-                &mx.label,
-                relaxed.as_ref(),
-                &record.id,
-            );
-            Ok((Go::AsIs, relaxed))
-        }
-        Decision::RetryPlain { relaxed } => {
-            note_relaxed(
-                ctx,
-                applied,
-                domain,
-                &mx.label,
-                relaxed.as_ref(),
-                &record.id,
-            );
-            log::warn("tls_fallback_plaintext")
-                .field("id", &record.id)
-                .field("domain", domain)
-                .field("mx", &mx.label)
-                .field("detail", format!("{offer:?}"))
-                .emit();
-            Ok((Go::FreshPlaintext, relaxed))
-        }
+    let (go, relaxed) = match decide(applied.mode, applied.relaxed, offer) {
+        Decision::Proceed { relaxed } => (Go::AsIs, relaxed),
+        Decision::RetryPlain { relaxed } => (Go::FreshPlaintext, relaxed),
         Decision::Refuse(failure) => {
             let refusal = Refusal::Policy {
                 failure,
@@ -141,9 +115,26 @@ pub fn conclude(
                     connect::summary(&refusal.reply(&ctx.config.hostname)),
                 )
                 .emit();
-            Err(refusal)
+            return Err(refusal);
         }
+    };
+    note_relaxed(
+        ctx,
+        applied,
+        domain,
+        &mx.label,
+        relaxed.as_ref(),
+        &record.id,
+    );
+    if go == Go::FreshPlaintext {
+        log::warn("tls_fallback_plaintext")
+            .field("id", &record.id)
+            .field("domain", domain)
+            .field("mx", &mx.label)
+            .field("detail", format!("{offer:?}"))
+            .emit();
     }
+    Ok((go, relaxed))
 }
 
 /// An MX session is used for delivery to `domain`: counted per policy domain.

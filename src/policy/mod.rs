@@ -8,6 +8,7 @@
 
 pub mod dane;
 pub mod mta_sts;
+pub mod txt;
 
 use crate::tls::{CertVerdict, TrustAnchors};
 use serde::Deserialize;

@@ -79,32 +79,16 @@ pub fn parse_records<'a>(txts: impl IntoIterator<Item = &'a str>) -> Result<StsR
     }
 }
 
-/// RFC 8461 §3.1 (with erratum 6285): records not beginning with `v=STSv1` and a delimiter are
-/// someone else's.
 fn is_sts_record(txt: &str) -> bool {
-    txt.strip_prefix("v=STSv1")
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with([';', ' ', '\t']))
+    super::txt::is_record(txt, "v=STSv1")
 }
 
 /// `v=STSv1; id=...; [ext=value;]...` (RFC 8461 §3.1).
 pub fn parse_record(txt: &str) -> Result<StsRecord, StsError> {
     let bad = |why: &str| StsError::Record(format!("{why} in {txt:?}"));
-    let mut fields: Vec<&str> = txt
-        .split(';')
-        .map(|f| f.trim_matches([' ', '\t']))
-        .collect();
-    // One trailing delimiter is allowed; an empty field anywhere else is not in the grammar.
-    if fields.len() > 1 && fields.last() == Some(&"") {
-        fields.pop();
-    }
-    if fields.first() != Some(&"v=STSv1") {
-        return Err(bad("no v=STSv1 first"));
-    }
+    let fields = super::txt::fields(txt, "v=STSv1").map_err(bad)?;
     let mut id = None;
-    for field in &fields[1..] {
-        let (name, value) = field
-            .split_once('=')
-            .ok_or_else(|| bad("malformed field"))?;
+    for (name, value) in fields {
         if name == "id" {
             let valid =
                 (1..=32).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphanumeric());

@@ -40,10 +40,7 @@ pub fn parse_records<'a>(
 ) -> Result<TlsRptRecord, TlsRptError> {
     let found: Vec<&str> = txts
         .into_iter()
-        .filter(|t| {
-            t.strip_prefix("v=TLSRPTv1")
-                .is_some_and(|r| r.is_empty() || r.starts_with([';', ' ', '\t']))
-        })
+        .filter(|t| crate::policy::txt::is_record(t, "v=TLSRPTv1"))
         .collect();
     match found.as_slice() {
         [] => Err(TlsRptError::NoRecord),
@@ -55,21 +52,9 @@ pub fn parse_records<'a>(
 /// `v=TLSRPTv1; rua=mailto:a@example,https://example/report` (RFC 8460 §3).
 pub fn parse_record(txt: &str) -> Result<TlsRptRecord, TlsRptError> {
     let bad = |why: &str| TlsRptError::Invalid(format!("{why} in {txt:?}"));
-    let mut fields: Vec<&str> = txt
-        .split(';')
-        .map(|f| f.trim_matches([' ', '\t']))
-        .collect();
-    if fields.len() > 1 && fields.last() == Some(&"") {
-        fields.pop();
-    }
-    if fields.first() != Some(&"v=TLSRPTv1") {
-        return Err(bad("no v=TLSRPTv1 first"));
-    }
+    let fields = crate::policy::txt::fields(txt, "v=TLSRPTv1").map_err(bad)?;
     let mut record = None;
-    for field in &fields[1..] {
-        let (name, value) = field
-            .split_once('=')
-            .ok_or_else(|| bad("malformed field"))?;
+    for (name, value) in fields {
         if name != "rua" {
             continue; // extensions
         }
