@@ -8,6 +8,7 @@
 //! certificate). `check-config` classifies the same way as `run`.
 
 use clap::{Parser, Subcommand};
+use starttls_proxy::cli::coverage;
 use starttls_proxy::config::{Config, DEFAULT_PATH};
 use starttls_proxy::{demo, log, server};
 use std::path::PathBuf;
@@ -40,6 +41,17 @@ enum Command {
     },
     /// Self-contained demo on loopback: the proxy in front of a built-in recording MTA.
     Demo,
+    /// Encryption coverage per partner domain and direction over the last N days, counted from
+    /// the session results in state_directory.
+    Coverage {
+        #[arg(long, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+        /// The period: the last N×24 hours up to now.
+        #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=3660))]
+        days: u32,
+        #[arg(long, value_enum, default_value_t = coverage::Format::Table)]
+        format: coverage::Format,
+    },
     /// Print the outbound route (MX hosts and addresses) and the TLS policy for DOMAIN, without
     /// sending mail. Exits 1 when the domain has no route (NXDOMAIN, null MX, DNS failure).
     Policy {
@@ -108,6 +120,39 @@ fn main() -> ExitCode {
                 }
                 ExitCode::from(1)
             })
+        }
+        Command::Coverage {
+            config,
+            days,
+            format,
+        } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("starttls-proxy: {e}");
+                    return ExitCode::from(e.exit_code());
+                }
+            };
+            let rfc3339 = |t: time::OffsetDateTime| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default()
+            };
+            let now = time::OffsetDateTime::now_utc();
+            let since = rfc3339(now - time::Duration::days(i64::from(days)));
+            let dir = config.state.results_dir();
+            match coverage::compute(&dir, &since, &rfc3339(now)) {
+                Ok(report) => {
+                    print!("{}", report.render(format));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!(
+                        "starttls-proxy: cannot read session results in {}: {e}",
+                        dir.display()
+                    );
+                    ExitCode::from(1)
+                }
+            }
         }
         Command::Demo => runtime().block_on(async {
             match demo::run().await {
