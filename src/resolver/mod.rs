@@ -1,5 +1,12 @@
 //! DNS for outbound routing, behind the [`Resolve`] trait: hickory-resolver in production
 //! (`[resolver] nameservers`, or the system's resolv.conf), anything else in tests.
+//!
+//! Routing never validates DNSSEC: mail must keep flowing through resolvers that pass no
+//! DNSSEC records (and with no root chain, as in every test set-up), and a validating hickory
+//! resolver turns everything it cannot prove into an error. DANE's questions go to the
+//! separate validating resolver in [`dnssec`], which asks the same name servers.
+
+pub mod dnssec;
 
 use crate::config::ResolverConfig;
 use hickory_resolver::config::{
