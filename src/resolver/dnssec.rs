@@ -12,6 +12,9 @@
 //! servers and sets CD=1 on the wire, so the upstream passes what it has, bogus or not, and
 //! `Bogus` means *this* validator's verdict while SERVFAIL stays `Error`.
 //!
+//! Verdicts (secure, insecure, denials) are cached for their TTL, at most [`MAX_CACHE_TTL`], so a
+//! session whose answers are cached makes no DNS round trip; bogus data and errors are not.
+//!
 //! The self-test ([`Validating::self_test`]) asks the SOA of each trust anchor's zone and
 //! requires a secure answer: it fails when the upstream strips RRSIGs or cannot reach the
 //! anchor's zone. [`spawn_availability_check`] runs it at start and periodically, publishes
@@ -29,13 +32,16 @@ use hickory_resolver::proto::op::{
 };
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use hickory_resolver::{NameServerPool, PoolContext, TlsConfig};
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+// tokio's clock, so paused-time tests can age the cache.
+use tokio::time::Instant;
 
 /// What a validated look-up came to. Only this resolver's own validation decides between
 /// `Secure`, `Insecure` and `Bogus`; an upstream's AD bit is never read.
@@ -167,6 +173,7 @@ pub struct Validating {
     /// The zones of the trust anchors (`.` for the built-in root KSKs): what the self-test asks.
     anchor_zones: Vec<Name>,
     available: AtomicBool,
+    cache: AnswerCache,
 }
 
 impl Validating {
@@ -205,6 +212,7 @@ impl Validating {
             handle,
             anchor_zones,
             available: AtomicBool::new(false),
+            cache: AnswerCache::new(),
         })
     }
 
@@ -284,7 +292,8 @@ impl Validating {
     pub async fn self_test(&self) -> Result<(), String> {
         for zone in &self.anchor_zones {
             let name = zone.to_ascii();
-            match self.records(&name, RecordType::SOA).await {
+            // Past the cache: the test is of the live path.
+            match self.fetch(&name, RecordType::SOA).await.0 {
                 Validated::Secure(_) => {}
                 other => {
                     return Err(format!(
@@ -314,17 +323,40 @@ impl Validating {
         available
     }
 
-    /// The answer records of the type asked, with this validator's verdict. CNAMEs are
-    /// followed here when an answer stops at one: hickory judges the denial in such an answer
-    /// (`www CNAME mx`, and NODATA for `mx`) against the name asked, which calls it bogus. Every
-    /// CNAME on the way weighs in the verdict (a secure answer behind an insecure CNAME is
-    /// insecure).
+    /// [`Self::fetch`] through the answer cache: a session whose answers are cached makes no
+    /// DNS round trip. Only verdicts are cached (secure, insecure, both denials), for their
+    /// TTL capped at [`MAX_CACHE_TTL`]; bogus data and errors are asked again next time.
     async fn records(&self, name: &str, rtype: RecordType) -> Validated<Vec<Record>> {
+        let key = (absolute(name).to_ascii_lowercase(), rtype);
+        let now = Instant::now();
+        if let Some(answer) = self.cache.get(&key, now) {
+            return answer;
+        }
+        let (answer, ttl) = self.fetch(name, rtype).await;
+        let verdict = !matches!(answer, Validated::Bogus(_) | Validated::Error(_));
+        if let (true, Some(ttl)) = (verdict, ttl) {
+            self.cache
+                .put(key, answer.clone(), now + ttl.min(MAX_CACHE_TTL));
+        }
+        answer
+    }
+
+    /// The answer records of the type asked, with this validator's verdict and how long it may
+    /// be kept (the smallest TTL seen). CNAMEs are followed here when an answer stops at one:
+    /// hickory judges the denial in such an answer (`www CNAME mx`, and NODATA for `mx`)
+    /// against the name asked, which calls it bogus. Every CNAME on the way weighs in the
+    /// verdict (a secure answer behind an insecure CNAME is insecure).
+    async fn fetch(
+        &self,
+        name: &str,
+        rtype: RecordType,
+    ) -> (Validated<Vec<Record>>, Option<Duration>) {
         let mut name = match Name::from_ascii(absolute(name)) {
             Ok(name) => name,
-            Err(e) => return Validated::Error(format!("bad name {name}: {e}")),
+            Err(e) => return (Validated::Error(format!("bad name {name}: {e}")), None),
         };
         let mut chain = Proof::Secure;
+        let mut ttl: Option<u32> = None;
         for _ in 0..MAX_CNAMES {
             let query = Query::query(name.clone(), rtype);
             let result = self
@@ -332,16 +364,87 @@ impl Validating {
                 .lookup(query.clone(), DnsRequestOptions::default())
                 .first_answer()
                 .await;
+            ttl = match (ttl, ttl_of(&result)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             match dangling_cname(&name, rtype, &result) {
                 Some((target, proof)) if proof != Proof::Bogus => {
                     chain = weakest(chain, proof);
                     name = target;
                 }
-                _ => return weaken(judge(&query, result), chain, &query),
+                _ => {
+                    let answer = weaken(judge(&query, result), chain, &query);
+                    return (answer, ttl.map(|s| Duration::from_secs(s.into())));
+                }
             }
         }
-        Validated::Error(format!("{name} {rtype}: more than {MAX_CNAMES} CNAMEs"))
+        let why = format!("{name} {rtype}: more than {MAX_CNAMES} CNAMEs");
+        (Validated::Error(why), None)
     }
+}
+
+/// The longest an answer is kept, whatever its TTL: a changed TLSA or a re-signed zone is seen
+/// within this time.
+pub const MAX_CACHE_TTL: Duration = Duration::from_secs(300);
+
+/// Verdicts by (absolute lowercase name, type), bounded: when full, expired entries go, and if
+/// none had expired, everything (a burst of distinct names costs refetches, never memory).
+struct AnswerCache {
+    entries: Mutex<HashMap<CacheKey, CacheEntry>>,
+}
+
+/// Valid until, and the verdict.
+type CacheEntry = (Instant, Validated<Vec<Record>>);
+
+/// (absolute lowercase name, type).
+type CacheKey = (String, RecordType);
+
+impl AnswerCache {
+    const CAPACITY: usize = 10_000;
+
+    fn new() -> AnswerCache {
+        AnswerCache {
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, key: &CacheKey, now: Instant) -> Option<Validated<Vec<Record>>> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        match entries.get(key) {
+            Some((until, answer)) if *until > now => Some(answer.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&self, key: CacheKey, answer: Validated<Vec<Record>>, until: Instant) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= Self::CAPACITY {
+            let now = Instant::now();
+            entries.retain(|_, (until, _)| *until > now);
+            if entries.len() >= Self::CAPACITY {
+                entries.clear();
+            }
+        }
+        entries.insert(key, (until, answer));
+    }
+}
+
+/// How long a response may be kept: the smallest TTL of its answer records, or for a denial
+/// the negative TTL of its SOA (RFC 2308 §5: the smaller of the SOA's TTL and MINIMUM).
+fn ttl_of(result: &Result<DnsResponse, NetError>) -> Option<u32> {
+    let response = match result {
+        Ok(response) => response,
+        Err(NetError::Dns(HickoryDnsError::Nsec { response, .. })) => response,
+        Err(_) => return None,
+    };
+    if let Some(ttl) = response.answers.iter().map(|r| r.ttl).min() {
+        return Some(ttl);
+    }
+    response.authorities.iter().find_map(|r| match &r.data {
+        RData::SOA(soa) => Some(r.ttl.min(soa.minimum)),
+        _ => None,
+    })
 }
 
 /// How many CNAMEs a look-up follows before giving up.
