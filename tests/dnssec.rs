@@ -484,6 +484,33 @@ async fn availability_task_sets_the_gauge_and_counts_lookups() {
     assert!(text.contains("starttls_proxy_dnssec_lookups_total{result=\"error\"} 0"));
 }
 
+/// dnsmasq answers `.test` itself, unsigned, with no RRSIG, DNSKEY or NSEC: the kind of resolver
+/// that passes no DNSSEC. Validation cannot work through it (the self-test says so, and the
+/// anchor's zone cannot be proven), while routing through it works as before.
+#[tokio::test]
+async fn through_a_resolver_without_dnssec_the_self_test_fails_and_routing_works() {
+    let w = world();
+    let dns = common::dns::Dns::start(common::dns::Zone::default().mx_at(
+        "plain.test",
+        "mx.plain.test",
+        w.mx_ip,
+    ));
+    let r = Validating::new(&[dns.addr], Some(&w.dns.anchor)).unwrap();
+    let e = r.self_test().await.unwrap_err();
+    assert!(e.contains("test."), "{e}");
+    assert!(!r.check_availability().await);
+    let answer = r.mx("plain.test").await;
+    assert!(!answer.is_secure(), "{answer:?}");
+    let routing = Hickory::new(&ResolverConfig {
+        nameservers: vec![dns.addr],
+    })
+    .unwrap();
+    assert_eq!(
+        routing.mx("plain.test").await.unwrap(),
+        [(10, "mx.plain.test".to_string())]
+    );
+}
+
 // ---- routing: TXT, and no validation ----
 
 fn routing(via: Via) -> Hickory {
