@@ -31,6 +31,11 @@ pub const CONFIG_RELOADS_TOTAL: &str = "starttls_proxy_config_reloads_total";
 /// fetch_error | invalid | webpki_invalid).
 pub const MTA_STS_FETCHES_TOTAL: &str = "starttls_proxy_mta_sts_fetches_total";
 pub const CONFIG_LOADED_TIMESTAMP_SECONDS: &str = "starttls_proxy_config_loaded_timestamp_seconds";
+/// Whether DNSSEC validation works through the configured resolver (1) or not (0: DANE
+/// unavailable), from the periodic self-test (resolver::dnssec).
+pub const DNSSEC_AVAILABLE: &str = "starttls_proxy_dnssec_available";
+/// DANE's validated look-ups (MX, A/AAAA, TLSA), by `result`: secure | insecure | bogus | error.
+pub const DNSSEC_LOOKUPS_TOTAL: &str = "starttls_proxy_dnssec_lookups_total";
 
 const HANDSHAKE_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -113,6 +118,14 @@ fn describe() {
         CONFIG_LOADED_TIMESTAMP_SECONDS,
         Unit::Seconds,
         "When the configuration in force was loaded"
+    );
+    describe_gauge!(
+        DNSSEC_AVAILABLE,
+        "Whether DNSSEC validation works through the configured resolver (self-test); 0: DANE unavailable"
+    );
+    describe_counter!(
+        DNSSEC_LOOKUPS_TOTAL,
+        "DANE's DNSSEC-validated look-ups (MX, A/AAAA, TLSA), by result"
     );
 }
 
@@ -243,4 +256,18 @@ pub fn config_reload(ok: bool) {
 /// One MTA-STS discovery that looked something up.
 pub fn mta_sts_fetch(result: &'static str) {
     counter!(MTA_STS_FETCHES_TOTAL, "result" => result).increment(1);
+}
+
+/// The DNSSEC self-test's outcome; also makes every `result` series of the look-up counter
+/// visible at zero, as the self-test runs at start.
+pub fn dnssec_available(available: bool) {
+    gauge!(DNSSEC_AVAILABLE).set(if available { 1.0 } else { 0.0 });
+    for result in ["secure", "insecure", "bogus", "error"] {
+        counter!(DNSSEC_LOOKUPS_TOTAL, "result" => result).increment(0);
+    }
+}
+
+/// One validated DANE look-up and its `result` (`Validated::result`).
+pub fn dnssec_lookup(result: &'static str) {
+    counter!(DNSSEC_LOOKUPS_TOTAL, "result" => result).increment(1);
 }
