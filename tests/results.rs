@@ -6,7 +6,6 @@
 mod common;
 
 use common::postfix::{Role, MAIL_DOMAIN};
-use common::proxy::run_cli;
 use common::*;
 
 #[test]
