@@ -335,6 +335,7 @@ impl Server {
         }
         self.activate(&config, fresh);
         config_loaded(&config);
+        log_policy_changes(&self.config, &config);
         self.config = config;
         Ok(())
     }
@@ -449,6 +450,22 @@ fn config_loaded(config: &Config) {
         .field("config", config.source.display())
         .field("sha256", &config.sha256)
         .emit();
+}
+
+/// Change control: one line per outbound policy entry a reload changed (mode or relaxation).
+fn log_policy_changes(old: &Config, new: &Config) {
+    let mode = |m: Option<crate::policy::Mode>| m.map_or("-", |m| m.as_str());
+    let until = |t: Option<i64>| t.map_or("-".to_string(), log::format_unix);
+    for change in new.outbound_policy.changes_from(&old.outbound_policy) {
+        log::warn("policy_changed")
+            .field("domain", &change.domain)
+            .field("from", mode(change.from))
+            .field("to", mode(change.to))
+            .field("relax_until_from", until(change.relax_from))
+            .field("relax_until_to", until(change.relax_to))
+            .field("config", new.source.display())
+            .emit();
+    }
 }
 
 fn bind(addr: SocketAddr, listener: &str) -> Result<TcpListener, ServerError> {

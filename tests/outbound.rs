@@ -944,6 +944,11 @@ fn sighup_applies_a_stricter_policy_to_new_transactions() {
     std::fs::write(&path, text).unwrap();
     b.proxy.signal("HUP");
     b.proxy.wait_event("reloaded", &[]);
+    // Change control (issue 12, point 5): the reload says what it changed.
+    b.proxy.wait_event(
+        "policy_changed",
+        &[("domain", "partner.test"), ("from", "-"), ("to", "encrypt")],
+    );
 
     let mut c = b.client();
     c.cmd("MAIL FROM:<alice@sender.test>").assert(250, "2.1.0");

@@ -139,6 +139,51 @@ impl OutboundPolicy {
     }
 }
 
+/// One domain's entry changed between two configurations (change control: who relaxed what).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyChange {
+    /// The entry's `domain`, or `default` for `[outbound_policy] default`.
+    pub domain: String,
+    /// The mode before and after (`None`: no entry).
+    pub from: Option<Mode>,
+    pub to: Option<Mode>,
+    /// `relax_until` before and after (Unix seconds).
+    pub relax_from: Option<i64>,
+    pub relax_to: Option<i64>,
+}
+
+impl OutboundPolicy {
+    /// What changed from `old` to `self`, entry by entry, in domain order.
+    pub fn changes_from(&self, old: &OutboundPolicy) -> Vec<PolicyChange> {
+        let entries = |p: &OutboundPolicy| {
+            let mut map: std::collections::BTreeMap<String, (Mode, Option<i64>)> = p
+                .domains
+                .iter()
+                .map(|d| (d.domain.clone(), (d.mode, d.relax_until)))
+                .collect();
+            map.insert("default".to_string(), (p.default, None));
+            map
+        };
+        let (before, after) = (entries(old), entries(self));
+        let mut domains: Vec<&String> = before.keys().chain(after.keys()).collect();
+        domains.sort();
+        domains.dedup();
+        domains
+            .into_iter()
+            .filter_map(|domain| {
+                let (b, a) = (before.get(domain), after.get(domain));
+                (b != a).then(|| PolicyChange {
+                    domain: domain.clone(),
+                    from: b.map(|e| e.0),
+                    to: a.map(|e| e.0),
+                    relax_from: b.and_then(|e| e.1),
+                    relax_to: a.and_then(|e| e.1),
+                })
+            })
+            .collect()
+    }
+}
+
 /// What one STARTTLS attempt with one MX host came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Offer {

@@ -52,6 +52,55 @@ fn lookup_table() {
     }
 }
 
+/// Change control: every entry whose mode or relaxation differs, added and removed ones too.
+#[test]
+fn changes_between_configurations_table() {
+    let old = policy();
+    let mut new = policy();
+    new.default = Mode::Encrypt;
+    new.domains.retain(|d| d.domain != "plain.example");
+    new.domains[1].mode = Mode::Encrypt; // bank.example: verify -> encrypt
+    new.domains[2].relax_until = Some(3_000); // relaxation moved
+    new.domains
+        .push(entry("new.example", Mode::Verify, Some(9)));
+    let change = |domain: &str, from, to, relax_from, relax_to| PolicyChange {
+        domain: domain.into(),
+        from,
+        to,
+        relax_from,
+        relax_to,
+    };
+    assert_eq!(
+        new.changes_from(&old),
+        [
+            change(
+                ".eu.bank.example",
+                Some(Mode::Verify),
+                Some(Mode::Verify),
+                Some(2_000),
+                Some(3_000)
+            ),
+            change(
+                "bank.example",
+                Some(Mode::Verify),
+                Some(Mode::Encrypt),
+                None,
+                None
+            ),
+            change(
+                "default",
+                Some(Mode::Opportunistic),
+                Some(Mode::Encrypt),
+                None,
+                None
+            ),
+            change("new.example", None, Some(Mode::Verify), None, Some(9)),
+            change("plain.example", Some(Mode::None), None, None, None),
+        ]
+    );
+    assert!(old.changes_from(&policy()).is_empty());
+}
+
 #[test]
 fn relaxation_expires_by_itself() {
     let p = policy();
