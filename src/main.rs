@@ -5,7 +5,7 @@
 //! cannot bind, a certificate or key file it cannot read, a host name that does not resolve;
 //! `policy` also exits 1 when the domain has no route. Configuration errors (2) are in the text
 //! or in the content of the files it names (syntax, unknown keys, a key that does not match its
-//! certificate). `check-config` classifies the same way as `run`.
+//! certificate). `check-config` answers valid (0) or invalid (2) whatever the kind of failure.
 
 use clap::{Parser, Subcommand};
 use starttls_proxy::cli::coverage;
