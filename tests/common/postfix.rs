@@ -267,6 +267,18 @@ impl Postfix {
             .collect()
     }
 
+    /// `postqueue -f`: deliver what is deferred now rather than at the next queue run, whose
+    /// timing a loaded machine stretches.
+    pub fn flush(&self) {
+        let out = Command::new(require_program("postqueue"))
+            .arg("-c")
+            .arg(&self.conf)
+            .arg("-f")
+            .output()
+            .expect("run postqueue");
+        assert!(out.status.success(), "postqueue -f: {out:?}");
+    }
+
     /// Waits until a queued message's delay reason contains `needle`; returns that entry.
     pub fn wait_deferred(&self, needle: &str) -> String {
         let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
