@@ -3,6 +3,8 @@
 //! Policy (OSA "Email TLS"): TLS 1.2 minimum, 1.3 preferred, forward secrecy only. rustls offers
 //! no static-RSA key exchange at all, so every suite of the ring provider is ECDHE or TLS 1.3.
 
+pub mod dane;
+
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
