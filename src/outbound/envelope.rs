@@ -186,18 +186,9 @@ impl<'a> Dialogue<'a> {
                 .await
                 {
                     Ok(mx) => mx,
+                    // The MTA keeps the message; the log shows the last refusal.
                     Err(refused) => {
-                        // The session log shows the last refusal (the MTA keeps the message):
-                        // the MX it was about and the TLS facts of that attempt.
-                        let reply = refused.refusal.reply(&ctx.config.hostname);
-                        record.outcome = refused.refusal.reason();
-                        record.detail = Some(connect::summary(&reply));
-                        if let Some(mx) = refused.mx {
-                            record.next_hop = mx;
-                        }
-                        record.tls_refused = refused.facts.is_some();
-                        record.tls = refused.facts;
-                        return Ok(Some(reply));
+                        return Ok(Some(refused.note(record, &ctx.config.hostname, false)))
                     }
                 };
                 establish::delivering(applied, mx.facts.as_ref());

@@ -166,6 +166,23 @@ pub struct Refused {
     pub facts: Option<TlsFacts>,
 }
 
+impl Refused {
+    /// Puts the refusal on the session's record (its log line shows the last one: the reason,
+    /// the reply, the MX and the TLS facts of that attempt) and gives the MTA's reply.
+    /// `tls_stays`: the connection goes on with its TLS (transparent mode refuses one domain).
+    pub fn note(self, record: &mut SessionRecord, hostname: &str, tls_stays: bool) -> Reply {
+        let reply = self.refusal.reply(hostname);
+        record.outcome = self.refusal.reason();
+        record.detail = Some(connect::summary(&reply));
+        if let Some(mx) = self.mx {
+            record.next_hop = mx;
+        }
+        record.tls_refused = !tls_stays && self.facts.is_some();
+        record.tls = self.facts;
+        reply
+    }
+}
+
 /// Relay mode: tries the route's hosts and addresses in order until one gives a session the
 /// domain's policy accepts. Nothing of the envelope is sent here: a refusal leaves no trace at
 /// the MX but EHLO.

@@ -8,7 +8,7 @@
 //! passed through. The MX's name is unknown here: no SNI is sent, and `verify` checks the
 //! certificate against the recipient domain's MX host names, the domain and its `match` names.
 
-use super::connect::{self, summary, MxConn, MxError};
+use super::connect::{self, MxConn, MxError};
 use super::envelope::relay_body;
 use super::establish;
 use super::starttls::{self, Attempt};
@@ -265,11 +265,12 @@ impl Transparent<'_> {
                 record,
             ) {
                 Err(refusal) => {
-                    let r = refusal.reply(&ctx.config.hostname);
-                    record.outcome = refusal.reason();
-                    record.detail = Some(summary(&r));
-                    record.tls = facts;
-                    return Ok(r);
+                    let refused = establish::Refused {
+                        refusal,
+                        mx: Some(peer.addr),
+                        facts,
+                    };
+                    return Ok(refused.note(record, &ctx.config.hostname, true));
                 }
                 Ok(_) => establish::delivering(&applied, facts.as_ref()),
             }
