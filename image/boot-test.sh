@@ -38,7 +38,7 @@ while [ $# -gt 0 ]; do
     --vfat) drive=vfat ;;
     --data-disk) datadisk=1 ;;
     --install-tools) install_only=1 ;;
-    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
     *) break ;;
     esac
