@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Boot the appliance under qemu (TCG: no KVM needed) and prove it proxies mail.
 #
-#   image/boot-test.sh [--uefi] [--no-drive | --vfat] [IMAGE]     (default image/out/starttls-proxy.qcow2)
+#   image/boot-test.sh [--uefi] [--no-drive | --vfat] [--data-disk] [IMAGE]
+#                                  (default image/out/starttls-proxy.qcow2)
 #   image/boot-test.sh --install-tools     only install the host tools (ci.sh: once, before parallel runs)
 #
 # The image itself is never written: the VM runs on a throw-away qcow2 overlay. User networking
@@ -16,18 +17,28 @@
 # sink, /healthz and /metrics (the TLS handshake counted).
 # With --no-drive: the default configuration is installed (console says so), /healthz and
 # /metrics answer, and SMTP answers with 421 since no backend is configured.
+# Without --data-disk: the console warns that state_directory stays on the system disk.
+# With --data-disk (needs a config drive): a BLANK raw disk is attached too; the appliance must
+# format it (ext4, STP-STATE) and mount it as state_directory. After the checks above, the VM is
+# shut down (ACPI power button) and the session results are read from the data disk on the host
+# (debugfs, nothing mounted): one line for the TLS 1.3 message must be there. Then the files'
+# owner is changed to UID 4242 (as if the next system disk's DynamicUser= got another UID) and a
+# simulated upgrade boots a FRESH overlay of the image with the SAME data disk and config drive:
+# no formatting, a second message over TLS, and after shutdown the data disk holds every earlier
+# line unchanged plus the new session's, owned again by the service's user.
 # qemu is killed by its PID on every exit. Exit status 0 only if every check passed.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-firmware=bios drive=iso install_only=
+firmware=bios drive=iso install_only= datadisk=
 while [ $# -gt 0 ]; do
     case $1 in
     --uefi) firmware=uefi ;;
     --no-drive) drive=none ;;
     --vfat) drive=vfat ;;
+    --data-disk) datadisk=1 ;;
     --install-tools) install_only=1 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
     *) break ;;
     esac
@@ -36,6 +47,7 @@ done
 IMAGE=$(readlink -f "${1:-$HERE/out/starttls-proxy.qcow2}")
 BOOT_TIMEOUT=${BOOT_TIMEOUT:-420}
 [ -n "$install_only" ] || [ -f "$IMAGE" ] || { echo "no image at $IMAGE (run image/build.sh)" >&2; exit 2; }
+[ -z "$datadisk" ] || [ "$drive" != none ] || { echo "--data-disk needs a config drive (no --no-drive)" >&2; exit 2; }
 
 T0=$(date +%s)
 log() { printf '[boot-test %s +%3ds] %s\n' "$(date +%T)" "$(( $(date +%s) - T0 ))" "$*" >&2; }
@@ -53,6 +65,7 @@ command -v python3 >/dev/null || missing+=(python3)
 command -v genisoimage >/dev/null || missing+=(genisoimage)
 command -v mcopy >/dev/null || missing+=(mtools)
 command -v mkfs.vfat >/dev/null || missing+=(dosfstools)
+command -v debugfs >/dev/null || missing+=(e2fsprogs)
 if [ ${#missing[@]} -gt 0 ]; then
     [ "$(id -u)" = 0 ] || { echo "missing tools: ${missing[*]} (run as root to install them)" >&2; exit 2; }
     log "installing ${missing[*]}"
@@ -75,7 +88,7 @@ cleanup() {
     fi
     if [ -n "$SINK_PID" ]; then kill "$SINK_PID" 2>/dev/null || true; wait "$SINK_PID" 2>/dev/null || true; fi
     if [ "$rc" != 0 ]; then
-        log "FAILED ($firmware, drive=$drive); last lines of the serial console:"
+        log "FAILED ($firmware, drive=$drive${datadisk:+, data disk}); last lines of the serial console:"
         tail -n 60 "$T/serial.log" 2>/dev/null | sed 's/^/    | /' >&2 || true
         if [ -n "${KEEP_LOGS:-}" ]; then log "logs kept in $T"; else rm -rf "$T"; fi
     else
@@ -141,36 +154,101 @@ EOF
 fi
 
 # --- boot ------------------------------------------------------------------------------------------
-qemu-img create -q -f qcow2 -b "$IMAGE" -F qcow2 "$T/disk.qcow2"
-fw_args=()
-if [ "$firmware" = uefi ]; then
-    cp /usr/share/OVMF/OVMF_VARS_4M.fd "$T/vars.fd"
-    fw_args=(-drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd
-             -drive "if=pflash,format=raw,file=$T/vars.fd")
+data_args=()
+if [ -n "$datadisk" ]; then
+    "$HERE/make-data-disk.sh" 256M "$T/data.raw" >/dev/null
+    data_args=(-drive "file=$T/data.raw,if=virtio,format=raw")
 fi
-log "booting $(basename "$IMAGE") ($firmware, config drive: $drive); smtp 127.0.0.1:$SMTP_PORT admin 127.0.0.1:$ADMIN_PORT"
-qemu-system-x86_64 -machine pc -accel tcg,thread=multi -cpu max -smp 2 -m 1024 \
-    "${fw_args[@]}" \
-    -drive "file=$T/disk.qcow2,if=virtio,format=qcow2" \
-    "${drive_args[@]}" \
-    -netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$SMTP_PORT-:25,hostfwd=tcp:127.0.0.1:$ADMIN_PORT-:9125" \
-    -device virtio-net-pci,netdev=n0 \
-    -serial "file:$T/serial.log" -display none -monitor none -nodefaults -vga none -no-reboot \
-    > "$T/qemu.log" 2>&1 &
-QEMU_PID=$!
+fw_args=()
+BOOTS=0
+# Boot a FRESH overlay of the image (a new system disk) with the config drive and the data disk.
+boot_vm() {
+    BOOTS=$((BOOTS + 1))
+    BOOT_T0=$(date +%s)
+    rm -f "$T/disk.qcow2" "$T/qmp.sock"
+    qemu-img create -q -f qcow2 -b "$IMAGE" -F qcow2 "$T/disk.qcow2"
+    if [ "$firmware" = uefi ]; then
+        cp /usr/share/OVMF/OVMF_VARS_4M.fd "$T/vars.fd"
+        fw_args=(-drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd
+                 -drive "if=pflash,format=raw,file=$T/vars.fd")
+    fi
+    [ ! -f "$T/serial.log" ] || mv "$T/serial.log" "$T/serial-$((BOOTS - 1)).log"
+    log "boot $BOOTS: $(basename "$IMAGE") ($firmware, config drive: $drive${datadisk:+, data disk}); smtp 127.0.0.1:$SMTP_PORT admin 127.0.0.1:$ADMIN_PORT"
+    qemu-system-x86_64 -machine pc -accel tcg,thread=multi -cpu max -smp 2 -m 1024 \
+        "${fw_args[@]}" \
+        -drive "file=$T/disk.qcow2,if=virtio,format=qcow2" \
+        "${drive_args[@]}" "${data_args[@]}" \
+        -netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$SMTP_PORT-:25,hostfwd=tcp:127.0.0.1:$ADMIN_PORT-:9125" \
+        -device virtio-net-pci,netdev=n0 \
+        -serial "file:$T/serial.log" -display none -monitor none -nodefaults -vga none -no-reboot \
+        -qmp "unix:$T/qmp.sock,server=on,wait=off" \
+        > "$T/qemu.log" 2>&1 &
+    QEMU_PID=$!
 
-# Ready = the admin endpoint answers /healthz (slirp accepts forwarded connections before the
-# guest listens, so a TCP connect alone proves nothing).
-while :; do
-    kill -0 "$QEMU_PID" 2>/dev/null || fail "qemu exited: $(cat "$T/qemu.log")"
-    [ $(( $(date +%s) - T0 )) -lt "$BOOT_TIMEOUT" ] || fail "not ready after ${BOOT_TIMEOUT}s"
-    ! grep -qsE 'Failed to start .*starttls-p|Failed to mount|Kernel panic|\(initramfs\)' "$T/serial.log" \
-        || { sleep 3; fail "boot failed (see the console below)"; }
-    if curl -fsS -m 3 -o /dev/null "http://127.0.0.1:$ADMIN_PORT/healthz" 2>/dev/null; then break; fi
-    sleep 2
-done
-READY=$(( $(date +%s) - T0 ))
-pass "service ready (/healthz) ${READY}s after qemu start"
+    # Ready = the admin endpoint answers /healthz (slirp accepts forwarded connections before the
+    # guest listens, so a TCP connect alone proves nothing).
+    while :; do
+        kill -0 "$QEMU_PID" 2>/dev/null || fail "qemu exited: $(cat "$T/qemu.log")"
+        [ $(( $(date +%s) - BOOT_T0 )) -lt "$BOOT_TIMEOUT" ] || fail "not ready after ${BOOT_TIMEOUT}s"
+        ! grep -qsE 'Failed to start .*starttls-p|Failed to mount|Kernel panic|\(initramfs\)|starttls-proxy-datadisk: ERROR' "$T/serial.log" \
+            || { sleep 3; fail "boot failed (see the console below)"; }
+        if curl -fsS -m 3 -o /dev/null "http://127.0.0.1:$ADMIN_PORT/healthz" 2>/dev/null; then break; fi
+        sleep 2
+    done
+    READY=$(( $(date +%s) - BOOT_T0 ))
+    pass "boot $BOOTS: service ready (/healthz) ${READY}s after qemu start"
+}
+
+# Shut the VM down as an operator would before replacing its system disk: the ACPI power button
+# (systemd-logind powers off; -no-reboot makes qemu exit). A VM that does not stop in time is
+# killed, and the data disk's journal is then replayed on the host before it is read.
+SHUTDOWN_CLEAN=
+shutdown_vm() {
+    local t=$(date +%s)
+    python3 - "$T/qmp.sock" <<'PY' || log "QMP system_powerdown failed"
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX); s.settimeout(10); s.connect(sys.argv[1])
+f = s.makefile("rw")
+f.readline()
+for cmd in ("qmp_capabilities", "system_powerdown"):
+    f.write(json.dumps({"execute": cmd}) + "\n"); f.flush()
+    while "return" not in json.loads(f.readline()): pass
+PY
+    for _ in $(seq 90); do kill -0 "$QEMU_PID" 2>/dev/null || break; sleep 1; done
+    if kill -0 "$QEMU_PID" 2>/dev/null; then
+        SHUTDOWN_CLEAN=
+        log "the VM did not power off within 90 s: killing it (a power cut for the data disk)"
+        kill -9 "$QEMU_PID" 2>/dev/null || true
+    else
+        SHUTDOWN_CLEAN=1
+        pass "boot $BOOTS: powered off by the ACPI power button in $(( $(date +%s) - t ))s"
+    fi
+    wait "$QEMU_PID" 2>/dev/null || true
+    QEMU_PID=""
+    # A clean power-off unmounts the data disk after the proxy stopped: no journal left to replay.
+    if [ -n "$datadisk" ] && [ -n "$SHUTDOWN_CLEAN" ]; then
+        features=$(dumpe2fs -h "$T/data.raw" 2>/dev/null | sed -n 's/^Filesystem features: *//p')
+        state=$(dumpe2fs -h "$T/data.raw" 2>/dev/null | sed -n 's/^Filesystem state: *//p')
+        case " $features " in *" needs_recovery "*) fail "the data disk was not unmounted at power-off (needs_recovery)" ;; esac
+        pass "data disk unmounted cleanly at power-off (state: $state)"
+    fi
+}
+
+# Copy the session results off the data disk into $1 (a folder), without mounting anything:
+# a copy of the disk, its journal replayed by e2fsck, then debugfs rdump.
+read_results() {
+    local out=$1 rc=0
+    rm -rf "$out" "$T/check.raw"; mkdir -p "$out"
+    cp --sparse=always "$T/data.raw" "$T/check.raw"
+    e2fsck -fy "$T/check.raw" > "$T/e2fsck.log" 2>&1 || rc=$?
+    [ "$rc" -lt 4 ] || fail "e2fsck on the data disk: status $rc: $(cat "$T/e2fsck.log")"
+    [ "$(blkid -o value -s LABEL "$T/check.raw")" = STP-STATE ] || fail "the data disk is not labelled STP-STATE"
+    debugfs -R "rdump /results $out" "$T/check.raw" > "$T/debugfs.log" 2>&1 || fail "debugfs: $(cat "$T/debugfs.log")"
+    ls "$out"/results/*.jsonl > /dev/null 2>&1 || fail "no results file on the data disk: $(debugfs -R 'ls -l /' "$T/check.raw" 2>&1; debugfs -R 'ls -l /results' "$T/check.raw" 2>&1)"
+    rm -f "$T/check.raw"
+}
+
+boot_vm
 
 # --- checks ----------------------------------------------------------------------------------------
 # Talk SMTP line by line: greeting, EHLO, QUIT. Prints the transcript.
@@ -197,6 +275,18 @@ EOF
 }
 
 metric() { curl -fsS -m 10 "http://127.0.0.1:$ADMIN_PORT/metrics" | grep -E "^$1" || true; }
+
+# A message over STARTTLS (TLS 1.3) through the proxy to the sink.
+send_message() {
+    token="boot-test-$(date +%s)-$$"
+    swaks --server "127.0.0.1:$SMTP_PORT" --tls --tls-protocol tlsv1_3 --ehlo client.boot-test.example \
+        --from sender@client.boot-test.example --to rcpt@backend.boot-test.example \
+        --header "Subject: $token" --body "token $token" --timeout 60 > "$T/swaks.log" 2>&1 \
+        || fail "swaks failed: $(tail -n 20 "$T/swaks.log")"
+    grep -q '250 2.0.0 Ok: queued as SINK' "$T/swaks.log" || fail "no 250 from the sink: $(tail "$T/swaks.log")"
+    grep -rqs "token $token" "$T/spool" || fail "the message did not reach the sink"
+    pass "message delivered over STARTTLS ($(grep -m1 -o 'TLS started with cipher [^ ]*' "$T/swaks.log" || echo TLS)) and found in the sink"
+}
 
 if [ "$drive" = none ]; then
     grep -q "installed the DEFAULT configuration" "$T/serial.log" \
@@ -232,18 +322,70 @@ else
     [ "$served" = "$drive_fp" ] || fail "served certificate $served is not the config drive's $drive_fp"
     pass "served certificate is the config drive's: ${served#*=}"
 
-    token="boot-test-$(date +%s)-$$"
-    swaks --server "127.0.0.1:$SMTP_PORT" --tls --tls-protocol tlsv1_3 --ehlo client.boot-test.example \
-        --from sender@client.boot-test.example --to rcpt@backend.boot-test.example \
-        --header "Subject: $token" --body "token $token" --timeout 60 > "$T/swaks.log" 2>&1 \
-        || fail "swaks failed: $(tail -n 20 "$T/swaks.log")"
-    grep -q '250 2.0.0 Ok: queued as SINK' "$T/swaks.log" || fail "no 250 from the sink: $(tail "$T/swaks.log")"
-    grep -rqs "token $token" "$T/spool" || fail "the message did not reach the sink"
-    pass "message delivered over STARTTLS ($(grep -m1 -o 'TLS started with cipher [^ ]*' "$T/swaks.log" || echo TLS)) and found in the sink"
-
+    send_message
     hs=$(metric 'starttls_proxy_tls_handshakes_total')
     echo "$hs" | grep -q 'TLSv1.3' || fail "/metrics does not count the TLS 1.3 handshake: $hs"
     pass "/metrics: $(echo "$hs" | head -1)"
 fi
 curl -fsS -m 10 "http://127.0.0.1:$ADMIN_PORT/healthz" >/dev/null || fail "/healthz"
-log "PASS ($firmware, config drive: $drive): ready after ${READY}s, total $(( $(date +%s) - T0 ))s"
+
+# --- the data disk and a simulated upgrade ----------------------------------------------------------
+if [ -z "$datadisk" ]; then
+    grep -q 'starttls-proxy-datadisk: WARNING: no data disk' "$T/serial.log" \
+        || fail "the console does not warn that there is no data disk"
+    pass "console: $(grep -m1 -o 'starttls-proxy-datadisk: WARNING: no data disk.*' "$T/serial.log" | tr -d '\r')"
+else
+    # owner UID of a path on the data disk (debugfs ls -p: /inode/mode/uid/gid/name/size/)
+    owner() { debugfs -R "ls -p $(dirname "$1")" "$T/data.raw" 2>/dev/null | awk -F/ -v n="$(basename "$1")" '$6 == n { print $4; exit }'; }
+    results_lines() { cat "$1"/results/*.jsonl; }
+
+    grep -q 'starttls-proxy-datadisk: blank disk /dev/[a-z]*: formatting' "$T/serial.log" \
+        || fail "the blank data disk was not formatted"
+    mounted=$(grep -m1 -o 'starttls-proxy-datadisk: data disk /dev/[a-z]* .* mounted at [^:]*' "$T/serial.log" | tr -d '\r') \
+        || fail "the console does not report the data disk mounted"
+    pass "boot 1 console: $(grep -m1 -o 'blank disk /dev/[a-z]*: formatting[^(]*' "$T/serial.log"); $mounted"
+    shutdown_vm
+    read_results "$T/r1"
+    n1=$(results_lines "$T/r1" | wc -l)
+    results_lines "$T/r1" | grep '"tls_version":"TLSv1.3"' | grep -q '"result":"success"' \
+        || fail "no TLS 1.3 success line among the results on the data disk: $(results_lines "$T/r1")"
+    pass "data disk after boot 1: $n1 result lines in $(cd "$T/r1/results" && echo *.jsonl); the message's:"
+    results_lines "$T/r1" | grep '"tls_version":"TLSv1.3"' | tail -n 1 | sed 's/^/    /' >&2
+
+    # The next system disk's DynamicUser= may get another UID: give the files a foreign owner.
+    [ -n "$SHUTDOWN_CLEAN" ] || e2fsck -fy "$T/data.raw" > "$T/e2fsck.log" 2>&1 || true
+    uid1=$(owner "/results/$(cd "$T/r1/results" && ls | head -n 1)")
+    { echo "sif / uid 4242"; echo "sif / gid 4242"
+      for e in $(debugfs -R "ls -p /" "$T/data.raw" 2>/dev/null | awk -F/ '$6 != "" && $6 != "." && $6 != ".." && $6 != "lost+found" { print $6 }'); do
+          echo "sif /$e uid 4242"; echo "sif /$e gid 4242"; done
+      for f in "$T"/r1/results/*; do
+          echo "sif /results/$(basename "$f") uid 4242"; echo "sif /results/$(basename "$f") gid 4242"; done
+    } > "$T/chown.debugfs"
+    debugfs -w -f "$T/chown.debugfs" "$T/data.raw" > "$T/debugfs.log" 2>&1 || fail "debugfs -w: $(cat "$T/debugfs.log")"
+    pass "results owned by the service's UID $uid1; changed to UID 4242 (a system disk whose dynamic UID differs)"
+
+    log "simulated upgrade: a FRESH copy of the system image, the same data disk and config drive"
+    boot_vm
+    ! grep -q 'starttls-proxy-datadisk: blank disk' "$T/serial.log" || fail "the data disk was formatted again"
+    mounted=$(grep -m1 -o 'starttls-proxy-datadisk: data disk /dev/[a-z]* .* mounted at [^:]*' "$T/serial.log" | tr -d '\r') \
+        || fail "boot 2: the console does not report the data disk mounted"
+    pass "boot 2 console: $mounted (not formatted again)"
+    send_message
+    shutdown_vm
+    read_results "$T/r2"
+    n2=$(results_lines "$T/r2" | wc -l)
+    for f in "$T"/r1/results/*.jsonl; do
+        g="$T/r2/results/$(basename "$f")"
+        [ -f "$g" ] && cmp -s -n "$(stat -c %s "$f")" "$f" "$g" \
+            || fail "the results written before the upgrade are not kept unchanged in $(basename "$f")"
+    done
+    [ "$n2" -gt "$n1" ] || fail "no new result line after the upgrade ($n1 before, $n2 after)"
+    results_lines "$T/r2" | tail -n $((n2 - n1)) | grep '"tls_version":"TLSv1.3"' | grep -q '"result":"success"' \
+        || fail "no new TLS 1.3 success line after the upgrade: $(results_lines "$T/r2" | tail -n $((n2 - n1)))"
+    uid2=$(owner "/results/$(cd "$T/r1/results" && ls | head -n 1)")
+    [ -n "$uid2" ] && [ "$uid2" != 4242 ] || fail "the results file is still owned by UID ${uid2:-?}, not the service's"
+    pass "data disk after the upgrade: all $n1 earlier lines unchanged, $((n2 - n1)) new, owner UID 4242 -> $uid2 (StateDirectory= chown); the earlier message's line and the new one's:"
+    results_lines "$T/r2" | head -n "$n1" | grep '"tls_version":"TLSv1.3"' | tail -n 1 | sed 's/^/    /' >&2
+    results_lines "$T/r2" | tail -n $((n2 - n1)) | grep '"tls_version":"TLSv1.3"' | tail -n 1 | sed 's/^/    /' >&2
+fi
+log "PASS ($firmware, config drive: $drive${datadisk:+, data disk + simulated upgrade}): ready after ${READY}s, total $(( $(date +%s) - T0 ))s"

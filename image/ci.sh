@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # CI entry for the appliance: build the image, then boot it under qemu (TCG) three ways, in parallel:
 #   BIOS + ISO config drive   full mail path (greeting, EHLO STARTTLS, the drive's certificate and
-#                             key (a systemd credential) served, message delivered to the host sink
-#                             over STARTTLS, /metrics)
+#   + blank data disk         key (a systemd credential) served, message delivered to the host sink
+#                             over STARTTLS, /metrics); the data disk formatted and mounted as
+#                             state_directory, the result line read from it on the host; then a
+#                             simulated upgrade (a fresh image, the same data disk and config
+#                             drive, a second boot after the parallel ones): earlier lines kept,
+#                             a new one added
 #   UEFI + vfat config drive  the same checks through the other firmware and drive format
 #   UEFI, no config drive     the default configuration (self-signed, said on the console)
+# The two boots without a data disk check the console's warning that state stays on the system disk.
 # Exits non-zero, with the failing VM's console, on any problem. Run as root (build.sh needs it).
 #
 # Environment: STARTTLS_PROXY_DEB (skip the package build), KERNEL, DEBIAN_SNAPSHOT,
@@ -26,7 +31,7 @@ log "image has the package: $(grep -P '^starttls-proxy\t' "$HERE/out/starttls-pr
 # Host tools once, before the parallel boots: three concurrent apt-get runs fight over its lock.
 "$HERE/boot-test.sh" --install-tools
 
-scenarios=("" "--uefi --vfat" "--uefi --no-drive")
+scenarios=("--data-disk" "--uefi --vfat" "--uefi --no-drive")
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 pids=()

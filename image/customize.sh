@@ -13,7 +13,8 @@ rm -f "$root/tmp/starttls-proxy.deb" "$root/etc/starttls-proxy/starttls-proxy.to
 [ -x "$root/usr/sbin/starttls-proxy" ] && [ -f "$root/usr/lib/systemd/system/starttls-proxy.service" ] \
     || { echo "customize: the package did not install the binary and the unit" >&2; exit 1; }
 
-# Files of the appliance: overlay (first-boot service, console drop-in, network), default configuration.
+# Files of the appliance: overlay (first-boot and data-disk services, proxy drop-ins, network),
+# default configuration.
 tar -C "$image/rootfs" --owner=0 --group=0 --sort=name -c . | tar -C "$root" -x --no-same-owner
 install -d -m 0755 "$root/usr/share/starttls-proxy"
 install -m 0644 "$image/default.toml" "$root/usr/share/starttls-proxy/default.toml"
@@ -29,9 +30,10 @@ chroot "$root" usermod -p '!*' root
 echo "UUID=$root_uuid / ext4 errors=remount-ro 0 1" > "$root/etc/fstab"
 ln -sf ../run/systemd/resolve/stub-resolv.conf "$root/etc/resolv.conf"
 
-# Services: network, resolver, time, the proxy and its first-boot configuration.
+# Services: network, resolver, time, the proxy, its first-boot configuration and its data disk.
 chroot "$root" systemctl enable systemd-networkd.service systemd-resolved.service \
-    systemd-timesyncd.service starttls-proxy-firstboot.service starttls-proxy.service
+    systemd-timesyncd.service starttls-proxy-firstboot.service starttls-proxy-datadisk.service \
+    starttls-proxy.service
 # No package manager timers, no interactive first-boot prompts on the console.
 chroot "$root" systemctl mask apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer \
     systemd-firstboot.service
