@@ -22,6 +22,9 @@ pub const SESSION_ERRORS_TOTAL: &str = "starttls_proxy_session_errors_total";
 pub const OUTBOUND_DOMAIN_SESSIONS_TOTAL: &str = "starttls_proxy_outbound_domain_sessions_total";
 /// Extension: enforcement failures let through by an unexpired `relax_until`, by policy domain.
 pub const OUTBOUND_RELAXED_TOTAL: &str = "starttls_proxy_outbound_relaxed_total";
+/// Sessions that went without TLS where the partner is known to use it (DESIGN: downgrade
+/// detection), by direction and domain (policy domains, or `other`).
+pub const DOWNGRADE_SUSPECTED_TOTAL: &str = "starttls_proxy_downgrade_suspected_total";
 /// Extension: sessions whose results could not be written to `state_directory/results/`.
 pub const RESULTS_WRITE_ERRORS_TOTAL: &str = "starttls_proxy_results_write_errors_total";
 /// SIGHUP reloads, by `result` (`ok` | `failed`: the old configuration kept serving).
@@ -101,6 +104,10 @@ fn describe() {
     describe_counter!(
         MTA_STS_FETCHES_TOTAL,
         "MTA-STS record lookups and policy fetches, by result"
+    );
+    describe_counter!(
+        DOWNGRADE_SUSPECTED_TOTAL,
+        "Sessions without TLS from or to a partner known to use it, by direction and domain"
     );
     describe_counter!(
         RESULTS_WRITE_ERRORS_TOTAL,
@@ -270,4 +277,10 @@ pub fn dnssec_available(available: bool) {
 /// One validated DANE look-up and its `result` (`Validated::result`).
 pub fn dnssec_lookup(result: &'static str) {
     counter!(DNSSEC_LOOKUPS_TOTAL, "result" => result).increment(1);
+}
+
+/// A session went without TLS where the partner is known to use it.
+pub fn downgrade_suspected(direction: &'static str, domain: &str) {
+    counter!(DOWNGRADE_SUSPECTED_TOTAL, "direction" => direction, "domain" => domain.to_string())
+        .increment(1);
 }

@@ -121,6 +121,21 @@ fn listed_sender_domain_is_refused_with_450_in_plaintext() {
         "{}",
         proxy.metrics()
     );
+    // Issue 12, point 2 (inbound): each is a suspected downgrade, labelled by its entry.
+    let m = proxy.metrics();
+    let downgrades = |domain: &str| {
+        metric_sum(
+            &m,
+            "starttls_proxy_downgrade_suspected_total",
+            &[("direction", "inbound"), ("domain", domain)],
+        )
+    };
+    assert_eq!(
+        (downgrades("bank.example"), downgrades(".gov.example")),
+        (2.0, 1.0),
+        "{m}"
+    );
+    proxy.wait_event("downgrade_suspected", &[("domain", ".gov.example")]);
 
     // Unlisted senders pass in plaintext; listed ones pass over TLS.
     let other = swaks(

@@ -97,7 +97,19 @@ impl DomainSet {
 
     /// `domain` must already be lowercase without a trailing dot (as `Command::parse` gives it).
     pub fn contains(&self, domain: &str) -> bool {
-        self.exact.contains(domain) || self.suffixes.iter().any(|s| domain.ends_with(s.as_str()))
+        self.entry_for(domain).is_some()
+    }
+
+    /// The entry `domain` falls under, as configured (`bank.example` or `.gov.example`): a
+    /// metric label from the configuration's own bounded set.
+    pub fn entry_for(&self, domain: &str) -> Option<&str> {
+        if let Some(exact) = self.exact.get(domain) {
+            return Some(exact.as_str());
+        }
+        self.suffixes
+            .iter()
+            .find(|s| domain.ends_with(s.as_str()))
+            .map(String::as_str)
     }
 }
 

@@ -227,9 +227,23 @@ impl<'a> Dialogue<'a> {
             (&listener.require_tls_recipients, "recipient_requires_tls")
         };
         // Any domain the path names: the backend may route by the `%` hack or a bang path.
-        let domain = path.domains().find(|d| listed.contains(d))?;
+        let (domain, entry) = path
+            .domains()
+            .find_map(|d| listed.entry_for(d).map(|e| (d, e)))?;
         record.domain = Some(domain.to_string());
         self.ctx.metrics.policy_rejection(reason);
+        if is_sender {
+            // A partner that must send over TLS arrived in plaintext: STARTTLS may have been
+            // stripped on the way (DESIGN, downgrade detection, inbound).
+            crate::metrics::downgrade_suspected("inbound", entry);
+            crate::log::warn("downgrade_suspected")
+                .field("id", &record.id)
+                .field("listener", &listener.name)
+                .field("direction", "inbound")
+                .field("domain", entry)
+                .field("peer", record.peer)
+                .emit();
+        }
         Some(reply::encryption_required())
     }
 
