@@ -1,9 +1,14 @@
 //! starttls-proxy: STARTTLS in front of plaintext MTAs.
 //!
-//! Bytes flow one way through the modules:
-//! `server` (accept, limits) → `inbound` (greeting → EHLO → STARTTLS → EHLO) → `splice`.
-//! `smtp` parses and formats the wire protocol without doing IO policy; `tls` builds rustls
-//! configurations; `metrics` and `session` record what happened.
+//! Bytes flow one way through the modules.
+//! Inbound: `server` (accept, limits) → `inbound` (greeting → EHLO → STARTTLS → EHLO → envelope
+//! checks) → `splice`.
+//! Outbound: `server` → `outbound` (the MTA's dialogue → at RCPT: `route` → `discover` →
+//! `connect` → `starttls` → `establish`, the one verdict step → envelope replayed) → `splice`.
+//! `smtp` parses and formats the wire protocol without IO policy; `policy` decides, purely;
+//! `resolver`, `tls` and `https` reach the network for them; `state` keeps what outlives the
+//! process (session results, the MTA-STS cache); `report` and `cli` read it back; `metrics`
+//! and `session` record what happened.
 #![deny(unsafe_code)]
 
 pub mod admin;
