@@ -221,11 +221,18 @@ pub fn certificate_expiry(label: &str, not_after: i64) {
 }
 
 /// One MX session used for delivery: `domain` is a policy domain entry or `other`.
-pub fn outbound_domain_session(domain: &str, mode: &'static str, tls: bool, verified: bool) {
+pub fn outbound_domain_session(
+    domain: &str,
+    mode: &'static str,
+    policy: &'static str,
+    tls: bool,
+    verified: bool,
+) {
     counter!(
         OUTBOUND_DOMAIN_SESSIONS_TOTAL,
         "domain" => domain.to_string(),
         "mode" => mode,
+        "policy" => policy,
         "tls" => if tls { "yes" } else { "no" },
         "verified" => if verified { "yes" } else { "no" }
     )

@@ -1,11 +1,15 @@
 //! Listeners and their lifecycle: bind (socket2), accept, connection limits, reload, drain.
 
 use crate::config::{Config, Inbound, Outbound};
+use crate::https::HttpsClient;
 use crate::inbound::{self, Observer};
 use crate::metrics::{self, ListenerMetrics};
+use crate::outbound::discover::{StsDiscovery, FETCH_TIMEOUT};
+use crate::policy::mta_sts::MAX_POLICY_BYTES;
 use crate::session::Slot;
 use crate::smtp::reply;
-use crate::state::results::ResultsLog;
+use crate::state::mta_sts::StsCache;
+use crate::state::results::{ResultsError, ResultsLog};
 use crate::{admin, log, outbound, resolver};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::HashMap;
@@ -62,6 +66,32 @@ fn bind_new(
     })
 }
 
+fn open_sts_cache(config: &Config) -> Result<Arc<StsCache>, ServerError> {
+    let dir = config.state.directory.join("mta-sts");
+    StsCache::open(&dir)
+        .map(Arc::new)
+        .map_err(|e| ServerError::State(ResultsError::Directory(dir, e)))
+}
+
+/// MTA-STS discovery for one configuration: its WebPKI anchors, the shared cache.
+fn sts_discovery(config: &Config, cache: &Arc<StsCache>) -> Option<Arc<StsDiscovery>> {
+    let policy = &config.outbound_policy;
+    if !policy.mta_sts {
+        return None;
+    }
+    let Some(webpki) = policy.mta_sts_anchors.webpki() else {
+        log::warn("mta_sts_disabled")
+            .field(
+                "detail",
+                format!("no usable CA in {}", policy.mta_sts_anchors.label),
+            )
+            .emit();
+        return None;
+    };
+    let https = HttpsClient::new(webpki, FETCH_TIMEOUT, MAX_POLICY_BYTES);
+    Some(Arc::new(StsDiscovery::new(cache.clone(), https, 443)))
+}
+
 fn open_results(config: &Config) -> Result<ResultsLog, ServerError> {
     Ok(ResultsLog::open(
         &config.state.results_dir(),
@@ -101,6 +131,8 @@ pub struct Server {
     admin: Option<(SocketAddr, JoinHandle<()>)>,
     /// The session results log; reopened by a reload that moves `state_directory`.
     results: ResultsLog,
+    /// The MTA-STS cache, in `state_directory` too: kept across reloads.
+    sts_cache: Arc<StsCache>,
 }
 
 /// Listeners bound for a configuration, not yet accepting.
@@ -287,6 +319,7 @@ impl Server {
             None => None,
         };
         let results = open_results(&config)?;
+        let sts_cache = open_sts_cache(&config)?;
         let mut server = Server {
             config: config.clone(),
             inbound,
@@ -298,6 +331,7 @@ impl Server {
             observer,
             admin,
             results,
+            sts_cache,
         };
         server.activate(&config, fresh);
         config_loaded(&config);
@@ -332,6 +366,7 @@ impl Server {
         let fresh = bind_new(&self.inbound, &self.outbound, &config)?;
         if config.state != self.config.state {
             self.results = open_results(&config)?;
+            self.sts_cache = open_sts_cache(&config)?;
         }
         self.activate(&config, fresh);
         config_loaded(&config);
@@ -359,13 +394,14 @@ impl Server {
             true => Vec::new(),
             false => {
                 let resolver = resolver::build(&config.resolver);
+                let sts = sts_discovery(config, &self.sts_cache);
                 config
                     .outbound
                     .iter()
                     .map(|entry| {
                         (
                             entry.listen,
-                            self.outbound_context(config, entry, resolver.clone()),
+                            self.outbound_context(config, entry, resolver.clone(), sts.clone()),
                         )
                     })
                     .collect()
@@ -405,6 +441,7 @@ impl Server {
         config: &Arc<Config>,
         entry: &Arc<Outbound>,
         resolver: Arc<dyn resolver::Resolve>,
+        sts: Option<Arc<StsDiscovery>>,
     ) -> outbound::Context {
         let metrics = ListenerMetrics::new(&entry.name, "outbound");
         metrics.register();
@@ -415,6 +452,7 @@ impl Server {
             resolver,
             draining: self.draining.subscribe(),
             results: self.results.clone(),
+            sts,
         }
     }
 

@@ -38,6 +38,9 @@ pub struct AttemptResult {
     /// The TLS facts of this attempt (`None`: no TLS).
     pub tls: Option<TlsFacts>,
     pub outcome: crate::state::results::Outcome,
+    /// The policy it was judged by, as a TLS report names it.
+    pub policy_type: PolicyType,
+    pub policy_strings: Vec<String>,
 }
 
 /// Everything the end-of-session log line reports.
@@ -121,8 +124,8 @@ impl SessionRecord {
                     Direction::Outbound
                 },
                 domain: r.domain.clone(),
-                policy_type: PolicyType::NoPolicyFound,
-                policy_strings: Vec::new(),
+                policy_type: r.policy_type,
+                policy_strings: r.policy_strings.clone(),
                 mx_host: r.mx_host.clone(),
                 mx_ip: (!inbound).then_some(r.remote.ip()),
                 local_ip: r.local.map(|a| a.ip()),

@@ -255,3 +255,161 @@ async fn a_failed_refetch_or_a_vanished_record_keeps_the_cached_policy() {
         assert_eq!(kept.id, "older");
     }
 }
+
+/// Issue 11, point 3: the relay applies a domain's published policy. One Postfix MX (its
+/// certificate from the test CA names only `mx.stsok.test`) serves five domains; the zone gives
+/// each its MX and its `_mta-sts` record, the policy host their policies.
+#[test]
+fn the_relay_applies_published_policies_to_domains_without_an_entry() {
+    let dir = TempDir::new("sts-relay");
+    let ca = Ca::new(dir.path(), "test-ca");
+    let mx_ip = unique_ip();
+    let enforce = |mx: &str| policy_text("enforce", &[mx], 86400);
+    let web = PolicyHost::builder(&ca)
+        .policy("stsok.test", Response::policy(&enforce("mx.stsok.test")))
+        .policy(
+            "stsbadmx.test",
+            Response::policy(&enforce("mx.elsewhere.test")),
+        )
+        .policy(
+            "stswrong.test",
+            Response::policy(&enforce("*.stswrong.test")),
+        )
+        .policy(
+            "ststesting.test",
+            Response::policy(&policy_text("testing", &["mx.ststesting.test"], 86400)),
+        )
+        .policy(
+            "stsentry.test",
+            Response::policy(&enforce("mx.stsentry.test")),
+        )
+        .start();
+    let domains = [
+        "stsok.test",
+        "stsbadmx.test",
+        "stswrong.test",
+        "ststesting.test",
+        "stsentry.test",
+    ];
+    let mut zone = SignedZone::new("test");
+    for d in domains {
+        zone = zone
+            .mx_at(d, &format!("mx.{d}"), mx_ip)
+            .mta_sts(d, "1", web.ip);
+    }
+    let dns = zone.start();
+    let leaf = ca.leaf("mx", &["mx.stsok.test"]);
+    let mx = Postfix::mx(dir.path(), "mx", mx_ip, &domains, Some(&leaf));
+    let config = format!(
+        r#"hostname = "relay.proxy.test"
+[admin]
+listen = "{ip}:0"
+[resolver]
+nameservers = ["{dns}"]
+[[outbound]]
+name = "relay"
+listen = "{ip}:0"
+[outbound_policy]
+default = "opportunistic"
+trust_anchors = "{ca}"
+[[outbound_policy.domain]]
+domain = "stsentry.test"
+mode = "opportunistic"
+"#,
+        ip = unique_ip(),
+        dns = dns.resolver,
+        ca = ca.path.display()
+    );
+    let proxy = Proxy::start_text(dir.path(), &config);
+    let send = |to: &str| {
+        let (mut c, _) = SmtpClient::greeted(proxy.listener("relay"));
+        c.cmd("EHLO legacy.test");
+        let replies = c.mail("alice@sender.test", &[to], "under MTA-STS");
+        c.cmd("QUIT");
+        replies
+    };
+    // enforce, MX named and certificate valid for it: delivered over verified TLS.
+    send("bob@stsok.test").last().unwrap().assert(250, "2.0.0");
+    // enforce, MX not in the policy: refused before any connection.
+    let r = send("bob@stsbadmx.test");
+    r[1].assert(451, "4.7.5");
+    assert!(r[1].text().contains("MTA-STS"), "{r:?}");
+    // enforce, certificate not naming the MX: refused, the MTA keeps the message.
+    send("bob@stswrong.test")[1].assert(451, "4.7.5");
+    // testing: delivered, the failure recorded.
+    send("bob@ststesting.test")
+        .last()
+        .unwrap()
+        .assert(250, "2.0.0");
+    // An entry wins over the published policy.
+    send("bob@stsentry.test")
+        .last()
+        .unwrap()
+        .assert(250, "2.0.0");
+    let delivered = mx.wait_delivered(3);
+    assert_eq!(delivered.len(), 3, "{delivered:?}");
+    assert!(!delivered
+        .iter()
+        .any(|m| m.contains("stsbadmx") || m.contains("stswrong")));
+
+    proxy.wait_sessions(5);
+    let results = proxy.results();
+    let result = |domain: &str| {
+        results
+            .iter()
+            .find(|r| r["domain"] == domain)
+            .unwrap_or_else(|| panic!("{domain}: {results:#?}"))
+            .clone()
+    };
+    let ok = result("stsok.test");
+    assert_eq!(
+        (&ok["policy_type"], &ok["result"], &ok["verified"]),
+        (&"sts".into(), &"success".into(), &true.into())
+    );
+    assert!(
+        ok["policy_strings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == "mode: enforce"),
+        "{ok}"
+    );
+    let wrong = result("stswrong.test");
+    assert_eq!(
+        (&wrong["policy_type"], &wrong["result"]),
+        (&"sts".into(), &"certificate-host-mismatch".into())
+    );
+    let testing = result("ststesting.test");
+    assert_eq!(
+        (&testing["policy_type"], &testing["result"]),
+        (&"sts".into(), &"certificate-host-mismatch".into())
+    );
+    let entry = result("stsentry.test");
+    assert_eq!(
+        (&entry["policy_type"], &entry["result"]),
+        (&"no-policy-found".into(), &"success".into())
+    );
+    let m = proxy.metrics();
+    assert_eq!(
+        metric(
+            &m,
+            "starttls_proxy_outbound_domain_sessions_total",
+            &[
+                ("policy", "mta-sts"),
+                ("mode", "verify"),
+                ("verified", "yes")
+            ]
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric_sum(
+            &m,
+            "starttls_proxy_policy_rejections_total",
+            &[("reason", "mta_sts_mx_mismatch")]
+        ),
+        1.0,
+        "{m}"
+    );
+}

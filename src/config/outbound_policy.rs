@@ -12,11 +12,32 @@ use toml::Spanned;
 /// Where the system keeps its CA bundle (Debian's ca-certificates).
 const SYSTEM_TRUST_ANCHORS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-#[derive(Deserialize, Default)]
+fn yes() -> bool {
+    true
+}
+
+impl Default for RawOutboundPolicy {
+    fn default() -> Self {
+        Self {
+            default: None,
+            trust_anchors: None,
+            mta_sts: true,
+            mta_sts_trust_anchors: None,
+            domain: Vec::new(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawOutboundPolicy {
     default: Option<Mode>,
     trust_anchors: Option<Spanned<String>>,
+    /// Apply published MTA-STS policies to domains without an entry (RFC 8461).
+    #[serde(default = "yes")]
+    mta_sts: bool,
+    /// WebPKI roots for policy fetches and for MX certificates under MTA-STS.
+    mta_sts_trust_anchors: Option<Spanned<String>>,
     #[serde(default)]
     domain: Vec<Spanned<RawDomainPolicy>>,
 }
@@ -142,10 +163,20 @@ impl RawOutboundPolicy {
                 relax_until,
             });
         }
+        let mta_sts_anchors = match &self.mta_sts_trust_anchors {
+            Some(path) => Arc::new(load_anchors(
+                ctx,
+                "outbound_policy.mta_sts_trust_anchors",
+                path,
+            )?),
+            None => trust_anchors.clone(),
+        };
         Ok(OutboundPolicy {
             default: self.default.unwrap_or(Mode::Opportunistic),
             trust_anchors,
             domains,
+            mta_sts: self.mta_sts,
+            mta_sts_anchors,
         })
     }
 }

@@ -11,7 +11,7 @@ mod starttls;
 
 use crate::config::{Config, Inbound};
 use crate::metrics::ListenerMetrics;
-use crate::policy::ResultType;
+use crate::policy::{PolicyType, ResultType};
 use crate::session::{AttemptResult, CommandError, SessionRecord, Slot};
 use crate::smtp::{reply, LineReader, Reply};
 use crate::splice::{self, RelayEnd, RelayOutcome};
@@ -146,6 +146,8 @@ pub async fn run(ctx: Context, client: TcpStream, peer: SocketAddr, mut slot: Sl
             Some(_) => Outcome::Success,
             None => Outcome::Failure(ResultType::StarttlsNotSupported),
         },
+        policy_type: PolicyType::NoPolicyFound,
+        policy_strings: Vec::new(),
     });
     record
         .write_results(&ctx.results, &ctx.config.hostname)

@@ -240,6 +240,84 @@ impl StsDiscovery {
     }
 }
 
+/// Relay mode, at a RCPT: a domain without an entry, routed by its MX records under the
+/// default `opportunistic`, gets its published MTA-STS policy (RFC 8461 §4–5; an explicit
+/// entry wins, as in Postfix's policy table). `enforce` keeps only the MX hosts its patterns
+/// name and verifies them against `mta_sts_trust_anchors` for the MX host name; `testing`
+/// delivers as before and judges as `enforce` for the results; `none` or no policy changes
+/// nothing. `Err`: no MX host is allowed.
+pub async fn with_mta_sts(
+    ctx: &super::Context,
+    mut route: super::route::Route,
+    applied: crate::policy::Applied,
+    domain: &str,
+    record: &crate::session::SessionRecord,
+) -> Result<(super::route::Route, crate::policy::Applied), super::establish::Refused> {
+    use crate::policy::{Mode, Source};
+    let Some(sts) = &ctx.sts else {
+        return Ok((route, applied));
+    };
+    if applied.source != Source::None
+        || applied.mode != Mode::Opportunistic
+        || ctx.listener.next_hop.is_some()
+    {
+        return Ok((route, applied));
+    }
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let finding = sts.discover(ctx.resolver.as_ref(), domain, now).await;
+    if let (Some(result), Some(detail)) = (finding.fetch, &finding.detail) {
+        if result != FetchResult::NotFound {
+            crate::log::warn("mta_sts_discovery")
+                .field("id", &record.id)
+                .field("domain", domain)
+                .field("result", result.as_str())
+                .field("detail", detail)
+                .field(
+                    "policy",
+                    if finding.policy.is_some() {
+                        "cached"
+                    } else {
+                        "none"
+                    },
+                )
+                .emit();
+        }
+    }
+    let Some(policy) = finding.in_force() else {
+        return Ok((route, applied));
+    };
+    let applied = applied.under_mta_sts(
+        policy.policy.mode,
+        policy.policy_strings(),
+        ctx.config.outbound_policy.mta_sts_anchors.clone(),
+    );
+    if policy.policy.mode == StsMode::Enforce {
+        let hosts: Vec<String> = route.hosts.iter().map(|h| h.name.clone()).collect();
+        route.hosts.retain(|h| policy.policy.allows_mx(&h.name));
+        if route.hosts.is_empty() {
+            let refusal = super::establish::Refusal::StsNoMatchingMx {
+                domain: domain.to_string(),
+                hosts,
+            };
+            ctx.metrics.policy_rejection(refusal.reason());
+            crate::log::warn("policy_refused")
+                .field("id", &record.id)
+                .field("listener", &ctx.listener.name)
+                .field("domain", domain)
+                .field("policy", applied.source.as_str())
+                .field("sts_mode", policy.policy.mode)
+                .field("reason", refusal.reason())
+                .emit();
+            return Err(super::establish::Refused {
+                refusal,
+                mx: None,
+                facts: None,
+            });
+        }
+    }
+    Ok((route, applied))
+}
+
 /// A discovery that fetched nothing new: the cached policy if any, counted under `result`.
 fn finding(cached: Option<CachedPolicy>, result: FetchResult, why: String) -> StsFinding {
     crate::metrics::mta_sts_fetch(result.as_str());

@@ -119,12 +119,22 @@ impl<'a> Dialogue<'a> {
                 return Ok(reply);
             }
         };
+        let (route, applied) =
+            match super::discover::with_mta_sts(ctx, route, applied, &domain, record).await {
+                Ok(found) => found,
+                Err(refused) => return Ok(refused.note(record, &ctx.config.hostname, false)),
+            };
+        record.policy = applied.mode.as_str();
+        // Sessions are shared only under the same policy: a session verified for one domain's
+        // MTA-STS policy is not what another domain's opportunistic delivery opened, nor back.
         let key = format!(
-            "{} policy {}",
+            "{} policy {} {} {}",
             route.key,
             applied
                 .entry
-                .map_or_else(|| "default".to_string(), |i| i.to_string())
+                .map_or_else(|| "default".to_string(), |i| i.to_string()),
+            applied.source.as_str(),
+            applied.mode.as_str()
         );
         match &self.txn_key {
             Some(k) if *k != key => return Ok(reply::routes_elsewhere(&domain)),

@@ -28,6 +28,8 @@ pub enum Refusal {
     MailLoop { domain: String },
     /// No MX host gave a session: the last one's error (`451 4.4.1`).
     NoMx { domain: String, error: MxError },
+    /// The domain's MTA-STS policy (`enforce`) names none of its MX hosts (RFC 8461 §4.1).
+    StsNoMatchingMx { domain: String, hosts: Vec<String> },
 }
 
 impl Refusal {
@@ -41,6 +43,11 @@ impl Refusal {
             } => failure.reply(domain, mx),
             Refusal::MailLoop { domain } => reply::mail_loops(domain, hostname),
             Refusal::NoMx { domain, error } => error.reply(domain),
+            Refusal::StsNoMatchingMx { domain, hosts } => reply::tls_failed(
+                domain,
+                &hosts.join(", "),
+                "MX host not named in the domain's MTA-STS policy",
+            ),
         }
     }
 
@@ -50,6 +57,7 @@ impl Refusal {
             Refusal::Policy { failure, .. } => failure.reason(),
             Refusal::MailLoop { .. } => "mail_loop",
             Refusal::NoMx { error, .. } => error.reason(),
+            Refusal::StsNoMatchingMx { .. } => "mta_sts_mx_mismatch",
         }
     }
 
@@ -57,6 +65,7 @@ impl Refusal {
     pub fn result_type(&self) -> Option<ResultType> {
         match self {
             Refusal::Policy { failure, .. } => Some(failure.result_type()),
+            Refusal::StsNoMatchingMx { .. } => Some(ResultType::ValidationFailure),
             Refusal::MailLoop { .. } | Refusal::NoMx { .. } => None,
         }
     }
@@ -83,7 +92,7 @@ pub fn conclude(
     facts: Option<&TlsFacts>,
     record: &mut SessionRecord,
 ) -> Result<(Go, Option<TlsFailure>), Refusal> {
-    let outcome = crate::policy::failure(applied.mode, offer)
+    let outcome = crate::policy::failure(applied.judged_as, offer)
         .map_or(Outcome::Success, |f| Outcome::Failure(f.result_type()));
     record.results.push(AttemptResult {
         domain: Some(domain.to_string()),
@@ -92,6 +101,8 @@ pub fn conclude(
         local: mx.local,
         tls: facts.cloned(),
         outcome,
+        policy_type: applied.policy_type,
+        policy_strings: applied.policy_strings.clone(),
     });
     let (go, relaxed) = match decide(applied.mode, applied.relaxed, offer) {
         Decision::Proceed { relaxed } => (Go::AsIs, relaxed),
@@ -142,6 +153,7 @@ pub fn delivering(applied: &Applied, facts: Option<&TlsFacts>) {
     crate::metrics::outbound_domain_session(
         &applied.label,
         applied.mode.as_str(),
+        applied.source.as_str(),
         facts.is_some(),
         facts.is_some_and(|f| f.verdict.is_verified()),
     );
@@ -239,6 +251,8 @@ pub async fn establish(
                     local: conn.local,
                     tls: None,
                     outcome: Outcome::Success,
+                    policy_type: applied.policy_type,
+                    policy_strings: applied.policy_strings.clone(),
                 });
                 return Ok(Mx {
                     conn,

@@ -40,6 +40,8 @@ pub struct Context {
     pub draining: watch::Receiver<bool>,
     /// Where every MX attempt's TLS result goes before the session's log line.
     pub results: crate::state::results::ResultsLog,
+    /// MTA-STS discovery (`None`: `mta_sts = false`, or no usable WebPKI anchors).
+    pub sts: Option<Arc<discover::StsDiscovery>>,
 }
 
 /// Why a session ended early. Variants say who failed: the MTA, the MX, or us.

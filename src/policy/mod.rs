@@ -77,6 +77,32 @@ pub struct OutboundPolicy {
     pub default: Mode,
     pub trust_anchors: Arc<TrustAnchors>,
     pub domains: Vec<DomainPolicy>,
+    /// Apply published MTA-STS policies to domains without an entry (`mta_sts`).
+    pub mta_sts: bool,
+    /// WebPKI roots for policy fetches and MX certificates under MTA-STS.
+    pub mta_sts_anchors: Arc<TrustAnchors>,
+}
+
+/// Where the mode applied to a domain came from: the `policy` label of
+/// `starttls_proxy_outbound_domain_sessions_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// An `[[outbound_policy.domain]]` entry.
+    Configured,
+    /// The domain's published MTA-STS policy.
+    MtaSts,
+    /// Neither: the default mode.
+    None,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Configured => "configured",
+            Source::MtaSts => "mta-sts",
+            Source::None => "none",
+        }
+    }
 }
 
 /// The policy that applies to one recipient domain at one moment.
@@ -92,6 +118,40 @@ pub struct Applied {
     pub relax_until: Option<i64>,
     pub trust_anchors: Arc<TrustAnchors>,
     pub match_names: Vec<String>,
+    pub source: Source,
+    /// The mode results and reports judge an attempt by: `mode`, except MTA-STS `testing`,
+    /// which delivers as opportunistic and reports what `enforce` would have refused.
+    pub judged_as: Mode,
+    /// What a TLS report names as the policy (RFC 8460 §4.3).
+    pub policy_type: PolicyType,
+    pub policy_strings: Vec<String>,
+}
+
+impl Applied {
+    /// A domain without an entry, under its published MTA-STS `policy` (RFC 8461 §4–5):
+    /// `enforce` requires TLS with a certificate valid to the WebPKI `anchors` for the MX host
+    /// name (the MX patterns are applied to the route by the caller); `testing` delivers as
+    /// opportunistic and judges as `enforce`; `none` is no policy.
+    pub fn under_mta_sts(
+        mut self,
+        mode: mta_sts::StsMode,
+        strings: Vec<String>,
+        anchors: Arc<TrustAnchors>,
+    ) -> Applied {
+        let (deliver, judge) = match mode {
+            mta_sts::StsMode::Enforce => (Mode::Verify, Mode::Verify),
+            mta_sts::StsMode::Testing => (Mode::Opportunistic, Mode::Verify),
+            mta_sts::StsMode::None => return self,
+        };
+        self.mode = deliver;
+        self.judged_as = judge;
+        self.trust_anchors = anchors;
+        self.match_names = Vec::new();
+        self.source = Source::MtaSts;
+        self.policy_type = PolicyType::Sts;
+        self.policy_strings = strings;
+        self
+    }
 }
 
 impl OutboundPolicy {
@@ -124,6 +184,10 @@ impl OutboundPolicy {
                         .clone()
                         .unwrap_or_else(|| self.trust_anchors.clone()),
                     match_names: d.match_names.clone(),
+                    source: Source::Configured,
+                    judged_as: d.mode,
+                    policy_type: PolicyType::NoPolicyFound,
+                    policy_strings: Vec::new(),
                 }
             }
             None => Applied {
@@ -134,6 +198,10 @@ impl OutboundPolicy {
                 relax_until: None,
                 trust_anchors: self.trust_anchors.clone(),
                 match_names: Vec::new(),
+                source: Source::None,
+                judged_as: self.default,
+                policy_type: PolicyType::NoPolicyFound,
+                policy_strings: Vec::new(),
             },
         }
     }
@@ -200,6 +268,19 @@ pub enum Offer {
     HandshakeFailed(String),
     /// TLS is up; the certificate got this verdict.
     Tls(CertVerdict),
+}
+
+/// RFC 8460 §4.3 policy types.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, Deserialize,
+)]
+pub enum PolicyType {
+    #[serde(rename = "tlsa")]
+    Tlsa,
+    #[serde(rename = "sts")]
+    Sts,
+    #[serde(rename = "no-policy-found")]
+    NoPolicyFound,
 }
 
 /// The RFC 8460 §4.3 result types: what a failed session is counted as in a TLS report and the

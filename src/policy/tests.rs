@@ -27,6 +27,8 @@ fn policy() -> OutboundPolicy {
             entry(".eu.bank.example", Mode::Verify, Some(2_000)),
             entry("plain.example", Mode::None, None),
         ],
+        mta_sts: true,
+        mta_sts_anchors: anchors(),
     }
 }
 

@@ -7,7 +7,7 @@
 //! burst of sessions shares a sync (group commit). A disk that stalls costs a session at most
 //! [`SYNC_WAIT`], never the session itself: it goes on and the failure is counted.
 
-pub use crate::policy::ResultType;
+pub use crate::policy::{PolicyType, ResultType};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -27,17 +27,6 @@ pub const SYNC_WAIT: Duration = Duration::from_secs(5);
 pub enum Direction {
     Inbound,
     Outbound,
-}
-
-/// RFC 8460 §4.3 policy types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum PolicyType {
-    #[serde(rename = "tlsa")]
-    Tlsa,
-    #[serde(rename = "sts")]
-    Sts,
-    #[serde(rename = "no-policy-found")]
-    NoPolicyFound,
 }
 
 /// `success`, or the RFC 8460 result type of the failure.

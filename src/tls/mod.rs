@@ -396,6 +396,11 @@ impl TrustAnchors {
         }
     }
 
+    /// The WebPKI verifier on these anchors (`None`: the bundle holds no usable CA).
+    pub fn webpki(&self) -> Option<Arc<rustls::client::WebPkiServerVerifier>> {
+        self.verifier.clone()
+    }
+
     /// The verdict on a chain presented by `host`, accepting any of `names` as well.
     pub fn verdict(
         &self,
