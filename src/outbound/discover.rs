@@ -294,6 +294,11 @@ pub async fn with_mta_sts(
     if policy.policy.mode == StsMode::Enforce {
         let hosts: Vec<String> = route.hosts.iter().map(|h| h.name.clone()).collect();
         route.hosts.retain(|h| policy.policy.allows_mx(&h.name));
+        // Sessions are shared by route key: the key must say which hosts this policy allows,
+        // or another domain's transaction could reuse a host its own policy does not name.
+        let mut allowed: Vec<&str> = route.hosts.iter().map(|h| h.name.as_str()).collect();
+        allowed.sort_unstable();
+        route.key = format!("{} sts-allowed {}", route.key, allowed.join(","));
         if route.hosts.is_empty() {
             let refusal = super::establish::Refusal::StsNoMatchingMx {
                 domain: domain.to_string(),
