@@ -156,12 +156,11 @@ impl Tallies {
 pub fn compute(dir: &Path, since: &str, until: &str) -> std::io::Result<Coverage> {
     let first_day = since.get(..10).unwrap_or(since);
     let last_day = until.get(..10).unwrap_or(until);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| file_day(p).is_some_and(|d| d.as_str() >= first_day && d.as_str() <= last_day))
+    let files: Vec<PathBuf> = crate::state::results::result_files(dir)?
+        .into_iter()
+        .filter(|(_, day)| day.as_str() >= first_day && day.as_str() <= last_day)
+        .map(|(path, _)| path)
         .collect();
-    files.sort();
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(files.len().max(1));
@@ -233,19 +232,6 @@ fn read_file(path: &Path, since: &str, until: &str, t: &mut Tallies) -> std::io:
             Err(_) => t.skipped += 1,
         }
     }
-}
-
-/// `node-YYYY-MM-DD.jsonl` → `YYYY-MM-DD`.
-fn file_day(path: &Path) -> Option<String> {
-    let name = path.file_name()?.to_str()?.strip_suffix(".jsonl")?;
-    let day = name.get(name.len().checked_sub(10)?..)?;
-    day.bytes()
-        .enumerate()
-        .all(|(i, b)| match i {
-            4 | 7 => b == b'-',
-            _ => b.is_ascii_digit(),
-        })
-        .then(|| day.to_string())
 }
 
 /// How `coverage` prints.

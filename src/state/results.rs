@@ -249,8 +249,8 @@ impl Writer {
     }
 }
 
-/// Results files in `dir` with their day, oldest first.
-fn result_files(dir: &Path) -> std::io::Result<Vec<(PathBuf, String)>> {
+/// Results files in `dir` with their day, oldest first (every node's: readers merge them).
+pub fn result_files(dir: &Path) -> std::io::Result<Vec<(PathBuf, String)>> {
     let mut files: Vec<(PathBuf, String)> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok())
         .filter_map(|e| {
