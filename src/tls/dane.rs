@@ -106,14 +106,17 @@ pub fn verify(
 pub struct DaneRecorder {
     records: Vec<Tlsa>,
     provider: Arc<CryptoProvider>,
+    signatures: crate::tls::HandshakeSignatures,
     verdict: Mutex<Option<DaneVerdict>>,
 }
 
 impl DaneRecorder {
     pub fn new(records: Vec<Tlsa>) -> Arc<DaneRecorder> {
+        let provider = crate::tls::provider();
         Arc::new(DaneRecorder {
             records,
-            provider: crate::tls::provider(),
+            signatures: crate::tls::HandshakeSignatures(provider.clone()),
+            provider,
             verdict: Mutex::new(None),
         })
     }
@@ -156,12 +159,7 @@ impl ServerCertVerifier for DaneRecorder {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -170,18 +168,11 @@ impl ServerCertVerifier for DaneRecorder {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures.schemes()
     }
 }
 

@@ -452,6 +452,45 @@ impl TrustAnchors {
     }
 }
 
+/// The handshake-signature half of every verifier here: whatever the certificate's verdict, the
+/// peer must hold the key of the certificate it shows.
+#[derive(Debug)]
+pub(crate) struct HandshakeSignatures(pub(crate) Arc<CryptoProvider>);
+
+impl HandshakeSignatures {
+    pub(crate) fn tls12(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    pub(crate) fn tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    pub(crate) fn schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 /// A verifier that lets every handshake finish and records the certificate's verdict, so the
 /// session can apply the domain's policy (and log the verdict even when opportunistic). Handshake
 /// signatures are still checked: the peer must own the key of the certificate it shows.
@@ -460,7 +499,7 @@ pub struct RecordingVerifier {
     anchors: Arc<TrustAnchors>,
     names: Vec<String>,
     verdict: std::sync::Mutex<Option<CertVerdict>>,
-    provider: Arc<CryptoProvider>,
+    signatures: HandshakeSignatures,
 }
 
 impl RecordingVerifier {
@@ -494,12 +533,7 @@ impl rustls::client::danger::ServerCertVerifier for RecordingVerifier {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -508,18 +542,11 @@ impl rustls::client::danger::ServerCertVerifier for RecordingVerifier {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures.schemes()
     }
 }
 
@@ -534,7 +561,7 @@ pub fn client_config(
         anchors,
         names: match_names,
         verdict: std::sync::Mutex::new(None),
-        provider: provider.clone(),
+        signatures: HandshakeSignatures(provider.clone()),
     });
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
