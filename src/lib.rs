@@ -1,8 +1,8 @@
 //! starttls-proxy: STARTTLS in front of plaintext MTAs.
 //!
 //! Bytes flow one way through the modules.
-//! Inbound: `server` (accept, limits) → `inbound` (greeting → EHLO → STARTTLS → EHLO → envelope
-//! checks) → `splice`.
+//! Inbound: `server` (accept, limits) → `net` (a trusted balancer's PROXY header) →
+//! `inbound` (greeting → EHLO → STARTTLS → EHLO → envelope checks) → `splice`.
 //! Outbound: `server` → `outbound` (the MTA's dialogue → at RCPT: `route` → `connect` →
 //! `starttls` → `establish`, the one verdict step → envelope replayed) → `splice`; `discover`
 //! (MTA-STS, DANE) takes its place between `route` and `connect` as it is wired in.
@@ -20,6 +20,7 @@ pub mod https;
 pub mod inbound;
 pub mod log;
 pub mod metrics;
+pub mod net;
 pub mod outbound;
 pub mod policy;
 pub mod report;

@@ -39,6 +39,9 @@ pub const CONFIG_LOADED_TIMESTAMP_SECONDS: &str = "starttls_proxy_config_loaded_
 pub const DNSSEC_AVAILABLE: &str = "starttls_proxy_dnssec_available";
 /// DANE's validated look-ups (MX, A/AAAA, TLSA), by `result`: secure | insecure | bogus | error.
 pub const DNSSEC_LOOKUPS_TOTAL: &str = "starttls_proxy_dnssec_lookups_total";
+/// Connections from `proxy_protocol_from` closed for their PROXY header, by `listener` and
+/// `reason` (DESIGN: missing | timeout | invalid_v1 | invalid_v2 | truncated).
+pub const PROXY_PROTOCOL_ERRORS_TOTAL: &str = "starttls_proxy_proxy_protocol_errors_total";
 
 const HANDSHAKE_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -129,6 +132,10 @@ fn describe() {
     describe_gauge!(
         DNSSEC_AVAILABLE,
         "Whether DNSSEC validation works through the configured resolver (self-test); 0: DANE unavailable"
+    );
+    describe_counter!(
+        PROXY_PROTOCOL_ERRORS_TOTAL,
+        "Connections from trusted balancers closed because of their PROXY header, by reason"
     );
     describe_counter!(
         DNSSEC_LOOKUPS_TOTAL,
@@ -289,5 +296,20 @@ pub fn dnssec_lookup(result: &'static str) {
 /// A session went without TLS where the partner is known to use it.
 pub fn downgrade_suspected(direction: &'static str, domain: &str) {
     counter!(DOWNGRADE_SUSPECTED_TOTAL, "direction" => direction, "domain" => domain.to_string())
+        .increment(1);
+}
+
+/// Makes a listener's PROXY header error series visible at zero (listeners that trust a
+/// balancer only).
+pub fn proxy_protocol_errors_register(listener: &str) {
+    for reason in crate::net::proxy_protocol::Rejected::REASONS {
+        counter!(PROXY_PROTOCOL_ERRORS_TOTAL, "listener" => listener.to_string(), "reason" => reason)
+            .increment(0);
+    }
+}
+
+/// A trusted balancer's connection closed for its PROXY header.
+pub fn proxy_protocol_error(listener: &str, reason: &'static str) {
+    counter!(PROXY_PROTOCOL_ERRORS_TOTAL, "listener" => listener.to_string(), "reason" => reason)
         .increment(1);
 }

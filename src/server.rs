@@ -4,6 +4,8 @@ use crate::config::{Config, Inbound, Outbound};
 use crate::https::HttpsClient;
 use crate::inbound::{self, Observer};
 use crate::metrics::{self, ListenerMetrics};
+use crate::net::client::{self as net_client, Origin};
+use crate::net::proxy_protocol::TrustedBalancers;
 use crate::outbound::discover::{StsDiscovery, FETCH_TIMEOUT};
 use crate::policy::mta_sts::MAX_POLICY_BYTES;
 use crate::session::Slot;
@@ -147,12 +149,9 @@ trait SessionContext: Clone + Send + Sync + 'static {
     fn listener_name(&self) -> &str;
     fn config(&self) -> &Config;
     fn metrics(&self) -> &ListenerMetrics;
-    fn run(
-        self,
-        stream: TcpStream,
-        peer: SocketAddr,
-        slot: Slot,
-    ) -> impl Future<Output = ()> + Send;
+    /// `proxy_protocol_from`: peers whose connections begin with a PROXY header.
+    fn trusted_balancers(&self) -> &TrustedBalancers;
+    fn run(self, stream: TcpStream, origin: Origin, slot: Slot) -> impl Future<Output = ()> + Send;
 }
 
 impl SessionContext for inbound::Context {
@@ -166,13 +165,11 @@ impl SessionContext for inbound::Context {
     fn metrics(&self) -> &ListenerMetrics {
         &self.metrics
     }
-    fn run(
-        self,
-        stream: TcpStream,
-        peer: SocketAddr,
-        slot: Slot,
-    ) -> impl Future<Output = ()> + Send {
-        inbound::run(self, stream, peer, slot)
+    fn trusted_balancers(&self) -> &TrustedBalancers {
+        &self.listener.proxy_protocol_from
+    }
+    fn run(self, stream: TcpStream, origin: Origin, slot: Slot) -> impl Future<Output = ()> + Send {
+        inbound::run(self, stream, origin, slot)
     }
 }
 
@@ -187,13 +184,11 @@ impl SessionContext for outbound::Context {
     fn metrics(&self) -> &ListenerMetrics {
         &self.metrics
     }
-    fn run(
-        self,
-        stream: TcpStream,
-        peer: SocketAddr,
-        slot: Slot,
-    ) -> impl Future<Output = ()> + Send {
-        outbound::run(self, stream, peer, slot)
+    fn trusted_balancers(&self) -> &TrustedBalancers {
+        &self.listener.proxy_protocol_from
+    }
+    fn run(self, stream: TcpStream, origin: Origin, slot: Slot) -> impl Future<Output = ()> + Send {
+        outbound::run(self, stream, origin, slot)
     }
 }
 
@@ -426,6 +421,9 @@ impl Server {
     fn inbound_context(&self, config: &Arc<Config>, entry: &Arc<Inbound>) -> inbound::Context {
         let metrics = ListenerMetrics::new(&entry.name, "inbound");
         metrics.register();
+        if !entry.proxy_protocol_from.is_empty() {
+            metrics::proxy_protocol_errors_register(&entry.name);
+        }
         inbound::Context {
             config: config.clone(),
             listener: entry.clone(),
@@ -445,6 +443,9 @@ impl Server {
     ) -> outbound::Context {
         let metrics = ListenerMetrics::new(&entry.name, "outbound");
         metrics.register();
+        if !entry.proxy_protocol_from.is_empty() {
+            metrics::proxy_protocol_errors_register(&entry.name);
+        }
         outbound::Context {
             config: config.clone(),
             listener: entry.clone(),
@@ -564,9 +565,36 @@ async fn accept_loop<C: SessionContext>(
         // Held until the task ends, log line included: the drain waits for it.
         let drain = sessions.clone();
         tokio::spawn(async move {
-            ctx.run(stream, peer, slot).await;
+            if let Some((stream, origin)) = identify(&ctx, stream, peer).await {
+                ctx.run(stream, origin, slot).await;
+            }
             drop(drain);
         });
+    }
+}
+
+/// Who the connection speaks for; `None`: a trusted balancer's PROXY header was missing or
+/// bad, and the connection is closed without a reply (DESIGN: the client's address), counted
+/// and logged.
+async fn identify<C: SessionContext>(
+    ctx: &C,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<(TcpStream, Origin)> {
+    let timeout = ctx.config().limits.handshake_timeout;
+    match net_client::identify(&mut stream, peer, ctx.trusted_balancers(), timeout).await {
+        Ok(origin) => Some((stream, origin)),
+        Err(rejected) => {
+            metrics::proxy_protocol_error(ctx.listener_name(), rejected.reason());
+            log::warn("proxy_protocol_error")
+                .field("listener", ctx.listener_name())
+                .field("direction", C::DIRECTION)
+                .field("peer", net_client::canonical(peer))
+                .field("reason", rejected.reason())
+                .field("detail", &rejected)
+                .emit();
+            None
+        }
     }
 }
 

@@ -49,7 +49,10 @@ pub struct SessionRecord {
     pub id: String,
     pub listener: String,
     pub direction: &'static str,
+    /// The TCP peer: the client, or the balancer in front of it.
     pub peer: SocketAddr,
+    /// The real client: the peer, or what a trusted balancer's PROXY header named.
+    pub client: SocketAddr,
     pub next_hop: SocketAddr,
     /// Our local address towards the next hop (lets the demo sink match its peer to a session).
     pub next_hop_local: Option<SocketAddr>,
@@ -85,6 +88,7 @@ impl SessionRecord {
             listener: listener.to_string(),
             direction,
             peer,
+            client: peer,
             next_hop,
             next_hop_local: None,
             tls: None,
@@ -159,6 +163,7 @@ impl SessionRecord {
             .field("id", &self.id)
             .field("listener", &self.listener)
             .field("direction", self.direction)
+            .field("client", self.client)
             .field("peer", self.peer)
             // No next hop was reached (a route that failed in DNS): say so, not 0.0.0.0:0.
             .field(

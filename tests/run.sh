@@ -10,8 +10,9 @@ cd "$(dirname "$0")/.."
 # DANE/MTA-STS fixtures (tests/common/dnssec.rs, https.rs): knot serves the signed test zone,
 # unbound validates it, bind9-utils signs it (dnssec-keygen, dnssec-signzone, dnssec-dsfromkey),
 # bind9-dnsutils (dig) and curl judge the fixtures in tests/fixtures_selftest.rs.
+# haproxy: the L4 balancer sending PROXY headers (tests/proxy_protocol.rs, the scale-out test).
 need=(postfix swaks libnet-ssleay-perl openssl procps dnsmasq-base nftables iproute2 util-linux
-      knot unbound bind9-utils bind9-dnsutils curl)
+      knot unbound bind9-utils bind9-dnsutils curl haproxy)
 missing=()
 for pkg in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

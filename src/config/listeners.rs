@@ -2,6 +2,7 @@
 //! internet) and `[admin]`; their addresses, names and what each relays to.
 
 use super::{is_valid_hostname, ConfigError, Ctx};
+use crate::net::proxy_protocol::TrustedBalancers;
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::fmt;
@@ -46,6 +47,8 @@ pub struct Outbound {
     pub next_hop: Option<NextHop>,
     /// Port of MX hosts (25 on the internet; tests use others).
     pub mx_port: u16,
+    /// Balancers whose connections begin with a PROXY header naming the MTA.
+    pub proxy_protocol_from: TrustedBalancers,
 }
 
 /// The admin HTTP endpoint.
@@ -72,6 +75,8 @@ pub struct Inbound {
     pub require_tls_senders: DomainSet,
     /// Recipient domains that must be reached over TLS (`450 4.7.1` otherwise).
     pub require_tls_recipients: DomainSet,
+    /// Balancers whose connections begin with a PROXY header naming the client (and must).
+    pub proxy_protocol_from: TrustedBalancers,
 }
 
 impl Inbound {
@@ -131,6 +136,8 @@ pub(super) struct RawInbound {
     require_tls_senders: Vec<Spanned<String>>,
     #[serde(default)]
     require_tls_recipients: Vec<Spanned<String>>,
+    #[serde(default)]
+    proxy_protocol_from: Vec<Spanned<String>>,
 }
 
 impl RawAdmin {
@@ -179,6 +186,11 @@ impl RawInbound {
                 &format!("{key}.require_tls_recipients"),
                 self.require_tls_recipients,
             )?,
+            proxy_protocol_from: trusted_balancers(
+                ctx,
+                &format!("{key}.proxy_protocol_from"),
+                self.proxy_protocol_from,
+            )?,
         })
     }
 }
@@ -192,6 +204,8 @@ pub(super) struct RawOutbound {
     mode: OutboundMode,
     next_hop: Option<Spanned<String>>,
     mx_port: Option<Spanned<u16>>,
+    #[serde(default)]
+    proxy_protocol_from: Vec<Spanned<String>>,
 }
 
 impl RawOutbound {
@@ -243,6 +257,11 @@ impl RawOutbound {
             mode,
             next_hop,
             mx_port,
+            proxy_protocol_from: trusted_balancers(
+                ctx,
+                &format!("{key}.proxy_protocol_from"),
+                self.proxy_protocol_from,
+            )?,
         })
     }
 }
@@ -421,4 +440,30 @@ fn domain_set(
         }
     }
     Ok(set)
+}
+
+/// `proxy_protocol_from`: CIDRs (`10.0.0.0/24`, `2001:db8::/64`) or single addresses.
+fn trusted_balancers(
+    ctx: &Ctx,
+    key: &str,
+    entries: Vec<Spanned<String>>,
+) -> Result<TrustedBalancers, ConfigError> {
+    use ipnet::IpNet;
+    let mut networks = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let text = entry.get_ref().trim();
+        let network = text
+            .parse::<IpNet>()
+            .map(|n| n.trunc())
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+            .map_err(|_| {
+                ctx.error(
+                    key,
+                    entry.span(),
+                    format!("{text:?} is not a network: use a CIDR like \"10.0.0.0/24\" or \"2001:db8::/64\", or one address"),
+                )
+            })?;
+        networks.push(network);
+    }
+    Ok(TrustedBalancers::new(networks))
 }

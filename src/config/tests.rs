@@ -470,3 +470,28 @@ fn the_sha256_is_of_the_configuration_text() {
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     );
 }
+
+#[test]
+fn proxy_protocol_from_takes_cidrs_and_addresses() {
+    let text = MINIMAL.to_string()
+        + "proxy_protocol_from = [\"10.0.0.9/24\", \"2001:db8::1\", \"192.0.2.1\"]\n";
+    let config = parse(&text).unwrap();
+    let trusted = &config.inbound[0].proxy_protocol_from;
+    assert!(trusted.trusts("10.0.0.200".parse().unwrap()));
+    assert!(trusted.trusts("2001:db8::1".parse().unwrap()));
+    assert!(!trusted.trusts("2001:db8::2".parse().unwrap()));
+    assert!(trusted.trusts("192.0.2.1".parse().unwrap()));
+    assert!(!trusted.trusts("192.0.2.2".parse().unwrap()));
+    assert!(parse(MINIMAL).unwrap().inbound[0]
+        .proxy_protocol_from
+        .is_empty());
+}
+
+#[test]
+fn bad_proxy_protocol_from_names_the_key() {
+    let e = error(&(MINIMAL.to_string() + "proxy_protocol_from = [\"10.0.0.0/33\"]\n"));
+    assert!(
+        e.contains("key `inbound[0].proxy_protocol_from`") && e.contains("is not a network"),
+        "{e}"
+    );
+}

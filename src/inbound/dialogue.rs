@@ -107,6 +107,10 @@ impl<'a> Dialogue<'a> {
                         .await?;
                     return Ok(Step::StartTls);
                 }
+                Command::Proxy => {
+                    self.send(client, &reply::proxy_header_refused(), record)
+                        .await?
+                }
                 Command::Quit => {
                     let reply = self.forward(&line, backend).await?;
                     self.send(client, &reply, record).await?;
@@ -241,6 +245,7 @@ impl<'a> Dialogue<'a> {
                 .field("listener", &listener.name)
                 .field("direction", "inbound")
                 .field("domain", entry)
+                .field("client", record.client)
                 .field("peer", record.peer)
                 .emit();
         }

@@ -11,6 +11,7 @@ mod starttls;
 
 use crate::config::{Config, Inbound};
 use crate::metrics::ListenerMetrics;
+use crate::net::client::Origin;
 use crate::policy::{PolicyType, ResultType};
 use crate::session::{AttemptResult, CommandError, SessionRecord, Slot};
 use crate::smtp::{reply, LineReader, Reply};
@@ -111,8 +112,14 @@ impl From<CommandError> for InboundError {
 }
 
 /// Runs one session to its end and records it.
-pub async fn run(ctx: Context, client: TcpStream, peer: SocketAddr, mut slot: Slot) {
-    let mut record = SessionRecord::new(&ctx.listener.name, "inbound", peer, ctx.listener.backend);
+pub async fn run(ctx: Context, client: TcpStream, origin: Origin, mut slot: Slot) {
+    let mut record = SessionRecord::new(
+        &ctx.listener.name,
+        "inbound",
+        origin.peer,
+        ctx.listener.backend,
+    );
+    record.client = origin.client;
     record.policy = if ctx.listener.require_tls {
         "require_tls"
     } else if ctx.listener.enforces_tls() {
@@ -139,7 +146,7 @@ pub async fn run(ctx: Context, client: TcpStream, peer: SocketAddr, mut slot: Sl
     record.results.push(AttemptResult {
         domain: record.mail_from_domain.clone(),
         mx_host: None,
-        remote: peer,
+        remote: record.client,
         local: None,
         tls: record.tls.clone(),
         outcome: match record.tls {

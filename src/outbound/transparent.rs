@@ -219,6 +219,7 @@ impl Transparent<'_> {
                 }
                 // Never forwarded: the MX might read the path otherwise than the policy did.
                 Command::BadEnvelope => reply::unreadable_path(),
+                Command::Proxy => reply::proxy_header_refused(),
                 // VRFY, EXPN, HELP...: the MX's business.
                 Command::Other => mx
                     .command(ctx, &line)

@@ -14,6 +14,7 @@ pub mod backend;
 pub mod client;
 pub mod dns;
 pub mod dnssec;
+pub mod haproxy;
 pub mod https;
 pub mod mx;
 pub mod peers;
@@ -160,6 +161,7 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("dnssec-dsfromkey", "bind9-utils"),
     ("dig", "bind9-dnsutils"),
     ("curl", "curl"),
+    ("haproxy", "haproxy"),
 ];
 
 /// The absolute path of a peer program; panics (never skips) when it is not installed.
