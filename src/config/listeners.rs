@@ -2,6 +2,7 @@
 //! internet) and `[admin]`; their addresses, names and what each relays to.
 
 use super::{is_valid_hostname, ConfigError, Ctx};
+use crate::net::backend::ClientAddress;
 use crate::net::proxy_protocol::TrustedBalancers;
 use serde::Deserialize;
 use std::collections::HashSet;
@@ -77,6 +78,8 @@ pub struct Inbound {
     pub require_tls_recipients: DomainSet,
     /// Balancers whose connections begin with a PROXY header naming the client (and must).
     pub proxy_protocol_from: TrustedBalancers,
+    /// How the backend learns the client's address.
+    pub client_address: ClientAddress,
 }
 
 impl Inbound {
@@ -138,6 +141,8 @@ pub(super) struct RawInbound {
     require_tls_recipients: Vec<Spanned<String>>,
     #[serde(default)]
     proxy_protocol_from: Vec<Spanned<String>>,
+    #[serde(default)]
+    client_address: ClientAddress,
 }
 
 impl RawAdmin {
@@ -191,6 +196,7 @@ impl RawInbound {
                 &format!("{key}.proxy_protocol_from"),
                 self.proxy_protocol_from,
             )?,
+            client_address: self.client_address,
         })
     }
 }

@@ -495,3 +495,22 @@ fn bad_proxy_protocol_from_names_the_key() {
         "{e}"
     );
 }
+
+#[test]
+fn client_address_modes_parse_and_unknown_ones_are_refused() {
+    use crate::net::backend::ClientAddress;
+    assert_eq!(
+        parse(MINIMAL).unwrap().inbound[0].client_address,
+        ClientAddress::None
+    );
+    for (text, mode) in [
+        ("none", ClientAddress::None),
+        ("proxy-v1", ClientAddress::ProxyV1),
+        ("proxy-v2", ClientAddress::ProxyV2),
+    ] {
+        let config = parse(&format!("{MINIMAL}client_address = {text:?}\n")).unwrap();
+        assert_eq!(config.inbound[0].client_address, mode);
+    }
+    let e = error(&format!("{MINIMAL}client_address = \"proxy-v3\"\n"));
+    assert!(e.contains("inbound") && e.contains("client_address"), "{e}");
+}

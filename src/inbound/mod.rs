@@ -11,7 +11,8 @@ mod starttls;
 
 use crate::config::{Config, Inbound};
 use crate::metrics::ListenerMetrics;
-use crate::net::client::Origin;
+use crate::net::backend::{self, ClientAddress};
+use crate::net::client::{canonical, Origin};
 use crate::policy::{PolicyType, ResultType};
 use crate::session::{AttemptResult, CommandError, SessionRecord, Slot};
 use crate::smtp::{reply, LineReader, Reply};
@@ -127,7 +128,7 @@ pub async fn run(ctx: Context, client: TcpStream, origin: Origin, mut slot: Slot
     } else {
         "opportunistic"
     };
-    let result = session(&ctx, client, &mut record).await;
+    let result = session(&ctx, client, &origin, &mut record).await;
     if let Err(e) = &result {
         record.outcome = e.reason();
         record.detail = Some(e.to_string());
@@ -165,11 +166,13 @@ pub async fn run(ctx: Context, client: TcpStream, origin: Origin, mut slot: Slot
 async fn session(
     ctx: &Context,
     client: TcpStream,
+    origin: &Origin,
     record: &mut SessionRecord,
 ) -> Result<(), InboundError> {
     let _ = client.set_nodelay(true);
+    let connected = connect_backend(ctx, &client, origin).await;
     let mut client = LineReader::new(client);
-    let backend = match connect_backend(ctx).await {
+    let backend = match connected {
         Ok((b, addr)) => {
             record.next_hop = addr;
             b
@@ -216,22 +219,30 @@ async fn session(
     }
 }
 
-/// Connects to the backend's addresses in order (a host name may have several).
-async fn connect_backend(ctx: &Context) -> Result<(TcpStream, SocketAddr), InboundError> {
-    let timeout = ctx.config.limits.connect_timeout;
-    let mut failure = None;
-    for &addr in &ctx.listener.backend_addrs {
-        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
-                return Ok((stream, addr));
-            }
-            Ok(Err(e)) => failure = Some((addr, e.to_string())),
-            Err(_) => failure = Some((addr, "connect timed out".into())),
-        }
-    }
-    let (addr, why) = failure.unwrap_or((ctx.listener.backend, "no address".into()));
-    Err(InboundError::BackendUnreachable(addr, why))
+/// Connects to the backend, telling it who the client is as `client_address` says.
+async fn connect_backend(
+    ctx: &Context,
+    client: &TcpStream,
+    origin: &Origin,
+) -> Result<(TcpStream, SocketAddr), InboundError> {
+    let listener = &ctx.listener;
+    // Only a PROXY header needs it: no getsockname(2) per session otherwise.
+    let reached = match listener.client_address {
+        ClientAddress::ProxyV1 | ClientAddress::ProxyV2 => origin
+            .destination()
+            .or_else(|| client.local_addr().ok().map(canonical))
+            .unwrap_or(listener.listen),
+        _ => listener.listen,
+    };
+    backend::connect(
+        &listener.backend_addrs,
+        ctx.config.limits.connect_timeout,
+        listener.client_address,
+        origin,
+        reached,
+    )
+    .await
+    .map_err(|u| InboundError::BackendUnreachable(u.addr, u.why))
 }
 
 /// Sends the error's reply (if the client can take one), closes, and passes the error on.

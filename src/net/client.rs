@@ -20,8 +20,19 @@ pub struct Origin {
     /// The real client (log field `client=`, session results, `client_address`): the peer,
     /// unless a trusted balancer's header said otherwise.
     pub client: SocketAddr,
-    /// The version of the header that named the client, if one did.
+    /// The header a trusted balancer sent, if one did.
     pub header: Option<Header>,
+}
+
+impl Origin {
+    /// Where the client addressed its connection, as a balancer's header says (`None`: the
+    /// connection's own local address).
+    pub fn destination(&self) -> Option<SocketAddr> {
+        match self.header {
+            Some(Header::Proxied { destination, .. }) => Some(canonical(destination)),
+            _ => None,
+        }
+    }
 }
 
 impl Origin {
