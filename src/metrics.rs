@@ -42,6 +42,9 @@ pub const DNSSEC_LOOKUPS_TOTAL: &str = "starttls_proxy_dnssec_lookups_total";
 /// Connections from `proxy_protocol_from` closed for their PROXY header, by `listener` and
 /// `reason` (DESIGN: missing | timeout | invalid_v1 | invalid_v2 | truncated).
 pub const PROXY_PROTOCOL_ERRORS_TOTAL: &str = "starttls_proxy_proxy_protocol_errors_total";
+/// Sessions of a `client_address = "xclient"` listener that went on as `none`: the backend did
+/// not offer XCLIENT, or refused it.
+pub const XCLIENT_UNAVAILABLE_TOTAL: &str = "starttls_proxy_xclient_unavailable_total";
 
 const HANDSHAKE_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -132,6 +135,10 @@ fn describe() {
     describe_gauge!(
         DNSSEC_AVAILABLE,
         "Whether DNSSEC validation works through the configured resolver (self-test); 0: DANE unavailable"
+    );
+    describe_counter!(
+        XCLIENT_UNAVAILABLE_TOTAL,
+        "Sessions whose backend did not offer or refused XCLIENT (they went on as client_address none)"
     );
     describe_counter!(
         PROXY_PROTOCOL_ERRORS_TOTAL,
@@ -312,4 +319,14 @@ pub fn proxy_protocol_errors_register(listener: &str) {
 pub fn proxy_protocol_error(listener: &str, reason: &'static str) {
     counter!(PROXY_PROTOCOL_ERRORS_TOTAL, "listener" => listener.to_string(), "reason" => reason)
         .increment(1);
+}
+
+/// Makes a `client_address = "xclient"` listener's series visible at zero.
+pub fn xclient_unavailable_register(listener: &str) {
+    counter!(XCLIENT_UNAVAILABLE_TOTAL, "listener" => listener.to_string()).increment(0);
+}
+
+/// A session's backend did not offer XCLIENT or refused it.
+pub fn xclient_unavailable(listener: &str) {
+    counter!(XCLIENT_UNAVAILABLE_TOTAL, "listener" => listener.to_string()).increment(1);
 }

@@ -424,6 +424,9 @@ impl Server {
         if !entry.proxy_protocol_from.is_empty() {
             metrics::proxy_protocol_errors_register(&entry.name);
         }
+        if entry.client_address == crate::net::backend::ClientAddress::Xclient {
+            metrics::xclient_unavailable_register(&entry.name);
+        }
         inbound::Context {
             config: config.clone(),
             listener: entry.clone(),

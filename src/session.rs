@@ -53,6 +53,9 @@ pub struct SessionRecord {
     pub peer: SocketAddr,
     /// The real client: the peer, or what a trusted balancer's PROXY header named.
     pub client: SocketAddr,
+    /// Inbound: how the backend was told about the client, as it turned out (`xclient`
+    /// becomes `none` where the backend would not take it); `None` until that is known.
+    pub client_address: Option<&'static str>,
     pub next_hop: SocketAddr,
     /// Our local address towards the next hop (lets the demo sink match its peer to a session).
     pub next_hop_local: Option<SocketAddr>,
@@ -89,6 +92,7 @@ impl SessionRecord {
             direction,
             peer,
             client: peer,
+            client_address: None,
             next_hop,
             next_hop_local: None,
             tls: None,
@@ -173,6 +177,7 @@ impl SessionRecord {
                     _ => self.next_hop.to_string(),
                 },
             )
+            .field("client_address", self.client_address.unwrap_or("-"))
             .field("tls", if tls.is_some() { "yes" } else { "no" })
             .field("version", tls.map_or("-", |t| t.version))
             .field("cipher", tls.map_or("-", |t| t.cipher))

@@ -109,3 +109,118 @@ fn proxy_v1_tells_postfix_the_real_client() {
 fn proxy_v2_tells_postfix_the_real_client() {
     postfix_sees_the_client("proxy-v2");
 }
+
+/// Postfix trusting the proxy's address for XCLIENT (the proxy connects from 127.0.0.1).
+const POSTFIX_XCLIENT: &str =
+    "smtpd_authorized_xclient_hosts = 127.0.0.0/8\nsmtpd_peername_lookup = no\n";
+
+#[test]
+fn xclient_tells_an_authorizing_postfix_the_client_around_starttls() {
+    let (dir, _ca, leaf) = setup("ca-xclient");
+    let backend = Postfix::backend_with(dir.path(), "legacy", POSTFIX_XCLIENT);
+    let proxy = ProxyBuilder::new(dir.path(), &leaf, backend.addr)
+        .listener_key("client_address", "\"xclient\"")
+        .start();
+    let client_ip = unique_ip();
+    let run = swaks(
+        proxy.addr(),
+        &[
+            "--local-interface",
+            &client_ip.to_string(),
+            "--ehlo",
+            "client.example",
+            "--tls",
+            "--from",
+            "sender@partner.example",
+            "--to",
+            &format!("user@{MAIL_DOMAIN}"),
+            "--header",
+            "Subject: xclient over starttls",
+        ],
+    );
+    assert_eq!(run.code, 0, "swaks:\n{}", run.all());
+    // The client never sees XCLIENT offered, before or inside TLS.
+    assert!(!run.stdout.contains("XCLIENT"), "{}", run.stdout);
+    let mail = delivered_with(&backend, 1, "xclient over starttls");
+    assert!(
+        mail.contains(&format!("from client.example (unknown [{client_ip}])")),
+        "Received header does not name the client {client_ip} and its EHLO:\n{mail}"
+    );
+    backend.wait_maillog(&format!("client=unknown[{client_ip}]"));
+    let session = proxy.wait_sessions(1).swap_remove(0);
+    assert_eq!(session["client_address"], "xclient", "{session:?}");
+    assert_eq!(session["tls"], "yes", "{session:?}");
+    proxy.assert_metric(
+        "starttls_proxy_xclient_unavailable_total",
+        &[("listener", "mx")],
+        0.0,
+    );
+}
+
+#[test]
+fn xclient_not_offered_by_postfix_goes_on_as_none_counted_and_logged() {
+    let (dir, _ca, leaf) = setup("ca-xclient-no");
+    // Postfix offers XCLIENT only to smtpd_authorized_xclient_hosts: here, nobody.
+    let backend = Postfix::backend_with(dir.path(), "legacy", "smtpd_peername_lookup = no\n");
+    let proxy = ProxyBuilder::new(dir.path(), &leaf, backend.addr)
+        .listener_key("client_address", "\"xclient\"")
+        .start();
+    let client_ip = unique_ip();
+    swaks_from(client_ip, proxy.addr(), "xclient unavailable");
+    let mail = delivered_with(&backend, 1, "xclient unavailable");
+    assert!(
+        !mail.contains(&format!("[{client_ip}]")),
+        "the client reached Postfix without XCLIENT?\n{mail}"
+    );
+    let event = proxy.wait_event("xclient_unavailable", &[("reason", "not_offered")]);
+    assert_eq!(event["listener"], "mx", "{event:?}");
+    assert_eq!(
+        event["client"].split(':').next(),
+        Some(client_ip.to_string().as_str())
+    );
+    let session = proxy.wait_sessions(1).swap_remove(0);
+    assert_eq!(session["client_address"], "none", "{session:?}");
+    assert_eq!(session["outcome"], "ok", "{session:?}");
+    proxy.assert_metric(
+        "starttls_proxy_xclient_unavailable_total",
+        &[("listener", "mx")],
+        1.0,
+    );
+}
+
+#[test]
+fn xclient_refused_leaves_the_backend_as_it_was_and_clients_cannot_send_it() {
+    let (dir, _ca, leaf) = setup("ca-xclient-refused");
+    // Offers XCLIENT, then answers it 502: the one case Postfix itself cannot show.
+    let backend = FakeBackend::start(common::backend::EhloMode::Extensions(vec![
+        "PIPELINING".into(),
+        "XCLIENT NAME ADDR PORT HELO".into(),
+    ]));
+    let proxy = ProxyBuilder::new(dir.path(), &leaf, backend.addr)
+        .listener_key("client_address", "\"xclient\"")
+        .start();
+    let (mut client, _) = SmtpClient::greeted(proxy.addr());
+    let ehlo = client.cmd("EHLO client.example");
+    assert_eq!(ehlo.code, 250, "{ehlo:?}");
+    assert!(!ehlo.has_extension("XCLIENT"), "{ehlo:?}");
+    assert!(ehlo.has_extension("STARTTLS"), "{ehlo:?}");
+    // A client's own XCLIENT never reaches the backend.
+    client.cmd("XCLIENT ADDR=192.0.2.1").assert(550, "5.7.0");
+    client.cmd("XFORWARD ADDR=192.0.2.1").assert(550, "5.7.0");
+    assert_eq!(client.cmd("NOOP").code, 250);
+    client.cmd("QUIT");
+    drop(client);
+    proxy.wait_event("xclient_unavailable", &[("reason", "refused")]);
+    let lines = backend.lines();
+    assert_eq!(lines[0], "EHLO proxy.test", "{lines:?}");
+    assert!(lines[1].starts_with("XCLIENT ADDR="), "{lines:?}");
+    assert_eq!(lines[2], "EHLO client.example", "{lines:?}");
+    assert!(!lines.iter().any(|l| l.contains("192.0.2.1")), "{lines:?}");
+    let session = proxy.wait_sessions(1).swap_remove(0);
+    assert_eq!(session["client_address"], "none", "{session:?}");
+    proxy.assert_metric(
+        "starttls_proxy_xclient_unavailable_total",
+        &[("listener", "mx")],
+        1.0,
+    );
+}

@@ -507,6 +507,7 @@ fn client_address_modes_parse_and_unknown_ones_are_refused() {
         ("none", ClientAddress::None),
         ("proxy-v1", ClientAddress::ProxyV1),
         ("proxy-v2", ClientAddress::ProxyV2),
+        ("xclient", ClientAddress::Xclient),
     ] {
         let config = parse(&format!("{MINIMAL}client_address = {text:?}\n")).unwrap();
         assert_eq!(config.inbound[0].client_address, mode);

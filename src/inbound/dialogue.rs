@@ -1,6 +1,7 @@
 //! The command dialogue before splicing: EHLO rewriting, STARTTLS interception and, when
 //! `require_tls*` applies to a plaintext session, envelope inspection.
 
+use super::xclient::{self, Introduction};
 use super::{message, Context, InboundError};
 use crate::session::{CommandReader, SessionRecord};
 use crate::smtp::command::Path;
@@ -83,6 +84,7 @@ impl<'a> Dialogue<'a> {
             }
             match command {
                 Command::Ehlo => {
+                    self.introduce_client(&line, true, backend, record).await?;
                     let reply = self.ehlo(&line, backend).await?;
                     self.in_transaction = false;
                     self.send(client, &reply, record).await?;
@@ -166,7 +168,14 @@ impl<'a> Dialogue<'a> {
                     }
                     self.send(client, &reply, record).await?;
                 }
-                Command::Rset | Command::Helo => {
+                Command::Xclient => self.send(client, &reply::xclient_refused(), record).await?,
+                Command::Helo => {
+                    self.introduce_client(&line, false, backend, record).await?;
+                    let reply = self.forward(&line, backend).await?;
+                    self.in_transaction = false;
+                    self.send(client, &reply, record).await?;
+                }
+                Command::Rset => {
                     let reply = self.forward(&line, backend).await?;
                     self.in_transaction = false;
                     self.send(client, &reply, record).await?;
@@ -189,6 +198,8 @@ impl<'a> Dialogue<'a> {
         let reply = self.forward(line, backend).await?;
         let offer = !self.tls_active;
         if reply.code == 250 {
+            // XCLIENT and XFORWARD are the proxy's to use, never the client's.
+            let reply = ehlo::without(&reply, &[b"XCLIENT", b"XFORWARD"]);
             return Ok(ehlo::rewrite(&reply, offer));
         }
         // 500/502: command unrecognised or not implemented (RFC 5321 §4.2.4); not for 421 etc.
@@ -202,6 +213,53 @@ impl<'a> Dialogue<'a> {
             return Ok(helo_reply);
         }
         Ok(reply)
+    }
+
+    /// `client_address = "xclient"`, at the client's first EHLO or HELO (`line`, `esmtp`), before
+    /// it is forwarded: introduces the client to the backend (see `xclient`), or settles that
+    /// the session goes on as `none`, counted and logged. Does nothing once that is decided.
+    async fn introduce_client(
+        &self,
+        line: &[u8],
+        esmtp: bool,
+        backend: &mut LineReader<TcpStream>,
+        record: &mut SessionRecord,
+    ) -> Result<(), InboundError> {
+        if record.client_address.is_some() {
+            return Ok(());
+        }
+        let ours = format!("EHLO {}", self.ctx.config.hostname);
+        let offer = self.forward(ours.as_bytes(), backend).await?;
+        let helo = line.get(4..).unwrap_or_default();
+        let introduction = match xclient::command(&offer, record.client, helo, esmtp) {
+            None => Introduction::NotOffered,
+            Some(command) => match self.forward(&command, backend).await? {
+                // The backend's new greeting: the client's own EHLO, next, answers it.
+                greeting if greeting.code == 220 => Introduction::Accepted,
+                refusal => Introduction::Refused(refusal),
+            },
+        };
+        if introduction == Introduction::Accepted {
+            record.client_address = Some("xclient");
+            return Ok(());
+        }
+        record.client_address = Some("none");
+        let listener = &self.ctx.listener.name;
+        crate::metrics::xclient_unavailable(listener);
+        let mut event = crate::log::warn("xclient_unavailable")
+            .field("id", &record.id)
+            .field("listener", listener)
+            .field("client", record.client)
+            .field("peer", record.peer)
+            .field("reason", introduction.reason());
+        if let Introduction::Refused(refusal) = &introduction {
+            event = event.field(
+                "reply",
+                format!("{} {}", refusal.code, refusal.first_text()),
+            );
+        }
+        event.emit();
+        Ok(())
     }
 
     /// The policy refusal for a MAIL (`is_sender`) or RCPT path, if one applies; `None` for the

@@ -8,6 +8,7 @@
 mod dialogue;
 mod message;
 mod starttls;
+pub mod xclient;
 
 use crate::config::{Config, Inbound};
 use crate::metrics::ListenerMetrics;
@@ -121,6 +122,11 @@ pub async fn run(ctx: Context, client: TcpStream, origin: Origin, mut slot: Slot
         ctx.listener.backend,
     );
     record.client = origin.client;
+    // XCLIENT is decided at the client's first EHLO; the other modes hold from the connect.
+    record.client_address = match ctx.listener.client_address {
+        ClientAddress::Xclient => None,
+        mode => Some(mode.as_str()),
+    };
     record.policy = if ctx.listener.require_tls {
         "require_tls"
     } else if ctx.listener.enforces_tls() {

@@ -1,5 +1,6 @@
 //! The connection to an inbound listener's backend, and how the backend learns who the client
-//! is (`client_address`): not at all, or by a PROXY header written before anything else.
+//! is (`client_address`): not at all, or by a PROXY header written before anything else. The
+//! XCLIENT mode speaks SMTP, so it lives with the dialogue (`inbound::xclient`).
 
 use super::client::Origin;
 use super::proxy_protocol::{encode_v1, encode_v2};
@@ -22,6 +23,10 @@ pub enum ClientAddress {
     /// A PROXY v2 header first (the same Postfix setting reads both).
     #[serde(rename = "proxy-v2")]
     ProxyV2,
+    /// Postfix's XCLIENT command at the client's first EHLO, where the backend offers it
+    /// (`inbound::xclient`).
+    #[serde(rename = "xclient")]
+    Xclient,
 }
 
 impl ClientAddress {
@@ -30,6 +35,7 @@ impl ClientAddress {
             ClientAddress::None => "none",
             ClientAddress::ProxyV1 => "proxy-v1",
             ClientAddress::ProxyV2 => "proxy-v2",
+            ClientAddress::Xclient => "xclient",
         }
     }
 
@@ -39,7 +45,7 @@ impl ClientAddress {
         match self {
             ClientAddress::ProxyV1 => Some(encode_v1(origin.client, reached)),
             ClientAddress::ProxyV2 => Some(encode_v2(origin.client, reached)),
-            ClientAddress::None => None,
+            ClientAddress::None | ClientAddress::Xclient => None,
         }
     }
 }

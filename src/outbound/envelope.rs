@@ -84,7 +84,7 @@ impl<'a> Dialogue<'a> {
                 // Never replayed: the MX might read the path otherwise than the policy did.
                 Command::BadEnvelope => reply::unreadable_path(),
                 Command::Proxy => reply::proxy_header_refused(),
-                Command::Other => reply::not_recognized(),
+                Command::Xclient | Command::Other => reply::not_recognized(),
             };
             self.send(mta, &answer, record).await?;
         }

@@ -221,7 +221,7 @@ impl Transparent<'_> {
                 Command::BadEnvelope => reply::unreadable_path(),
                 Command::Proxy => reply::proxy_header_refused(),
                 // VRFY, EXPN, HELP...: the MX's business.
-                Command::Other => mx
+                Command::Xclient | Command::Other => mx
                     .command(ctx, &line)
                     .await
                     .map_err(OutboundError::MxLost)?,
