@@ -80,10 +80,13 @@ fn haproxy_v1_and_v2_headers_name_the_real_client_to_logs_and_results() {
         }]
     };
     let balancers = [
-        ("send-proxy", Haproxy::start(&v1_dir, "send-proxy", &node())),
+        (
+            "send-proxy",
+            Haproxy::start(&v1_dir, "send-proxy", unique_ip(), &node()),
+        ),
         (
             "send-proxy-v2",
-            Haproxy::start(&v2_dir, "send-proxy-v2", &node()),
+            Haproxy::start(&v2_dir, "send-proxy-v2", unique_ip(), &node()),
         ),
     ];
     let trusted = format!(

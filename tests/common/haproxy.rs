@@ -27,11 +27,11 @@ pub struct Haproxy {
 }
 
 impl Haproxy {
-    /// `send_proxy`: `"send-proxy"` (v1) or `"send-proxy-v2"`.
-    pub fn start(dir: &Path, send_proxy: &str, nodes: &[Node]) -> Haproxy {
+    /// `send_proxy`: `"send-proxy"` (v1) or `"send-proxy-v2"`; `source`: the address it
+    /// connects to the nodes from (chosen first, so the nodes can trust it before it starts).
+    pub fn start(dir: &Path, send_proxy: &str, source: Ipv4Addr, nodes: &[Node]) -> Haproxy {
         let haproxy = require_program("haproxy");
         let front = SocketAddr::from((unique_ip(), 2525));
-        let source = unique_ip();
         // Readiness is probed here, not on `front`: a probe there would reach a node.
         let monitor = SocketAddr::from((unique_ip(), 8404));
         let mut servers = String::new();
