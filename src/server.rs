@@ -37,6 +37,14 @@ pub enum ServerError {
         "{0} (state_directory must be a directory the proxy can write; systemd: StateDirectory=)"
     )]
     State(#[from] crate::state::results::ResultsError),
+    /// `client_address = "transparent"` without the capability IP_TRANSPARENT needs.
+    #[error(
+        "listener {listener}: client_address = \"transparent\" needs the CAP_NET_ADMIN capability (or CAP_NET_RAW) to connect to the backend from the client's address: {error} (systemd: add CAP_NET_ADMIN to CapabilityBoundingSet= and AmbientCapabilities=; or run as root)"
+    )]
+    Capability {
+        listener: String,
+        error: std::io::Error,
+    },
     /// `listener`: the listener's name, or `admin`.
     #[error("listener {listener}: cannot listen on {addr}: {error}{}", bind_hint(.addr, .error))]
     Bind {
@@ -57,6 +65,18 @@ fn bind_new(
         .iter()
         .map(|l| (l.listen, l.name.as_str()))
         .collect();
+    for listener in &config.inbound {
+        if listener.client_address == crate::net::backend::ClientAddress::Transparent {
+            for &backend in &listener.backend_addrs {
+                crate::net::backend::check_transparent(backend).map_err(|error| {
+                    ServerError::Capability {
+                        listener: listener.name.clone(),
+                        error,
+                    }
+                })?;
+            }
+        }
+    }
     let outbound_addrs: Vec<(SocketAddr, &str)> = config
         .outbound
         .iter()

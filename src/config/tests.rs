@@ -508,6 +508,7 @@ fn client_address_modes_parse_and_unknown_ones_are_refused() {
         ("proxy-v1", ClientAddress::ProxyV1),
         ("proxy-v2", ClientAddress::ProxyV2),
         ("xclient", ClientAddress::Xclient),
+        ("transparent", ClientAddress::Transparent),
     ] {
         let config = parse(&format!("{MINIMAL}client_address = {text:?}\n")).unwrap();
         assert_eq!(config.inbound[0].client_address, mode);

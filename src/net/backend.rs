@@ -5,6 +5,7 @@
 use super::client::Origin;
 use super::proxy_protocol::{encode_v1, encode_v2};
 use serde::Deserialize;
+use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -23,6 +24,10 @@ pub enum ClientAddress {
     /// A PROXY v2 header first (the same Postfix setting reads both).
     #[serde(rename = "proxy-v2")]
     ProxyV2,
+    /// The backend connection is made from the client's own IP address (IP_TRANSPARENT), so an
+    /// unmodified backend sees the client; its replies must be routed back through us.
+    #[serde(rename = "transparent")]
+    Transparent,
     /// Postfix's XCLIENT command at the client's first EHLO, where the backend offers it
     /// (`inbound::xclient`).
     #[serde(rename = "xclient")]
@@ -35,6 +40,7 @@ impl ClientAddress {
             ClientAddress::None => "none",
             ClientAddress::ProxyV1 => "proxy-v1",
             ClientAddress::ProxyV2 => "proxy-v2",
+            ClientAddress::Transparent => "transparent",
             ClientAddress::Xclient => "xclient",
         }
     }
@@ -45,7 +51,7 @@ impl ClientAddress {
         match self {
             ClientAddress::ProxyV1 => Some(encode_v1(origin.client, reached)),
             ClientAddress::ProxyV2 => Some(encode_v2(origin.client, reached)),
-            ClientAddress::None | ClientAddress::Xclient => None,
+            ClientAddress::None | ClientAddress::Transparent | ClientAddress::Xclient => None,
         }
     }
 }
@@ -71,7 +77,10 @@ pub async fn connect(
     let mut failure = None;
     for &addr in addrs {
         let attempt = async {
-            let mut stream = TcpStream::connect(addr).await?;
+            let mut stream = match mode {
+                ClientAddress::Transparent => connect_from(origin.client, addr).await?,
+                _ => TcpStream::connect(addr).await?,
+            };
             let _ = stream.set_nodelay(true);
             if let Some(header) = &preamble {
                 stream.write_all(header).await?;
@@ -94,4 +103,41 @@ pub async fn connect(
         )
     });
     Err(Unreachable { addr, why })
+}
+
+/// A connection to `backend` from the client's own address (any port): IP_TRANSPARENT lets us
+/// bind an address that is not ours. The backend's replies reach this socket only if routing
+/// sends them through us (README: the fwmark rule).
+async fn connect_from(client: SocketAddr, backend: SocketAddr) -> std::io::Result<TcpStream> {
+    if client.is_ipv4() != backend.is_ipv4() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            format!("client_address = \"transparent\": the client {client} and the backend {backend} are of different IP families"),
+        ));
+    }
+    let socket = transparent_socket(backend)?;
+    socket.bind(&SocketAddr::new(client.ip(), 0).into())?;
+    socket.set_nonblocking(true)?;
+    let socket = tokio::net::TcpSocket::from_std_stream(socket.into());
+    socket.connect(backend).await
+}
+
+/// A TCP socket of `toward`'s family with IP_TRANSPARENT set: this fails without CAP_NET_ADMIN
+/// or CAP_NET_RAW. Linux takes the IPv4 option on an IPv6 socket too (the same flag as
+/// IPV6_TRANSPARENT).
+fn transparent_socket(toward: SocketAddr) -> std::io::Result<Socket> {
+    let socket = Socket::new(
+        Domain::for_address(toward),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    socket.set_ip_transparent(true)?;
+    Ok(socket)
+}
+
+/// Whether this process may make transparent connections towards `backend`'s family: checked
+/// at start (and reload) for every `client_address = "transparent"` listener, so a missing
+/// capability is a start-up error, never a silent fallback.
+pub fn check_transparent(backend: SocketAddr) -> std::io::Result<()> {
+    transparent_socket(backend).map(drop)
 }

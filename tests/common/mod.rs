@@ -154,6 +154,7 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("nft", "nftables"),
     ("ip", "iproute2"),
     ("unshare", "util-linux"),
+    ("setpriv", "util-linux"),
     ("knotd", "knot"),
     ("unbound", "unbound"),
     ("dnssec-keygen", "bind9-utils"),

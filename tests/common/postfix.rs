@@ -121,7 +121,8 @@ impl Postfix {
         Self::start_configured(parent, name, ip, role, "")
     }
 
-    fn start_configured(
+    /// Starts with smtpd on `ip` and `main_cf` appended to main.cf (later lines win).
+    pub fn start_configured(
         parent: &Path,
         name: &str,
         ip: Ipv4Addr,

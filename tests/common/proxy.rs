@@ -217,7 +217,19 @@ impl Proxy {
 
     /// Starts `run --config PATH` and waits for `event=ready`.
     pub fn start_with(config: &Path, json_logs: bool) -> Proxy {
-        let mut command = Command::new(binary());
+        Proxy::start_wrapped(&[], config, json_logs)
+    }
+
+    /// Starts `WRAPPER... starttls-proxy run --config PATH` (e.g. `ip netns exec NS`).
+    pub fn start_wrapped(wrapper: &[&str], config: &Path, json_logs: bool) -> Proxy {
+        let mut command = match wrapper.split_first() {
+            None => Command::new(binary()),
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary());
+                command
+            }
+        };
         if json_logs {
             command.args(["--log-format", "json"]);
         }
