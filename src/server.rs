@@ -5,6 +5,7 @@ use crate::https::HttpsClient;
 use crate::inbound::{self, Observer};
 use crate::metrics::{self, ListenerMetrics};
 use crate::net::client::{self as net_client, Origin};
+use crate::net::original_dst::Interception;
 use crate::net::proxy_protocol::TrustedBalancers;
 use crate::outbound::discover::{StsDiscovery, FETCH_TIMEOUT};
 use crate::policy::mta_sts::MAX_POLICY_BYTES;
@@ -37,12 +38,14 @@ pub enum ServerError {
         "{0} (state_directory must be a directory the proxy can write; systemd: StateDirectory=)"
     )]
     State(#[from] crate::state::results::ResultsError),
-    /// `client_address = "transparent"` without the capability IP_TRANSPARENT needs.
+    /// `client_address = "transparent"` or `interception = "tproxy"` (`what`) without the
+    /// capability IP_TRANSPARENT needs.
     #[error(
-        "listener {listener}: client_address = \"transparent\" needs the CAP_NET_ADMIN capability (or CAP_NET_RAW) to connect to the backend from the client's address: {error} (systemd: add CAP_NET_ADMIN to CapabilityBoundingSet= and AmbientCapabilities=; or run as root)"
+        "listener {listener}: {what} needs the CAP_NET_ADMIN capability (or CAP_NET_RAW) for transparent sockets (IP_TRANSPARENT): {error} (systemd: add CAP_NET_ADMIN to CapabilityBoundingSet= and AmbientCapabilities=; or run as root)"
     )]
     Capability {
         listener: String,
+        what: &'static str,
         error: std::io::Error,
     },
     /// `listener`: the listener's name, or `admin`.
@@ -60,10 +63,16 @@ fn bind_new(
     outbound: &Listeners<outbound::Context>,
     config: &Config,
 ) -> Result<Fresh, ServerError> {
-    let inbound_addrs: Vec<(SocketAddr, &str)> = config
+    let inbound_addrs: Vec<(SocketAddr, &str, bool)> = config
         .inbound
         .iter()
-        .map(|l| (l.listen, l.name.as_str()))
+        .map(|l| {
+            (
+                l.listen,
+                l.name.as_str(),
+                l.interception == Interception::Tproxy,
+            )
+        })
         .collect();
     for listener in &config.inbound {
         if listener.client_address == crate::net::backend::ClientAddress::Transparent {
@@ -71,16 +80,17 @@ fn bind_new(
                 crate::net::backend::check_transparent(backend).map_err(|error| {
                     ServerError::Capability {
                         listener: listener.name.clone(),
+                        what: "client_address = \"transparent\"",
                         error,
                     }
                 })?;
             }
         }
     }
-    let outbound_addrs: Vec<(SocketAddr, &str)> = config
+    let outbound_addrs: Vec<(SocketAddr, &str, bool)> = config
         .outbound
         .iter()
-        .map(|l| (l.listen, l.name.as_str()))
+        .map(|l| (l.listen, l.name.as_str(), false))
         .collect();
     Ok(Fresh {
         inbound: inbound.bind_missing(&inbound_addrs)?,
@@ -231,14 +241,16 @@ impl<C: SessionContext> Listeners<C> {
     }
 
     /// Binds the addresses not bound yet; nothing else changes, so a failure leaves all as is.
+    /// `wanted`: address, listener name, and whether it takes intercepted connections
+    /// (TPROXY: a transparent socket).
     fn bind_missing(
         &self,
-        wanted: &[(SocketAddr, &str)],
+        wanted: &[(SocketAddr, &str, bool)],
     ) -> Result<HashMap<SocketAddr, TcpListener>, ServerError> {
         let mut fresh = HashMap::new();
-        for (addr, name) in wanted {
-            if !self.bound.contains_key(addr) {
-                fresh.insert(*addr, bind(*addr, name)?);
+        for &(addr, name, intercepting) in wanted {
+            if !self.bound.contains_key(&addr) {
+                fresh.insert(addr, bind(addr, name, intercepting)?);
             }
         }
         Ok(fresh)
@@ -530,7 +542,7 @@ fn log_policy_changes(old: &Config, new: &Config) {
     }
 }
 
-fn bind(addr: SocketAddr, listener: &str) -> Result<TcpListener, ServerError> {
+fn bind(addr: SocketAddr, listener: &str, intercepting: bool) -> Result<TcpListener, ServerError> {
     let fail = |error| ServerError::Bind {
         listener: listener.to_string(),
         addr,
@@ -538,6 +550,16 @@ fn bind(addr: SocketAddr, listener: &str) -> Result<TcpListener, ServerError> {
     };
     let socket =
         Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
+    if intercepting {
+        // TPROXY hands over connections addressed to other hosts only to a transparent socket.
+        socket
+            .set_ip_transparent(true)
+            .map_err(|error| ServerError::Capability {
+                listener: listener.to_string(),
+                what: "interception = \"tproxy\"",
+                error,
+            })?;
+    }
     socket.set_reuse_address(true).map_err(fail)?;
     socket.set_nodelay(true).map_err(fail)?;
     socket.bind(&addr.into()).map_err(fail)?;

@@ -33,7 +33,8 @@ struct Namespaces {
 }
 
 impl Namespaces {
-    fn create() -> Namespaces {
+    /// `nft`: the appliance's ruleset (the README's recipe for the mode under test).
+    fn create(nft: &str) -> Namespaces {
         let pid = std::process::id();
         let ns = Namespaces {
             client: format!("stp{pid}c"),
@@ -176,7 +177,7 @@ impl Namespaces {
             ],
         );
         let rules = std::env::temp_dir().join(format!("starttls-proxy-transparent-{pid}.nft"));
-        std::fs::write(&rules, TRANSPARENT_NFT).unwrap();
+        std::fs::write(&rules, nft).unwrap();
         run_ok(
             "ip",
             &[
@@ -218,20 +219,23 @@ fn transparent_backend_connections_come_from_the_client_in_network_namespaces() 
         let (client, proxy) = names.split_once(' ').expect("CLIENT PROXY");
         return scenario(client, proxy);
     }
-    for program in ["ip", "nft", "postfix", "swaks"] {
+    run_in_backend_namespace(
+        TRANSPARENT_NFT,
+        "transparent_backend_connections_come_from_the_client_in_network_namespaces",
+    );
+}
+
+/// Builds the namespaces with `nft` on the appliance and re-runs `test` inside the backend's.
+fn run_in_backend_namespace(nft: &str, test: &str) {
+    for program in ["ip", "nft", "postfix", "swaks", "openssl"] {
         require_program(program);
     }
-    let ns = Namespaces::create();
+    let ns = Namespaces::create(nft);
     let exe = std::env::current_exe().expect("test binary path");
     let out = Command::new("ip")
         .args(["netns", "exec", &ns.backend])
         .arg(exe)
-        .args([
-            "--exact",
-            "transparent_backend_connections_come_from_the_client_in_network_namespaces",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
         .env(NETNS_MARKER, format!("{} {}", ns.client, ns.proxy))
         .output()
         .expect("run the namespace half");
@@ -346,15 +350,171 @@ client_address = "transparent"
 }
 
 fn swaks_in(namespace: &str, server: &str, args: &[&str]) -> common::peers::Run {
+    swaks_to(namespace, server, 25, args)
+}
+
+fn swaks_to(namespace: &str, server: &str, port: u16, args: &[&str]) -> common::peers::Run {
     let mut command = Command::new("ip");
     command
         .args(["netns", "exec", namespace])
         .arg(require_program("swaks"))
-        .args(["--server", server, "--port", "25", "--timeout", "15"])
+        .args([
+            "--server",
+            server,
+            "--port",
+            &port.to_string(),
+            "--timeout",
+            "15",
+        ])
         .args(["--from", "sender@partner.example"])
         .args(["--to", &format!("user@{MAIL_DOMAIN}")])
         .args(args);
     run_with_deadline(command, b"")
+}
+
+/// The README's inline recipe: port-2525 connections passing the appliance (to the backend's
+/// network) are handed to the proxy's transparent listeners (10025 for IPv4, 10026 for IPv6),
+/// and the replies of its transparent backend connections are delivered locally.
+const TPROXY_NFT: &str = "table inet starttls_proxy_tproxy {
+  chain prerouting {
+    type filter hook prerouting priority mangle; policy accept;
+    meta l4proto tcp socket transparent 1 meta mark set 1 accept
+    meta nfproto ipv4 tcp dport 2525 tproxy ip to :10025 meta mark set 1 accept
+    meta nfproto ipv6 tcp dport 2525 tproxy ip6 to :10026 meta mark set 1 accept
+  }
+}
+";
+
+#[test]
+fn tproxy_interception_relays_each_session_to_its_original_destination() {
+    if let Some(names) = std::env::var_os(NETNS_MARKER) {
+        let names = names.to_string_lossy().into_owned();
+        let (client, proxy) = names.split_once(' ').expect("CLIENT PROXY");
+        return tproxy_scenario(client, proxy);
+    }
+    run_in_backend_namespace(
+        TPROXY_NFT,
+        "tproxy_interception_relays_each_session_to_its_original_destination",
+    );
+}
+
+/// Inside the backend's namespace: the client addresses the backend itself; the appliance on
+/// the wire (no forwarding) intercepts, offers STARTTLS, and relays to where it was going.
+fn tproxy_scenario(client_ns: &str, proxy_ns: &str) {
+    let dir = TempDir::new("tproxy");
+    let ca = Ca::new(dir.path(), "test-ca");
+    let leaf = ca.leaf("mx", &["mx.test"]);
+    let postfix = Postfix::start_configured(
+        dir.path(),
+        "legacy",
+        BACKEND_V4.parse().unwrap(),
+        Role::Backend { tls: None },
+        "smtpd_peername_lookup = no\ninet_interfaces = all\n",
+    );
+    let recorder = FakeBackend::start_at(
+        SocketAddr::new(BACKEND_V6.parse().unwrap(), 2525),
+        EhloMode::Extensions(vec!["PIPELINING".into()]),
+    );
+    let config = format!(
+        r#"hostname = "inline.proxy.test"
+state_directory = {state:?}
+[tls]
+certificate = {cert:?}
+private_key = {key:?}
+[[inbound]]
+name = "inline"
+listen = "0.0.0.0:10025"
+interception = "tproxy"
+backend = "original-destination"
+client_address = "transparent"
+[[inbound]]
+name = "inline6"
+listen = "[::]:10026"
+interception = "tproxy"
+backend = "original-destination"
+client_address = "transparent"
+"#,
+        state = dir.join("state").display().to_string(),
+        cert = leaf.cert.display().to_string(),
+        key = leaf.key.display().to_string(),
+    );
+    let path = dir.join("starttls-proxy.toml");
+    std::fs::write(&path, config).unwrap();
+    let proxy = Proxy::start_wrapped(&["ip", "netns", "exec", proxy_ns], &path, false);
+
+    // The client talks to the backend's own address; the proxy answers on the wire.
+    let run = swaks_to(
+        client_ns,
+        BACKEND_V4,
+        2525,
+        &["--tls", "--header", "Subject: intercepted v4"],
+    );
+    assert_eq!(
+        run.code,
+        0,
+        "swaks to the backend's address:\n{}",
+        run.all()
+    );
+    let mail = postfix.wait_delivered(1);
+    assert!(
+        mail[0].contains(&format!("(unknown [{CLIENT_V4}])")),
+        "Postfix did not see the client {CLIENT_V4}:\n{}",
+        mail[0]
+    );
+    let session = proxy.wait_sessions(1).swap_remove(0);
+    assert_eq!(session["listener"], "inline", "{session:?}");
+    assert_eq!(session["backend"], postfix.addr.to_string(), "{session:?}");
+    assert_eq!(session["tls"], "yes", "{session:?}");
+
+    // IPv6 the same way, to the recording backend.
+    let mut command = Command::new("ip");
+    command
+        .args(["netns", "exec", client_ns])
+        .arg(require_program("openssl"))
+        .args([
+            "s_client",
+            "-starttls",
+            "smtp",
+            "-crlf",
+            "-ign_eof",
+            "-connect",
+        ])
+        .arg(format!("[{BACKEND_V6}]:2525"));
+    let run = run_with_deadline(command, b"EHLO client.test\nQUIT\n");
+    assert!(
+        run.stdout.contains("221"),
+        "openssl over IPv6:\n{}",
+        run.all()
+    );
+    let peers = recorder.peers();
+    assert_eq!(peers.len(), 1, "{peers:?}");
+    assert_eq!(peers[0].ip().to_string(), CLIENT_V6, "{peers:?}");
+
+    // Loop guard: a connection addressed to the proxy's own listener is refused without
+    // connecting anywhere.
+    let mut command = Command::new("ip");
+    command
+        .args(["netns", "exec", client_ns])
+        .arg(require_program("swaks"))
+        .args([
+            "--server",
+            PROXY_CLIENT_SIDE_V4,
+            "--port",
+            "10025",
+            "--timeout",
+            "15",
+        ])
+        .args(["--quit-after", "EHLO"]);
+    let run = run_with_deadline(command, b"");
+    assert!(
+        run.stdout.contains("554 5.4.6"),
+        "no loop-guard refusal:\n{}",
+        run.all()
+    );
+    proxy.wait_event("loop_guard", &[("listener", "inline")]);
+    let from_client = format!(": connect from unknown[{CLIENT_V4}]");
+    let connects = postfix.maillog().matches(&from_client).count();
+    assert_eq!(connects, 1, "{}", postfix.maillog());
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 use super::{is_valid_hostname, ConfigError, Ctx};
 use crate::net::backend::ClientAddress;
+use crate::net::original_dst::Interception;
 use crate::net::proxy_protocol::TrustedBalancers;
 use serde::Deserialize;
 use std::collections::HashSet;
@@ -80,6 +81,20 @@ pub struct Inbound {
     pub proxy_protocol_from: TrustedBalancers,
     /// How the backend learns the client's address.
     pub client_address: ClientAddress,
+    /// How connections reach the listener (`tproxy`: addressed to other hosts).
+    pub interception: Interception,
+    /// Where sessions go: `backend_addrs`, or each connection's original destination.
+    pub backend_target: BackendTarget,
+}
+
+/// Where an inbound listener relays its sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendTarget {
+    /// The configured `backend` (its `backend_addrs`).
+    Configured,
+    /// `backend = "original-destination"` (with `interception = "tproxy"`): the address each
+    /// intercepted connection was sent to.
+    OriginalDestination,
 }
 
 impl Inbound {
@@ -143,6 +158,8 @@ pub(super) struct RawInbound {
     proxy_protocol_from: Vec<Spanned<String>>,
     #[serde(default)]
     client_address: ClientAddress,
+    #[serde(default)]
+    interception: Interception,
 }
 
 impl RawAdmin {
@@ -172,12 +189,33 @@ impl RawInbound {
             ));
         }
         let (listen, name) = listener_identity(ctx, &key, &self.listen, self.name, names, addrs)?;
-        let backend_addrs =
-            resolve_address(ctx, &format!("{key}.backend"), &self.backend, Some(25))?;
+        let interception = self.interception;
+        let backend_target = match self.backend.get_ref().trim() {
+            "original-destination" if interception == Interception::Tproxy => {
+                BackendTarget::OriginalDestination
+            }
+            "original-destination" => {
+                return Err(ctx.error(
+                    &format!("{key}.backend"),
+                    self.backend.span(),
+                    "\"original-destination\" needs interception = \"tproxy\" (connections addressed to other hosts)",
+                ))
+            }
+            _ => BackendTarget::Configured,
+        };
+        let backend_addrs = match backend_target {
+            BackendTarget::Configured => {
+                resolve_address(ctx, &format!("{key}.backend"), &self.backend, Some(25))?
+            }
+            BackendTarget::OriginalDestination => Vec::new(),
+        };
         Ok(Inbound {
             name,
             listen,
-            backend: backend_addrs[0],
+            backend: backend_addrs
+                .first()
+                .copied()
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
             backend_name: self.backend.get_ref().clone(),
             backend_addrs,
             require_tls: self.require_tls,
@@ -197,6 +235,8 @@ impl RawInbound {
                 self.proxy_protocol_from,
             )?,
             client_address: self.client_address,
+            interception,
+            backend_target,
         })
     }
 }

@@ -11,7 +11,7 @@ mod state;
 mod tls;
 
 pub use limits::Limits;
-pub use listeners::{Admin, DomainSet, Inbound, NextHop, Outbound, OutboundMode};
+pub use listeners::{Admin, BackendTarget, DomainSet, Inbound, NextHop, Outbound, OutboundMode};
 pub use resolver::ResolverConfig;
 pub use state::{State, DEFAULT_STATE_DIRECTORY};
 
@@ -157,6 +157,7 @@ impl Config {
         for l in &self.inbound {
             let backend = match l.backend_name.parse::<SocketAddr>() {
                 Ok(_) => l.backend_name.clone(),
+                Err(_) if l.backend_addrs.is_empty() => l.backend_name.clone(),
                 Err(_) => {
                     let addrs: Vec<String> =
                         l.backend_addrs.iter().map(|a| a.to_string()).collect();

@@ -516,3 +516,26 @@ fn client_address_modes_parse_and_unknown_ones_are_refused() {
     let e = error(&format!("{MINIMAL}client_address = \"proxy-v3\"\n"));
     assert!(e.contains("inbound") && e.contains("client_address"), "{e}");
 }
+
+#[test]
+fn original_destination_needs_tproxy_interception() {
+    use crate::net::original_dst::Interception;
+    let base = "hostname = \"mx.example.org\"\n[tls]\nself_signed = true\n[[inbound]]\nlisten = \"0.0.0.0:10025\"\nbackend = \"original-destination\"\n";
+    let e = error(base);
+    assert!(
+        e.contains("key `inbound[0].backend`") && e.contains("interception = \"tproxy\""),
+        "{e}"
+    );
+    let config = parse(&format!("{base}interception = \"tproxy\"\n")).unwrap();
+    let l = &config.inbound[0];
+    assert_eq!(l.interception, Interception::Tproxy);
+    assert_eq!(l.backend_target, BackendTarget::OriginalDestination);
+    assert!(l.backend_addrs.is_empty());
+    assert!(
+        config.summary().contains("original-destination"),
+        "{}",
+        config.summary()
+    );
+    let e = error(&format!("{MINIMAL}interception = \"redirect\"\n"));
+    assert!(e.contains("interception"), "{e}");
+}

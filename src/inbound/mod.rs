@@ -10,10 +10,11 @@ mod message;
 mod starttls;
 pub mod xclient;
 
-use crate::config::{Config, Inbound};
+use crate::config::{BackendTarget, Config, Inbound};
 use crate::metrics::ListenerMetrics;
 use crate::net::backend::{self, ClientAddress};
 use crate::net::client::{canonical, Origin};
+use crate::net::original_dst;
 use crate::policy::{PolicyType, ResultType};
 use crate::session::{AttemptResult, CommandError, SessionRecord, Slot};
 use crate::smtp::{reply, LineReader, Reply};
@@ -67,6 +68,9 @@ pub enum InboundError {
     Handshake(&'static str, String),
     #[error("proxy is shutting down")]
     Draining,
+    /// Interception: the connection was addressed to one of our own listeners.
+    #[error("original destination {0} is this proxy (loop guard)")]
+    LoopGuard(SocketAddr),
 }
 
 impl InboundError {
@@ -83,6 +87,7 @@ impl InboundError {
             Self::BackendProtocol(_) => "backend_protocol",
             Self::Handshake(..) => "tls_handshake",
             Self::Draining => "shutdown",
+            Self::LoopGuard(_) => "loop_guard",
         }
     }
 
@@ -97,6 +102,8 @@ impl InboundError {
             Self::BackendUnreachable(..) => Some(reply::backend_unavailable(hostname)),
             Self::BackendLost(_) | Self::BackendProtocol(_) => Some(reply::backend_lost(hostname)),
             Self::Draining => Some(reply::shutting_down(hostname)),
+            // Relaying it would connect to ourselves, again and again.
+            Self::LoopGuard(_) => Some(reply::loop_detected(hostname)),
         }
     }
 }
@@ -183,7 +190,19 @@ async fn session(
             record.next_hop = addr;
             b
         }
-        Err(e) => return refuse(&mut client, e, ctx, record).await,
+        Err(e) => {
+            if let InboundError::LoopGuard(to) = e {
+                ctx.metrics.policy_rejection("loop_guard");
+                crate::log::warn("loop_guard")
+                    .field("id", &record.id)
+                    .field("listener", &ctx.listener.name)
+                    .field("client", record.client)
+                    .field("peer", record.peer)
+                    .field("original", to)
+                    .emit();
+            }
+            return refuse(&mut client, e, ctx, record).await;
+        }
     };
     // Only an observer (the demo) reads it: no getsockname(2) per session otherwise.
     if ctx.observer.is_some() {
@@ -225,23 +244,43 @@ async fn session(
     }
 }
 
-/// Connects to the backend, telling it who the client is as `client_address` says.
+/// Connects to the backend (the configured one, or where an intercepted connection was
+/// going), telling it who the client is as `client_address` says.
 async fn connect_backend(
     ctx: &Context,
     client: &TcpStream,
     origin: &Origin,
 ) -> Result<(TcpStream, SocketAddr), InboundError> {
     let listener = &ctx.listener;
-    // Only a PROXY header needs it: no getsockname(2) per session otherwise.
-    let reached = match listener.client_address {
-        ClientAddress::ProxyV1 | ClientAddress::ProxyV2 => origin
-            .destination()
-            .or_else(|| client.local_addr().ok().map(canonical))
-            .unwrap_or(listener.listen),
-        _ => listener.listen,
+    // Only interception and a PROXY header need it: no getsockname(2) per session otherwise.
+    let local = match (listener.backend_target, listener.client_address) {
+        (BackendTarget::OriginalDestination, _)
+        | (_, ClientAddress::ProxyV1 | ClientAddress::ProxyV2) => {
+            client.local_addr().ok().map(canonical)
+        }
+        _ => None,
     };
+    let original;
+    let addrs = match listener.backend_target {
+        BackendTarget::Configured => listener.backend_addrs.as_slice(),
+        BackendTarget::OriginalDestination => {
+            // TPROXY leaves the address the client connected to as the socket's own.
+            let Some(to) = local else {
+                return Err(InboundError::BackendUnreachable(
+                    listener.backend,
+                    "no original destination".into(),
+                ));
+            };
+            if original_dst::loops_back(&ctx.config, to) {
+                return Err(InboundError::LoopGuard(to));
+            }
+            original = [to];
+            &original[..]
+        }
+    };
+    let reached = origin.destination().or(local).unwrap_or(listener.listen);
     backend::connect(
-        &listener.backend_addrs,
+        addrs,
         ctx.config.limits.connect_timeout,
         listener.client_address,
         origin,

@@ -45,23 +45,7 @@ pub fn original_destination(ctx: &Context, mta: &TcpStream) -> Result<SocketAddr
 /// The loop guard: a connection made to the proxy itself (not redirected: the original
 /// destination is our own address) or redirected to one of our listeners would loop.
 fn is_self(ctx: &Context, original: SocketAddr, local: Option<SocketAddr>) -> bool {
-    if Some(original) == local {
-        return true;
-    }
-    let listens = ctx
-        .config
-        .inbound
-        .iter()
-        .map(|l| l.listen)
-        .chain(ctx.config.outbound.iter().map(|l| l.listen));
-    for listen in listens {
-        if listen.port() == original.port()
-            && (listen.ip() == original.ip() || listen.ip().is_unspecified())
-        {
-            return true;
-        }
-    }
-    false
+    Some(original) == local || crate::net::original_dst::loops_back(&ctx.config, original)
 }
 
 /// The TLS state of the MX session, against which every RCPT is checked.
