@@ -90,7 +90,13 @@ fn bind_new(
     let outbound_addrs: Vec<(SocketAddr, &str, bool)> = config
         .outbound
         .iter()
-        .map(|l| (l.listen, l.name.as_str(), false))
+        .map(|l| {
+            (
+                l.listen,
+                l.name.as_str(),
+                l.interception == Interception::Tproxy,
+            )
+        })
         .collect();
     Ok(Fresh {
         inbound: inbound.bind_missing(&inbound_addrs)?,

@@ -517,6 +517,112 @@ client_address = "transparent"
     assert_eq!(connects, 1, "{}", postfix.maillog());
 }
 
+/// Outbound: the legacy MTA's port-25 connections passing the appliance go to the proxy's
+/// transparent-mode listener.
+const TPROXY_OUTBOUND_NFT: &str = "table inet starttls_proxy_tproxy {
+  chain prerouting {
+    type filter hook prerouting priority mangle; policy accept;
+    meta l4proto tcp socket transparent 1 meta mark set 1 accept
+    meta nfproto ipv4 tcp dport 25 tproxy ip to :10027 meta mark set 1 accept
+  }
+}
+";
+
+#[test]
+fn tproxy_interception_in_outbound_transparent_mode_upgrades_to_the_mx() {
+    if let Some(names) = std::env::var_os(NETNS_MARKER) {
+        let names = names.to_string_lossy().into_owned();
+        let (client, proxy) = names.split_once(' ').expect("CLIENT PROXY");
+        return tproxy_outbound_scenario(client, proxy);
+    }
+    run_in_backend_namespace(
+        TPROXY_OUTBOUND_NFT,
+        "tproxy_interception_in_outbound_transparent_mode_upgrades_to_the_mx",
+    );
+}
+
+/// Inside the MX's namespace: the legacy MTA (client namespace) sends in plaintext to the MX's
+/// address; the appliance intercepts and delivers with STARTTLS.
+fn tproxy_outbound_scenario(mta_ns: &str, proxy_ns: &str) {
+    let dir = TempDir::new("tproxy-out");
+    let ca = Ca::new(dir.path(), "test-ca");
+    let leaf = ca.leaf("mx", &["mx.bank.test"]);
+    let mx = Postfix::start_configured(
+        dir.path(),
+        "mx",
+        BACKEND_V4.parse().unwrap(),
+        Role::Mx {
+            domains: &["bank.test"],
+            tls: Some(&leaf),
+        },
+        "smtpd_peername_lookup = no\ninet_interfaces = all\n",
+    );
+    let config = format!(
+        r#"hostname = "relay.proxy.test"
+state_directory = {state:?}
+[[outbound]]
+name = "intercept"
+listen = "0.0.0.0:10027"
+mode = "transparent"
+interception = "tproxy"
+[outbound_policy]
+default = "opportunistic"
+mta_sts = false
+trust_anchors = {ca:?}
+"#,
+        state = dir.join("state").display().to_string(),
+        ca = ca.path.display().to_string(),
+    );
+    let path = dir.join("starttls-proxy.toml");
+    std::fs::write(&path, config).unwrap();
+    let proxy = Proxy::start_wrapped(&["ip", "netns", "exec", proxy_ns], &path, false);
+
+    let mut command = Command::new("ip");
+    command
+        .args(["netns", "exec", mta_ns])
+        .arg(require_program("swaks"))
+        .args(["--server", BACKEND_V4, "--port", "25", "--timeout", "15"])
+        .args(["--from", "alice@legacy.test", "--to", "bob@bank.test"])
+        .args(["--header", "Subject: intercepted outbound"]);
+    let run = run_with_deadline(command, b"");
+    assert_eq!(run.code, 0, "swaks from the legacy MTA:\n{}", run.all());
+    let mail = mx.wait_delivered(1);
+    assert!(mail[0].contains("intercepted outbound"), "{}", mail[0]);
+    assert!(
+        mail[0].contains("using TLSv1."),
+        "not upgraded:\n{}",
+        mail[0]
+    );
+    let session = proxy.wait_sessions(1).swap_remove(0);
+    assert_eq!(session["listener"], "intercept", "{session:?}");
+    assert!(
+        session["client"].starts_with(&format!("{CLIENT_V4}:")),
+        "{session:?}"
+    );
+
+    // Loop guard: straight to the proxy's own listener.
+    let mut command = Command::new("ip");
+    command
+        .args(["netns", "exec", mta_ns])
+        .arg(require_program("swaks"))
+        .args([
+            "--server",
+            PROXY_CLIENT_SIDE_V4,
+            "--port",
+            "10027",
+            "--timeout",
+            "15",
+        ])
+        .args(["--quit-after", "CONNECT"]);
+    let run = run_with_deadline(command, b"");
+    assert!(
+        run.stdout.contains("554 5.4.6"),
+        "no loop-guard refusal:\n{}",
+        run.all()
+    );
+    proxy.wait_event("loop_guard", &[("listener", "intercept")]);
+}
+
 #[test]
 fn transparent_without_the_capability_exits_1_naming_listener_and_capability() {
     let (dir, _ca, leaf) = setup("transparent-cap");

@@ -51,6 +51,9 @@ pub struct Outbound {
     pub mx_port: u16,
     /// Balancers whose connections begin with a PROXY header naming the MTA.
     pub proxy_protocol_from: TrustedBalancers,
+    /// Transparent mode: how the MTA's connections are steered here (`tproxy`: TPROXY, else
+    /// REDIRECT and SO_ORIGINAL_DST).
+    pub interception: Interception,
 }
 
 /// The admin HTTP endpoint.
@@ -252,6 +255,7 @@ pub(super) struct RawOutbound {
     mx_port: Option<Spanned<u16>>,
     #[serde(default)]
     proxy_protocol_from: Vec<Spanned<String>>,
+    interception: Option<Spanned<Interception>>,
 }
 
 impl RawOutbound {
@@ -297,12 +301,24 @@ impl RawOutbound {
             Some(p) => *p.get_ref(),
             None => 25,
         };
+        let interception = match self.interception {
+            Some(i) if *i.get_ref() == Interception::Tproxy && mode != OutboundMode::Transparent => {
+                return Err(ctx.error(
+                    &format!("{key}.interception"),
+                    i.span(),
+                    "interception = \"tproxy\" is for mode = \"transparent\" (a relayhost is connected to directly)",
+                ))
+            }
+            Some(i) => *i.get_ref(),
+            None => Interception::None,
+        };
         Ok(Outbound {
             name,
             listen,
             mode,
             next_hop,
             mx_port,
+            interception,
             proxy_protocol_from: trusted_balancers(
                 ctx,
                 &format!("{key}.proxy_protocol_from"),

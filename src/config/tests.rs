@@ -539,3 +539,16 @@ fn original_destination_needs_tproxy_interception() {
     let e = error(&format!("{MINIMAL}interception = \"redirect\"\n"));
     assert!(e.contains("interception"), "{e}");
 }
+
+#[test]
+fn outbound_tproxy_is_for_transparent_mode() {
+    use crate::net::original_dst::Interception;
+    let base = "[[outbound]]\nlisten = \"0.0.0.0:10027\"\ninterception = \"tproxy\"\n";
+    let e = error(base);
+    assert!(
+        e.contains("key `outbound[0].interception`") && e.contains("mode = \"transparent\""),
+        "{e}"
+    );
+    let config = parse(&format!("{base}mode = \"transparent\"\n")).unwrap();
+    assert_eq!(config.outbound[0].interception, Interception::Tproxy);
+}

@@ -158,6 +158,7 @@ pub async fn explain(config: &Config, resolver: &dyn Resolve, domain: &str) -> E
         next_hop: None,
         mx_port: 25,
         proxy_protocol_from: Default::default(),
+        interception: Default::default(),
     };
     let listeners: Vec<&Outbound> = if config.outbound.is_empty() {
         vec![&default_listener]

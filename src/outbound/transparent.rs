@@ -14,6 +14,7 @@ use super::establish;
 use super::starttls::{self, Attempt};
 use super::{Context, OutboundError};
 use crate::log;
+use crate::net::original_dst::Interception;
 use crate::policy::{Applied, Offer};
 use crate::session::{CommandReader, SessionRecord};
 use crate::smtp::{ehlo, reply, Command, LineReader, Reply};
@@ -27,6 +28,16 @@ use tokio::net::TcpStream;
 pub fn original_destination(ctx: &Context, mta: &TcpStream) -> Result<SocketAddr, Reply> {
     let sock = socket2::SockRef::from(mta);
     let local = mta.local_addr().ok();
+    if ctx.listener.interception == Interception::Tproxy {
+        // TPROXY leaves the address the MTA connected to as the socket's own.
+        let Some(original) = local.map(crate::net::client::canonical) else {
+            return Err(reply::no_original_destination(&ctx.config.hostname));
+        };
+        if crate::net::original_dst::loops_back(&ctx.config, original) {
+            return Err(reply::loop_detected(&ctx.config.hostname));
+        }
+        return Ok(original);
+    }
     let original = match local {
         Some(SocketAddr::V6(_)) => sock.original_dst_ipv6(),
         _ => sock.original_dst(),
