@@ -482,6 +482,11 @@ fn proxy_protocol_from_takes_cidrs_and_addresses() {
     assert!(!trusted.trusts("2001:db8::2".parse().unwrap()));
     assert!(trusted.trusts("192.0.2.1".parse().unwrap()));
     assert!(!trusted.trusts("192.0.2.2".parse().unwrap()));
+    let summary = config.summary();
+    assert!(
+        summary.contains("(PROXY header from 10.0.0.0/24, 2001:db8::1/128, 192.0.2.1/32)"),
+        "{summary}"
+    );
     assert!(parse(MINIMAL).unwrap().inbound[0]
         .proxy_protocol_from
         .is_empty());
