@@ -133,6 +133,8 @@ pub struct Server {
     results: ResultsLog,
     /// The MTA-STS cache, in `state_directory` too: kept across reloads.
     sts_cache: Arc<StsCache>,
+    /// The DNSSEC availability self-test of the current configuration's validating resolver.
+    dnssec_check: Option<JoinHandle<()>>,
 }
 
 /// Listeners bound for a configuration, not yet accepting.
@@ -332,6 +334,7 @@ impl Server {
             admin,
             results,
             sts_cache,
+            dnssec_check: None,
         };
         server.activate(&config, fresh);
         config_loaded(&config);
@@ -395,13 +398,20 @@ impl Server {
             false => {
                 let resolver = resolver::build(&config.resolver);
                 let sts = sts_discovery(config, &self.sts_cache);
+                let secure = self.dane_resolver(config);
                 config
                     .outbound
                     .iter()
                     .map(|entry| {
                         (
                             entry.listen,
-                            self.outbound_context(config, entry, resolver.clone(), sts.clone()),
+                            self.outbound_context(
+                                config,
+                                entry,
+                                resolver.clone(),
+                                sts.clone(),
+                                secure.clone(),
+                            ),
                         )
                     })
                     .collect()
@@ -442,6 +452,7 @@ impl Server {
         entry: &Arc<Outbound>,
         resolver: Arc<dyn resolver::Resolve>,
         sts: Option<Arc<StsDiscovery>>,
+        secure: Option<Arc<dyn resolver::dnssec::ResolveSecure>>,
     ) -> outbound::Context {
         let metrics = ListenerMetrics::new(&entry.name, "outbound");
         metrics.register();
@@ -453,7 +464,42 @@ impl Server {
             draining: self.draining.subscribe(),
             results: self.results.clone(),
             sts,
+            secure,
         }
+    }
+
+    /// The validating resolver of this configuration, when a domain wants DANE, with its
+    /// availability self-test running (the previous configuration's stops).
+    fn dane_resolver(
+        &mut self,
+        config: &Config,
+    ) -> Option<Arc<dyn resolver::dnssec::ResolveSecure>> {
+        if let Some(check) = self.dnssec_check.take() {
+            check.abort();
+        }
+        let policy = &config.outbound_policy;
+        if !policy.default.wants_dane() && !policy.domains.iter().any(|d| d.mode.wants_dane()) {
+            return None;
+        }
+        let validating = match resolver::dnssec::Validating::new(
+            &config.resolver.nameservers,
+            config.resolver.dnssec_trust_anchor.as_deref(),
+        ) {
+            Ok(v) => Arc::new(v),
+            Err(e) => {
+                metrics::dnssec_available(false);
+                log::warn("dnssec_unavailable")
+                    .field("error", &e)
+                    .field("effect", "DANE unavailable: answers count as insecure")
+                    .emit();
+                return None;
+            }
+        };
+        self.dnssec_check = Some(resolver::dnssec::spawn_availability_check(
+            validating.clone(),
+            resolver::dnssec::AVAILABILITY_INTERVAL,
+        ));
+        Some(validating)
     }
 
     /// Stops accepting, tells sessions in a dialogue to say 421 and close, and waits for the

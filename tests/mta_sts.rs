@@ -116,6 +116,7 @@ fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'st
 fn resolver() -> Arc<dyn Resolve> {
     resolver::build(&ResolverConfig {
         nameservers: vec![world().dns.resolver],
+        ..Default::default()
     })
 }
 

@@ -2,13 +2,21 @@
 //! decision itself stays pure, in `policy`). MTA-STS (RFC 8461 §3, §5): the `_mta-sts` TXT
 //! record, the policy fetched over HTTPS only when its `id` is new or the cached one expired,
 //! the cached policy kept when a refetch fails or the record vanishes, one fetch at a time per
-//! domain however many sessions ask. DANE's TLSA lookups join here.
+//! domain however many sessions ask. DANE (RFC 7672 §2): the domain's MX records, the hosts'
+//! addresses and their TLSA records through the validating resolver, before MTA-STS.
 
+use super::establish::{DaneProblem, Refusal, Refused};
+use super::route::{self, MxHost, Route};
 use crate::https::{HttpsClient, HttpsError};
+use crate::policy::dane::{SecureTlsa, Tlsa, TlsaSet};
 use crate::policy::mta_sts::{self, parse_policy, StsError, StsMode};
 use crate::policy::ResultType;
+use crate::policy::{Applied, Mode};
+use crate::resolver::dnssec::{Denial, Validated};
 use crate::resolver::{DnsError, Resolve};
+use crate::session::{AttemptResult, SessionRecord};
 use crate::state::mta_sts::{CachedPolicy, StsCache};
+use crate::state::results::Outcome;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -248,18 +256,20 @@ impl StsDiscovery {
 /// nothing. `Err`: no MX host is allowed.
 pub async fn with_mta_sts(
     ctx: &super::Context,
-    mut route: super::route::Route,
-    applied: crate::policy::Applied,
+    mut route: Route,
+    applied: Applied,
     domain: &str,
-    record: &crate::session::SessionRecord,
-) -> Result<(super::route::Route, crate::policy::Applied), super::establish::Refused> {
-    use crate::policy::{Mode, Source};
+    record: &SessionRecord,
+) -> Result<(Route, Applied), Refused> {
+    use crate::policy::Source;
     let Some(sts) = &ctx.sts else {
         return Ok((route, applied));
     };
     if applied.source != Source::None
-        || applied.mode != Mode::Opportunistic
+        || !matches!(applied.mode, Mode::Opportunistic | Mode::Dane)
         || ctx.listener.next_hop.is_some()
+        // DANE takes precedence (RFC 8461 §2): nothing left for MTA-STS to judge.
+        || route.hosts.iter().all(|h| h.tlsa.is_some())
     {
         return Ok((route, applied));
     }
@@ -293,14 +303,17 @@ pub async fn with_mta_sts(
     );
     if policy.policy.mode == StsMode::Enforce {
         let hosts: Vec<String> = route.hosts.iter().map(|h| h.name.clone()).collect();
-        route.hosts.retain(|h| policy.policy.allows_mx(&h.name));
+        // A host DANE authenticates is judged by its TLSA records, not the MX patterns.
+        route
+            .hosts
+            .retain(|h| h.tlsa.is_some() || policy.policy.allows_mx(&h.name));
         // Sessions are shared by route key: the key must say which hosts this policy allows,
         // or another domain's transaction could reuse a host its own policy does not name.
         let mut allowed: Vec<&str> = route.hosts.iter().map(|h| h.name.as_str()).collect();
         allowed.sort_unstable();
         route.key = format!("{} sts-allowed {}", route.key, allowed.join(","));
         if route.hosts.is_empty() {
-            let refusal = super::establish::Refusal::StsNoMatchingMx {
+            let refusal = Refusal::StsNoMatchingMx {
                 domain: domain.to_string(),
                 hosts,
             };
@@ -313,7 +326,7 @@ pub async fn with_mta_sts(
                 .field("sts_mode", policy.policy.mode)
                 .field("reason", refusal.reason())
                 .emit();
-            return Err(super::establish::Refused {
+            return Err(Refused {
                 refusal,
                 mx: None,
                 facts: None,
@@ -331,4 +344,327 @@ fn finding(cached: Option<CachedPolicy>, result: FetchResult, why: String) -> St
         fetch: Some(result),
         detail: Some(why),
     }
+}
+
+/// Relay mode, at a RCPT, before MTA-STS: DANE discovery for a domain under `dane` or
+/// `dane-only` (RFC 7672 §2.1–2.2). With a secure MX RRset (or a configured next hop), the
+/// route is rebuilt from the validated answers: each host with secure addresses gets its TLSA
+/// records looked up at `_<port>._tcp.<host>`. Bogus or failed answers take the host (or, for
+/// the MX RRset, the domain) out of the route, never down to plaintext. An insecure MX RRset,
+/// or DNSSEC being unavailable, leaves the route as it was (`dane-only`: refused).
+pub async fn with_dane(
+    ctx: &super::Context,
+    route: Route,
+    applied: &Applied,
+    domain: &str,
+    record: &mut SessionRecord,
+) -> Result<Route, Refused> {
+    if !applied.mode.wants_dane() {
+        return Ok(route);
+    }
+    let only = applied.mode == Mode::DaneOnly;
+    let id = record.id.clone();
+    let refuse = |problem| dane_refused(ctx, applied, domain, &id, problem);
+    let secure = ctx.secure.as_ref().filter(|s| s.is_available());
+    let names = match secure_names(secure.map(|s| s.as_ref()), ctx, &route, domain).await {
+        Ok(names) => names,
+        Err(NoDane::Failed(problem)) => return Err(refuse(problem)),
+        Err(NoDane::Insecure(why)) if only => {
+            return Err(refuse(DaneProblem::Required { why: why.into() }))
+        }
+        Err(NoDane::Insecure(_)) => return Ok(route),
+    };
+    let Some(secure) = secure else {
+        return Ok(route);
+    };
+    let mut hosts = Vec::new();
+    let mut last_problem = None;
+    for name in names {
+        let (addrs, addrs_secure) = match secure.addrs(&name).await {
+            Validated::Secure(a) => (a, true),
+            Validated::Insecure(a) => (a, false),
+            Validated::Bogus(why) => {
+                last_problem = Some(skip_host(
+                    ctx,
+                    applied,
+                    domain,
+                    &name,
+                    &[],
+                    route.port,
+                    DaneProblem::Bogus {
+                        name: format!("{name} A/AAAA"),
+                        why,
+                    },
+                    record,
+                ));
+                continue;
+            }
+            Validated::Error(why) => {
+                last_problem = Some(skip_host(
+                    ctx,
+                    applied,
+                    domain,
+                    &name,
+                    &[],
+                    route.port,
+                    DaneProblem::LookupFailed {
+                        name: format!("{name} A/AAAA"),
+                        why,
+                    },
+                    record,
+                ));
+                continue;
+            }
+            Validated::SecureDenial(_) | Validated::InsecureDenial(_) => continue,
+        };
+        if addrs.is_empty() {
+            continue;
+        }
+        // RFC 7672 §2.2.2: TLSA records count only under secure address records.
+        let tlsa = if addrs_secure {
+            let owner = format!("_{}._tcp.{name}", route.port);
+            match secure.tlsa(&name, route.port).await {
+                Validated::Secure(records) if !records.is_empty() => Some(SecureTlsa::new(
+                    records.into_iter().map(Tlsa::from).collect(),
+                )),
+                Validated::Bogus(why) => {
+                    last_problem = Some(skip_host(
+                        ctx,
+                        applied,
+                        domain,
+                        &name,
+                        &addrs,
+                        route.port,
+                        DaneProblem::Bogus {
+                            name: format!("{owner} TLSA"),
+                            why,
+                        },
+                        record,
+                    ));
+                    continue;
+                }
+                Validated::Error(why) => {
+                    last_problem = Some(skip_host(
+                        ctx,
+                        applied,
+                        domain,
+                        &name,
+                        &addrs,
+                        route.port,
+                        DaneProblem::LookupFailed {
+                            name: format!("{owner} TLSA"),
+                            why,
+                        },
+                        record,
+                    ));
+                    continue;
+                }
+                _ => None,
+            }
+        } else {
+            None
+        };
+        let usable = matches!(&tlsa, Some(t) if matches!(t.set, TlsaSet::Usable(_)));
+        if only && !usable {
+            let why = match &tlsa {
+                Some(_) => format!("{name} publishes no usable TLSA record"),
+                None if addrs_secure => format!("{name} publishes no TLSA records"),
+                None => format!("{name} has no DNSSEC-signed address records"),
+            };
+            last_problem = Some(skip_host(
+                ctx,
+                applied,
+                domain,
+                &name,
+                &addrs,
+                route.port,
+                DaneProblem::Required { why },
+                record,
+            ));
+            continue;
+        }
+        hosts.push(MxHost { name, addrs, tlsa });
+    }
+    if hosts.is_empty() {
+        return Err(refuse(last_problem.unwrap_or(DaneProblem::LookupFailed {
+            name: format!("{domain} MX"),
+            why: "no MX host has a validated address".into(),
+        })));
+    }
+    // Sessions are shared by route key: one opened under a host's TLSA records is not the one
+    // a domain without them would get, nor back.
+    let marks: Vec<String> = hosts
+        .iter()
+        .map(|h| {
+            format!(
+                "{}={}",
+                h.name,
+                h.tlsa.as_ref().map_or("none", |t| t.as_str())
+            )
+        })
+        .collect();
+    Ok(Route {
+        key: format!("{} dane {}", route.key, marks.join(",")),
+        hosts,
+        port: route.port,
+    })
+}
+
+/// Routing failed in DNS for a domain that wants DANE: if the validating resolver finds its MX
+/// records bogus, that is the reason the MTA is given (`451 4.7.5`, RFC 7672 §2.1.1), not a
+/// passing DNS failure (a validating upstream hides bogus data behind SERVFAIL from routing).
+pub async fn bogus_mx(
+    ctx: &super::Context,
+    applied: &Applied,
+    domain: &str,
+    record: &SessionRecord,
+) -> Option<Refused> {
+    if !applied.mode.wants_dane() {
+        return None;
+    }
+    let secure = ctx.secure.as_ref().filter(|s| s.is_available())?;
+    match secure.mx(domain).await {
+        Validated::Bogus(why) => Some(dane_refused(
+            ctx,
+            applied,
+            domain,
+            &record.id,
+            DaneProblem::Bogus {
+                name: format!("{domain} MX"),
+                why,
+            },
+        )),
+        _ => None,
+    }
+}
+
+/// DANE refuses the whole domain: counted, logged, and the MTA's reply.
+fn dane_refused(
+    ctx: &super::Context,
+    applied: &Applied,
+    domain: &str,
+    id: &str,
+    problem: DaneProblem,
+) -> Refused {
+    let refusal = Refusal::Dane {
+        domain: domain.to_string(),
+        problem,
+    };
+    ctx.metrics.policy_rejection(refusal.reason());
+    crate::log::warn("policy_refused")
+        .field("id", id)
+        .field("listener", &ctx.listener.name)
+        .field("domain", domain)
+        .field("policy", "dane")
+        .field("mode", applied.mode)
+        .field("reason", refusal.reason())
+        .field(
+            "reply",
+            super::connect::summary(&refusal.reply(&ctx.config.hostname)),
+        )
+        .field("detail", problem_detail(&refusal))
+        .emit();
+    Refused {
+        refusal,
+        mx: None,
+        facts: None,
+    }
+}
+
+fn problem_detail(refusal: &Refusal) -> &str {
+    match refusal {
+        Refusal::Dane { problem, .. } => problem.detail(),
+        _ => "-",
+    }
+}
+
+/// Why DANE does not apply to a whole domain.
+enum NoDane {
+    /// Nothing proves the domain's MX records: DANE does not apply (`dane-only`: refused).
+    Insecure(&'static str),
+    /// Validation failed or got no verdict: the domain is deferred.
+    Failed(DaneProblem),
+}
+
+/// The MX host names DANE starts from (RFC 7672 §2.2.1): from a secure MX RRset (or the
+/// domain itself under a secure denial of MX records), or the configured next hop.
+async fn secure_names(
+    secure: Option<&dyn crate::resolver::dnssec::ResolveSecure>,
+    ctx: &super::Context,
+    route: &Route,
+    domain: &str,
+) -> Result<Vec<String>, NoDane> {
+    let Some(secure) = secure else {
+        return Err(NoDane::Insecure("DNSSEC validation is unavailable"));
+    };
+    if ctx.listener.next_hop.is_some() {
+        return Ok(route.hosts.iter().map(|h| h.name.clone()).collect());
+    }
+    if route::address_literal(domain).is_some() {
+        return Err(NoDane::Insecure("an address literal has no TLSA records"));
+    }
+    let name = || format!("{domain} MX");
+    match secure.mx(domain).await {
+        Validated::Secure(records) => Ok(route::order_mx(records, route::random_u32)),
+        Validated::SecureDenial(Denial::NoRecords) => Ok(vec![domain.to_string()]),
+        Validated::Bogus(why) => Err(NoDane::Failed(DaneProblem::Bogus { name: name(), why })),
+        Validated::Error(why) => Err(NoDane::Failed(DaneProblem::LookupFailed {
+            name: name(),
+            why,
+        })),
+        Validated::SecureDenial(Denial::NoSuchName) => {
+            Err(NoDane::Insecure("the domain does not exist"))
+        }
+        Validated::Insecure(_) | Validated::InsecureDenial(_) => {
+            Err(NoDane::Insecure("its MX records are not DNSSEC-signed"))
+        }
+    }
+}
+
+/// A host DANE takes out of the route: logged, and recorded as this attempt's failure (a TLS
+/// report tells the domain its TLSA or address records do not validate). Returns `problem`.
+#[allow(clippy::too_many_arguments)]
+fn skip_host(
+    ctx: &super::Context,
+    applied: &Applied,
+    domain: &str,
+    host: &str,
+    addrs: &[std::net::IpAddr],
+    port: u16,
+    problem: DaneProblem,
+    record: &mut SessionRecord,
+) -> DaneProblem {
+    let refusal = Refusal::Dane {
+        domain: domain.to_string(),
+        problem: problem.clone(),
+    };
+    crate::log::warn("dane_host_skipped")
+        .field("id", &record.id)
+        .field("listener", &ctx.listener.name)
+        .field("domain", domain)
+        .field("mx", host)
+        .field("reason", refusal.reason())
+        .field("detail", problem_detail(&refusal))
+        .field(
+            "reply",
+            super::connect::summary(&refusal.reply(&ctx.config.hostname)),
+        )
+        .emit();
+    let ip = addrs
+        .first()
+        .copied()
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    record.results.push(AttemptResult {
+        domain: Some(domain.to_string()),
+        mx_host: Some(host.to_string()),
+        remote: SocketAddr::new(ip, port),
+        local: None,
+        tls: None,
+        outcome: refusal
+            .result_type()
+            .map_or(Outcome::Success, Outcome::Failure),
+        policy_type: crate::policy::PolicyType::Tlsa,
+        policy_strings: applied.policy_strings.clone(),
+    });
+    problem
 }

@@ -15,6 +15,8 @@ pub struct MxHost {
     /// The MX host name (SNI and the name `verify` checks), or the next hop's host or address.
     pub name: String,
     pub addrs: Vec<IpAddr>,
+    /// The host's secure TLSA records, when DANE discovery found them (`discover::with_dane`).
+    pub tlsa: Option<crate::policy::dane::SecureTlsa>,
 }
 
 /// Where mail for a domain goes.
@@ -88,6 +90,7 @@ pub async fn route_for(
                 hosts: vec![MxHost {
                     name: ip.to_string(),
                     addrs: vec![ip],
+                    tlsa: None,
                 }],
                 port: listener.mx_port,
                 key: format!("literal {ip}:{}", listener.mx_port),
@@ -205,6 +208,7 @@ async fn next_hop(resolver: &dyn Resolve, hop: &NextHop) -> Result<Route, RouteE
         hosts: vec![MxHost {
             name: hop.host.clone(),
             addrs,
+            tlsa: None,
         }],
         port: hop.port,
         key: format!("next-hop {hop}"),
@@ -238,7 +242,11 @@ pub async fn mx_route(
     let mut temporary = None;
     for name in names {
         match resolver.addrs(&name).await {
-            Ok(addrs) if !addrs.is_empty() => hosts.push(MxHost { name, addrs }),
+            Ok(addrs) if !addrs.is_empty() => hosts.push(MxHost {
+                name,
+                addrs,
+                tlsa: None,
+            }),
             Ok(_) | Err(DnsError::NoSuchName | DnsError::NoRecords) => {}
             Err(DnsError::Temporary(e)) => temporary = Some(e),
         }
@@ -280,7 +288,7 @@ pub fn order_mx(records: Vec<(u16, String)>, mut random: impl FnMut() -> u32) ->
     out
 }
 
-fn random_u32() -> u32 {
+pub(super) fn random_u32() -> u32 {
     let mut bytes = [0u8; 4];
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
     u32::from_le_bytes(bytes)

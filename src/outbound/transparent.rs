@@ -243,7 +243,7 @@ impl Transparent<'_> {
             Err(refusal) => return Ok(refusal),
         };
         record.domain = Some(domain.clone());
-        record.policy = applied.mode.as_str();
+        record.judged_by(&applied);
         if applied.mode != crate::policy::Mode::None {
             let offer = match &state.offer {
                 Offer::Tls(_) => Offer::Tls(self.verdict(&domain, &applied, state).await),
