@@ -341,3 +341,155 @@ mode = "dane-only"
         "{ee:?}"
     );
 }
+
+/// Set in the copy of the transparent test that runs inside its network namespace.
+const NETNS_MARKER: &str = "STARTTLS_PROXY_TEST_NETNS";
+const TRANSPARENT_PORT: u16 = 10026;
+
+/// Transparent mode: the MTA chose the MX and the proxy reached it before any recipient was
+/// known; at each RCPT the connected address is matched to the domain's secure MX hosts and
+/// their TLSA records judge the certificate already presented. Needs a network namespace of its
+/// own (nft rule, fixed port): the test re-runs itself under `unshare --net`.
+#[test]
+fn transparent_mode_judges_each_recipient_domain_by_the_connected_hosts_tlsa() {
+    if std::env::var_os(NETNS_MARKER).is_some() {
+        return transparent_scenario();
+    }
+    let unshare = require_program("unshare");
+    require_program("nft");
+    require_program("ip");
+    let out = std::process::Command::new(unshare)
+        .args(["--net", "--"])
+        .arg(std::env::current_exe().expect("test binary path"))
+        .args([
+            "--exact",
+            "transparent_mode_judges_each_recipient_domain_by_the_connected_hosts_tlsa",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(NETNS_MARKER, "1")
+        .output()
+        .expect("run the namespace half");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "namespace half failed:\n{all}");
+    assert!(
+        all.contains("1 passed"),
+        "namespace half did not run:\n{all}"
+    );
+}
+
+fn transparent_scenario() {
+    run_ok("ip", &["link", "set", "lo", "up"]);
+    let domains = [
+        "dane-ee.test",
+        "dane-bad.test",
+        "dane-bogus.test",
+        "only-none.test",
+    ];
+    let w = world("dane-transparent", &domains);
+    let config = format!(
+        r#"hostname = "relay.proxy.test"
+state_directory = "{state}"
+[admin]
+listen = "127.0.0.1:0"
+[resolver]
+nameservers = ["{dns}"]
+dnssec_trust_anchor = "{anchor}"
+[[outbound]]
+name = "intercept"
+listen = "127.0.0.1:{TRANSPARENT_PORT}"
+mode = "transparent"
+[outbound_policy]
+trust_anchors = "{ca}"
+[[outbound_policy.domain]]
+domain = "only-none.test"
+mode = "dane-only"
+"#,
+        state = w.dir.join("state").display(),
+        dns = w.dns.resolver,
+        anchor = w.dns.anchor.display(),
+        ca = w.ca.path.display(),
+    );
+    let proxy = Proxy::start_text(w.dir.path(), &config);
+    wait_available(&proxy, 1.0);
+    let sender_ip = unique_ip();
+    let rules = w.dir.join("rules.nft");
+    std::fs::write(
+        &rules,
+        format!(
+            "table ip starttls_test {{\n  chain output {{\n    type nat hook output priority -100; policy accept;\n    ip saddr {sender_ip} tcp dport 25 redirect to :{TRANSPARENT_PORT}\n  }}\n}}\n"
+        ),
+    )
+    .unwrap();
+    run_ok("nft", &["-f", rules.to_str().unwrap()]);
+
+    let mx_addr = w.mx.addr;
+    let mut c = connect_from(sender_ip, mx_addr);
+    assert_eq!(c.cmd("EHLO legacy.sender.test").code, 250);
+    c.cmd("MAIL FROM:<alice@sender.test>").assert(250, "2.1.0");
+    for (domain, reason) in [
+        ("dane-bad.test", "certificate_not_verified"),
+        ("dane-bogus.test", "dnssec_bogus"),
+        ("only-none.test", "dane_required"),
+    ] {
+        let r = c.cmd(&format!("RCPT TO:<bob@{domain}>"));
+        r.assert(451, "4.7.5");
+        assert!(r.text().contains(domain), "{r:?}");
+        proxy.wait_event("policy_refused", &[("domain", domain), ("reason", reason)]);
+    }
+    c.cmd("RCPT TO:<bob@dane-ee.test>").assert(250, "2.1.5");
+    assert_eq!(c.cmd("DATA").code, 354);
+    c.send(b"Subject: intercepted\r\n\r\nauthenticated by TLSA\r\n.\r\n");
+    c.reply().assert(250, "2.0.0");
+    c.cmd("QUIT");
+    let mail = w.mx.wait_delivered(1);
+    assert!(mail[0].contains("bob@dane-ee.test"), "{}", mail[0]);
+    let maillog = w.mx.maillog();
+    for domain in ["dane-bad.test", "dane-bogus.test", "only-none.test"] {
+        assert!(!maillog.contains(&format!("bob@{domain}")), "{maillog}");
+    }
+    eventually("the results of the transparent session", || {
+        let results = results_for(&proxy, "dane-ee.test");
+        (results.len() == 1).then_some(())
+    });
+    let ee = &results_for(&proxy, "dane-ee.test")[0];
+    assert_eq!(
+        (&ee["policy_type"], &ee["result"], &ee["verified"]),
+        (&"tlsa".into(), &"success".into(), &true.into()),
+        "{ee}"
+    );
+    assert_eq!(ee["mx_host"], "mx.dane-ee.test", "{ee}");
+    assert_eq!(
+        results_for(&proxy, "dane-bad.test")[0]["result"],
+        "validation-failure"
+    );
+}
+
+fn run_ok(program: &str, args: &[&str]) {
+    let out = std::process::Command::new(require_program(program))
+        .args(args)
+        .output()
+        .expect("run program");
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Connects from `source` (so the nft rule for the MTA's address applies).
+fn connect_from(source: Ipv4Addr, to: std::net::SocketAddr) -> SmtpClient {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&std::net::SocketAddr::from((source, 0)).into())
+        .expect("bind source address");
+    socket.connect(&to.into()).expect("connect (intercepted)");
+    let mut client = SmtpClient::from_stream(socket.into());
+    let greeting = client.reply();
+    assert_eq!(greeting.code, 220, "{greeting:?}");
+    client
+}

@@ -369,9 +369,7 @@ pub async fn with_dane(
     let names = match secure_names(secure.map(|s| s.as_ref()), ctx, &route, domain).await {
         Ok(names) => names,
         Err(NoDane::Failed(problem)) => return Err(refuse(problem)),
-        Err(NoDane::Insecure(why)) if only => {
-            return Err(refuse(DaneProblem::Required { why: why.into() }))
-        }
+        Err(NoDane::Insecure(why)) if only => return Err(refuse(DaneProblem::Required { why })),
         Err(NoDane::Insecure(_)) => return Ok(route),
     };
     let Some(secure) = secure else {
@@ -510,6 +508,94 @@ pub async fn with_dane(
     })
 }
 
+/// Transparent mode, at a RCPT: DANE for the host the MTA already chose and the proxy already
+/// reached (the recipient domain is known only now). DANE applies when `addr` is a secure
+/// address of one of the domain's secure MX hosts and that host has secure TLSA records at
+/// `_<port>._tcp.<host>`: `Some((host, records))`. Anything else is `None` under `dane` and
+/// a refusal under `dane-only`; bogus or failed answers are refusals under both.
+pub async fn dane_for_connected(
+    ctx: &super::Context,
+    applied: &Applied,
+    domain: &str,
+    addr: SocketAddr,
+    record: &SessionRecord,
+) -> Result<Option<(String, SecureTlsa)>, Refused> {
+    if !applied.mode.wants_dane() {
+        return Ok(None);
+    }
+    let only = applied.mode == Mode::DaneOnly;
+    let refuse = |problem| dane_refused(ctx, applied, domain, &record.id, problem);
+    match connected_tlsa(ctx, domain, addr).await {
+        Ok((host, tlsa)) if only && !matches!(tlsa.set, TlsaSet::Usable(_)) => {
+            Err(refuse(DaneProblem::Required {
+                why: format!("{host} publishes no usable TLSA record"),
+            }))
+        }
+        Ok(found) => Ok(Some(found)),
+        Err(NoDane::Failed(problem)) => Err(refuse(problem)),
+        Err(NoDane::Insecure(why)) if only => Err(refuse(DaneProblem::Required { why })),
+        Err(NoDane::Insecure(_)) => Ok(None),
+    }
+}
+
+/// The secure MX host of `domain` at `addr` and its secure TLSA records.
+async fn connected_tlsa(
+    ctx: &super::Context,
+    domain: &str,
+    addr: SocketAddr,
+) -> Result<(String, SecureTlsa), NoDane> {
+    let secure = ctx.secure.as_ref().filter(|s| s.is_available());
+    let names = secure_names(secure.map(|s| s.as_ref()), ctx, &Route::empty(), domain).await?;
+    let Some(secure) = secure else {
+        return Err(NoDane::Insecure("DNSSEC validation is unavailable".into()));
+    };
+    let mut bogus = None;
+    let mut host = None;
+    for name in names {
+        match secure.addrs(&name).await {
+            Validated::Secure(addrs) if addrs.contains(&addr.ip()) => {
+                host = Some(name);
+                break;
+            }
+            Validated::Bogus(why) => {
+                bogus = Some(DaneProblem::Bogus {
+                    name: format!("{name} A/AAAA"),
+                    why,
+                })
+            }
+            _ => {}
+        }
+    }
+    let Some(host) = host else {
+        // The connected address may be the one whose records did not validate.
+        return Err(match bogus {
+            Some(problem) => NoDane::Failed(problem),
+            None => NoDane::Insecure(format!(
+                "{} is not a DNSSEC-signed address of the domain's MX hosts",
+                addr.ip()
+            )),
+        });
+    };
+    let owner = format!("_{}._tcp.{host}", addr.port());
+    match secure.tlsa(&host, addr.port()).await {
+        Validated::Secure(records) if !records.is_empty() => {
+            let tlsa = SecureTlsa::new(records.into_iter().map(Tlsa::from).collect());
+            Ok((host, tlsa))
+        }
+        Validated::Bogus(why) => Err(NoDane::Failed(DaneProblem::Bogus {
+            name: format!("{owner} TLSA"),
+            why,
+        })),
+        Validated::Error(why) => Err(NoDane::Failed(DaneProblem::LookupFailed {
+            name: format!("{owner} TLSA"),
+            why,
+        })),
+        _ => Err(NoDane::Insecure(format!(
+            "{host} publishes no TLSA records"
+        ))),
+    }
+}
+
 /// Routing failed in DNS for a domain that wants DANE: if the validating resolver finds its MX
 /// records bogus, that is the reason the MTA is given (`451 4.7.5`, RFC 7672 §2.1.1), not a
 /// passing DNS failure (a validating upstream hides bogus data behind SERVFAIL from routing).
@@ -581,7 +667,7 @@ fn problem_detail(refusal: &Refusal) -> &str {
 /// Why DANE does not apply to a whole domain.
 enum NoDane {
     /// Nothing proves the domain's MX records: DANE does not apply (`dane-only`: refused).
-    Insecure(&'static str),
+    Insecure(String),
     /// Validation failed or got no verdict: the domain is deferred.
     Failed(DaneProblem),
 }
@@ -595,13 +681,15 @@ async fn secure_names(
     domain: &str,
 ) -> Result<Vec<String>, NoDane> {
     let Some(secure) = secure else {
-        return Err(NoDane::Insecure("DNSSEC validation is unavailable"));
+        return Err(NoDane::Insecure("DNSSEC validation is unavailable".into()));
     };
     if ctx.listener.next_hop.is_some() {
         return Ok(route.hosts.iter().map(|h| h.name.clone()).collect());
     }
     if route::address_literal(domain).is_some() {
-        return Err(NoDane::Insecure("an address literal has no TLSA records"));
+        return Err(NoDane::Insecure(
+            "an address literal has no TLSA records".into(),
+        ));
     }
     let name = || format!("{domain} MX");
     match secure.mx(domain).await {
@@ -613,11 +701,11 @@ async fn secure_names(
             why,
         })),
         Validated::SecureDenial(Denial::NoSuchName) => {
-            Err(NoDane::Insecure("the domain does not exist"))
+            Err(NoDane::Insecure("the domain does not exist".into()))
         }
-        Validated::Insecure(_) | Validated::InsecureDenial(_) => {
-            Err(NoDane::Insecure("its MX records are not DNSSEC-signed"))
-        }
+        Validated::Insecure(_) | Validated::InsecureDenial(_) => Err(NoDane::Insecure(
+            "its MX records are not DNSSEC-signed".into(),
+        )),
     }
 }
 

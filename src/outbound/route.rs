@@ -29,6 +29,17 @@ pub struct Route {
     pub key: String,
 }
 
+impl Route {
+    /// No hosts: for look-ups that need a route's shape but not its hosts.
+    pub fn empty() -> Route {
+        Route {
+            hosts: Vec::new(),
+            port: 0,
+            key: String::new(),
+        }
+    }
+}
+
 /// Why a domain has no route; each maps to the contract's reply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
