@@ -67,7 +67,7 @@ fn bind_new(
 }
 
 fn open_sts_cache(config: &Config) -> Result<Arc<StsCache>, ServerError> {
-    let dir = config.state.directory.join("mta-sts");
+    let dir = config.state.mta_sts_dir();
     StsCache::open(&dir)
         .map(Arc::new)
         .map_err(|e| ServerError::State(ResultsError::Directory(dir, e)))

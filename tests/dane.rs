@@ -6,6 +6,7 @@
 mod common;
 
 use common::dnssec::{self, Delegation, SignedZone};
+use common::proxy::run_cli;
 use common::*;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -259,6 +260,37 @@ mode = "dane-only"
         ],
         "{mixed:?}"
     );
+
+    // `policy DOMAIN` shows the same discovery, without connecting anywhere.
+    let config_path = proxy.config.to_str().unwrap().to_string();
+    let policy = |domain: &str| run_cli(&["policy", domain, "--config", &config_path]);
+    let (code, out, err) = policy("dane-ee.test");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("policy: dane (from outbound_policy.default)"),
+        "{out}"
+    );
+    assert!(out.contains("DNSSEC: validation available"), "{out}");
+    assert!(
+        out.contains("DANE: MX records DNSSEC-signed (secure)"),
+        "{out}"
+    );
+    assert!(out.contains("DANE: secure TLSA 3 1 1 "), "{out}");
+    let (code, out, err) = policy("mixed.test");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("not used: mx.dane-bogus.test"), "{out}");
+    let (code, out, _) = policy("dane-none.test");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("no TLSA, no MTA-STS policy: opportunistic"),
+        "{out}"
+    );
+    for domain in ["dane-bogus.test", "expired.test", "only-none.test"] {
+        let (code, out, err) = policy(domain);
+        assert_eq!(code, 1, "{domain}: {out}{err}");
+        assert!(out.contains("no route: 451 4.7.5"), "{domain}: {out}");
+        assert!(err.contains(domain), "{domain}: {err}");
+    }
 
     let m = proxy.metrics();
     assert_eq!(

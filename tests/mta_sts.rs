@@ -7,6 +7,7 @@ mod common;
 
 use common::dnssec::{self, SignedZone};
 use common::https::{policy_text, PolicyHost, Response};
+use common::proxy::run_cli;
 use common::*;
 use starttls_proxy::config::ResolverConfig;
 use starttls_proxy::https::HttpsClient;
@@ -390,6 +391,22 @@ mode = "opportunistic"
         (&entry["policy_type"], &entry["result"]),
         (&"no-policy-found".into(), &"success".into())
     );
+    // `policy DOMAIN` shows the policy, its age and how each host would be judged.
+    let config_path = proxy.config.to_str().unwrap().to_string();
+    let policy = |domain: &str| run_cli(&["policy", domain, "--config", &config_path]);
+    let (code, out, err) = policy("stsok.test");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("MTA-STS: mode enforce, id 1, fetched "), "{out}");
+    assert!(out.contains("mx: mx.stsok.test"), "{out}");
+    assert!(out.contains("MTA-STS enforce: TLS required"), "{out}");
+    let (code, out, err) = policy("stsbadmx.test");
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("not named by the policy"), "{out}");
+    assert!(out.contains("no route: 451 4.7.5"), "{out}");
+    let (code, out, _) = policy("ststesting.test");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("MTA-STS testing"), "{out}");
+
     let m = proxy.metrics();
     assert_eq!(
         metric(

@@ -2,3 +2,4 @@
 //! tls-report as they land (DESIGN, "Proposed layout").
 
 pub mod coverage;
+pub mod policy;

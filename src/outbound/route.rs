@@ -3,11 +3,10 @@
 //! §5.1), and null MX (RFC 7505) as a permanent refusal.
 
 use super::Context;
-use crate::config::{Config, NextHop, Outbound, OutboundMode};
+use crate::config::{NextHop, Outbound};
 use crate::resolver::{DnsError, Resolve};
 use crate::smtp::{reply, Reply};
 use std::net::IpAddr;
-use std::net::SocketAddr;
 
 /// One host to try, with its addresses in the order to try them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,92 +118,6 @@ pub fn address_literal(domain: &str) -> Option<IpAddr> {
         _ => inner,
     };
     inner.parse().ok()
-}
-
-/// What `starttls-proxy policy DOMAIN` found.
-pub struct Explained {
-    /// The report printed on stdout.
-    pub text: String,
-    /// Listeners with no route for the domain, with the reply the MTA would get.
-    pub unrouted: Vec<(String, String)>,
-}
-
-/// What `starttls-proxy policy DOMAIN` prints: the policy in force and, per outbound listener,
-/// the route (hosts and addresses), without connecting anywhere.
-pub async fn explain(config: &Config, resolver: &dyn Resolve, domain: &str) -> Explained {
-    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let applied = config.outbound_policy.lookup(&domain, now);
-    let mut out = format!("domain: {domain}\n");
-    let entry = match applied.entry {
-        Some(_) => format!("[[outbound_policy.domain]] {}", applied.label),
-        None => "outbound_policy.default".to_string(),
-    };
-    out += &format!("policy: {} (from {entry})\n", applied.mode);
-    if applied.mode == crate::policy::Mode::Verify {
-        out += &format!(
-            "  trust anchors: {} ({} CAs)\n",
-            applied.trust_anchors.label, applied.trust_anchors.count
-        );
-        let mut names = vec!["the MX host name".to_string()];
-        names.extend(applied.match_names.iter().cloned());
-        out += &format!("  certificate names accepted: {}\n", names.join(", "));
-    }
-    match applied.relax_until {
-        Some(until) if applied.relaxed => {
-            out += &format!(
-                "  relaxed until {}: failures fall back to opportunistic\n",
-                crate::log::format_unix(until)
-            )
-        }
-        Some(until) => {
-            out += &format!(
-                "  relax_until {} has passed\n",
-                crate::log::format_unix(until)
-            )
-        }
-        None => {}
-    }
-    let default_listener = Outbound {
-        name: "(none configured)".into(),
-        listen: SocketAddr::from(([0, 0, 0, 0], 0)),
-        mode: OutboundMode::Relay,
-        next_hop: None,
-        mx_port: 25,
-    };
-    let listeners: Vec<&Outbound> = if config.outbound.is_empty() {
-        vec![&default_listener]
-    } else {
-        config.outbound.iter().map(|l| l.as_ref()).collect()
-    };
-    let mut unrouted = Vec::new();
-    for listener in listeners {
-        out += &format!("route via outbound {}:\n", listener.name);
-        match route_for(resolver, listener, &domain).await {
-            Ok(route) => {
-                for (i, host) in route.hosts.iter().enumerate() {
-                    let addrs: Vec<String> = host.addrs.iter().map(|a| a.to_string()).collect();
-                    out += &format!(
-                        "  {}. {} port {}: {}\n",
-                        i + 1,
-                        host.name,
-                        route.port,
-                        addrs.join(", ")
-                    );
-                }
-            }
-            Err(e) => {
-                let reply = e.reply(&domain);
-                let text = format!("{} {}", reply.code, reply.first_text());
-                out += &format!("  no route: {text}\n");
-                unrouted.push((listener.name.clone(), text));
-            }
-        }
-    }
-    Explained {
-        text: out,
-        unrouted,
-    }
 }
 
 async fn next_hop(resolver: &dyn Resolve, hop: &NextHop) -> Result<Route, RouteError> {

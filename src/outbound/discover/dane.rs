@@ -299,18 +299,21 @@ pub async fn bogus_mx(
     if !applied.mode.wants_dane() {
         return None;
     }
-    let secure = ctx.secure.as_ref().filter(|s| s.is_available())?;
+    let secure = ctx.secure.as_deref().filter(|s| s.is_available())?;
+    let problem = mx_bogus(secure, domain).await?;
+    Some(dane_refused(ctx, applied, domain, &record.id, problem))
+}
+
+/// The domain's MX records as the validating resolver sees them, when they are bogus.
+pub async fn mx_bogus(
+    secure: &dyn crate::resolver::dnssec::ResolveSecure,
+    domain: &str,
+) -> Option<DaneProblem> {
     match secure.mx(domain).await {
-        Validated::Bogus(why) => Some(dane_refused(
-            ctx,
-            applied,
-            domain,
-            &record.id,
-            DaneProblem::Bogus {
-                name: format!("{domain} MX"),
-                why,
-            },
-        )),
+        Validated::Bogus(why) => Some(DaneProblem::Bogus {
+            name: format!("{domain} MX"),
+            why,
+        }),
         _ => None,
     }
 }

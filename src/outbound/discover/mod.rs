@@ -6,7 +6,9 @@
 mod dane;
 mod mta_sts;
 
-pub use dane::{bogus_mx, dane_for_connected, find_dane, with_dane, DaneFinding, SkippedHost};
+pub use dane::{
+    bogus_mx, dane_for_connected, find_dane, mx_bogus, with_dane, DaneFinding, SkippedHost,
+};
 pub use mta_sts::{
     with_mta_sts, FetchResult, StsDiscovery, StsFinding, FETCH_TIMEOUT, POLICY_PATH,
 };
