@@ -135,6 +135,8 @@ pub struct Server {
     sts_cache: Arc<StsCache>,
     /// The DNSSEC availability self-test of the current configuration's validating resolver.
     dnssec_check: Option<JoinHandle<()>>,
+    /// The proactive refresh of cached MTA-STS policies for the current configuration.
+    sts_refresh: Option<JoinHandle<()>>,
 }
 
 /// Listeners bound for a configuration, not yet accepting.
@@ -335,6 +337,7 @@ impl Server {
             results,
             sts_cache,
             dnssec_check: None,
+            sts_refresh: None,
         };
         server.activate(&config, fresh);
         config_loaded(&config);
@@ -394,10 +397,28 @@ impl Server {
             .apply(inbound_contexts, fresh_inbound, &self.sessions);
         // One resolver (and its cache) per configuration, only when something needs DNS.
         let outbound_contexts = match config.outbound.is_empty() {
-            true => Vec::new(),
+            true => {
+                for task in [self.sts_refresh.take(), self.dnssec_check.take()]
+                    .into_iter()
+                    .flatten()
+                {
+                    task.abort();
+                }
+                Vec::new()
+            }
             false => {
                 let resolver = resolver::build(&config.resolver);
                 let sts = sts_discovery(config, &self.sts_cache);
+                if let Some(refresh) = self.sts_refresh.take() {
+                    refresh.abort();
+                }
+                self.sts_refresh = sts.clone().map(|sts| {
+                    outbound::discover::spawn_refresh(
+                        sts,
+                        resolver.clone(),
+                        outbound::discover::REFRESH_INTERVAL,
+                    )
+                });
                 let secure = self.dane_resolver(config);
                 config
                     .outbound

@@ -189,6 +189,38 @@ async fn a_new_id_or_an_expired_policy_is_fetched_again() {
 }
 
 #[tokio::test]
+async fn policies_past_half_their_max_age_are_refreshed_before_they_lapse() {
+    let w = world();
+    let r = resolver();
+    let (d, _dir) = discovery("sts-refresh", Duration::from_secs(10));
+    let first = d.discover(r.as_ref(), "enforce.test", now()).await;
+    let fetched = first.policy.unwrap();
+    let before = w.web.fetches("enforce.test");
+    // Fresh: nothing is due.
+    assert!(d.refresh_due(r.as_ref(), now()).await.is_empty());
+    // Past half of max_age (86400 s), same id: fetched again, the new copy kept.
+    let aged = CachedPolicy {
+        fetched_at: now() - 50_000,
+        ..fetched.clone()
+    };
+    d.cache().put(aged).unwrap();
+    let refreshed = d.refresh_due(r.as_ref(), now()).await;
+    assert_eq!(
+        refreshed,
+        vec![("enforce.test".to_string(), Some(FetchResult::Ok))]
+    );
+    assert_eq!(w.web.fetches("enforce.test"), before + 1);
+    assert!(d.cache().get("enforce.test").unwrap().fetched_at >= now() - 5);
+    // Expired policies are not in use any more: left alone.
+    let expired = CachedPolicy {
+        fetched_at: now() - 100_000,
+        ..fetched
+    };
+    d.cache().put(expired).unwrap();
+    assert!(d.refresh_due(r.as_ref(), now()).await.is_empty());
+}
+
+#[tokio::test]
 async fn concurrent_sessions_share_one_fetch() {
     let w = world();
     let r = resolver();
@@ -396,7 +428,10 @@ mode = "opportunistic"
     let policy = |domain: &str| run_cli(&["policy", domain, "--config", &config_path]);
     let (code, out, err) = policy("stsok.test");
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("MTA-STS: mode enforce, id 1, fetched "), "{out}");
+    assert!(
+        out.contains("MTA-STS: mode enforce, id 1, fetched "),
+        "{out}"
+    );
     assert!(out.contains("mx: mx.stsok.test"), "{out}");
     assert!(out.contains("MTA-STS enforce: TLS required"), "{out}");
     let (code, out, err) = policy("stsbadmx.test");

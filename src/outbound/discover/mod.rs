@@ -10,5 +10,6 @@ pub use dane::{
     bogus_mx, dane_for_connected, find_dane, mx_bogus, with_dane, DaneFinding, SkippedHost,
 };
 pub use mta_sts::{
-    with_mta_sts, FetchResult, StsDiscovery, StsFinding, FETCH_TIMEOUT, POLICY_PATH,
+    spawn_refresh, with_mta_sts, FetchResult, StsDiscovery, StsFinding, FETCH_TIMEOUT, POLICY_PATH,
+    REFRESH_INTERVAL,
 };

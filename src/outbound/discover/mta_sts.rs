@@ -107,6 +107,42 @@ impl StsDiscovery {
 
     /// What applies to `domain` at `now` (Unix seconds).
     pub async fn discover(&self, resolver: &dyn Resolve, domain: &str, now: i64) -> StsFinding {
+        self.look_up(resolver, domain, now, false).await
+    }
+
+    /// Proactive refresh (RFC 8461 §10.2): every cached policy in force and past half its
+    /// `max_age` is fetched again (after its TXT record), so a policy in use does not lapse
+    /// while the domain keeps publishing it; a failed refresh keeps it. Returns the domains
+    /// refreshed with what each fetch came to.
+    pub async fn refresh_due(
+        &self,
+        resolver: &dyn Resolve,
+        now: i64,
+    ) -> Vec<(String, Option<FetchResult>)> {
+        let due: Vec<String> = self
+            .cache
+            .all()
+            .into_iter()
+            .filter(|p| p.is_valid_at(now) && p.policy.mode != StsMode::None)
+            .filter(|p| now >= p.fetched_at + i64::try_from(p.policy.max_age / 2).unwrap_or(0))
+            .map(|p| p.domain)
+            .collect();
+        let mut refreshed = Vec::new();
+        for domain in due {
+            let finding = self.look_up(resolver, &domain, now, true).await;
+            refreshed.push((domain, finding.fetch));
+        }
+        refreshed
+    }
+
+    /// `force`: fetch the policy even when the cached one has the record's id.
+    async fn look_up(
+        &self,
+        resolver: &dyn Resolve,
+        domain: &str,
+        now: i64,
+        force: bool,
+    ) -> StsFinding {
         let cached = self.cache.get(domain).filter(|p| p.is_valid_at(now));
         let record = match resolver.txt(&format!("_mta-sts.{domain}")).await {
             Ok(txts) => mta_sts::parse_records(txts.iter().map(String::as_str)),
@@ -132,7 +168,7 @@ impl StsDiscovery {
             }
             Err(e) => return finding(cached, FetchResult::Invalid, e.to_string()),
         };
-        if let Some(p) = cached.as_ref().filter(|p| p.id == record.id) {
+        if let Some(p) = cached.as_ref().filter(|p| !force && p.id == record.id) {
             return StsFinding {
                 policy: Some(p.clone()),
                 fetch: None,
@@ -145,7 +181,7 @@ impl StsDiscovery {
         if let Some(p) = self
             .cache
             .get(domain)
-            .filter(|p| p.is_valid_at(now) && p.id == record.id)
+            .filter(|p| p.is_valid_at(now) && p.id == record.id && (!force || p.fetched_at >= now))
         {
             return StsFinding {
                 policy: Some(p),
@@ -330,6 +366,33 @@ pub async fn with_mta_sts(
     }
     Ok((route, applied))
 }
+
+/// Runs [`StsDiscovery::refresh_due`] every `every` until aborted (on shutdown, or when a
+/// reload replaces the discovery); each refresh is logged.
+pub fn spawn_refresh(
+    sts: Arc<StsDiscovery>,
+    resolver: Arc<dyn Resolve>,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            for (domain, result) in sts.refresh_due(resolver.as_ref(), now).await {
+                crate::log::info("mta_sts_refreshed")
+                    .field("domain", &domain)
+                    .field("result", result.map_or("unchanged", FetchResult::as_str))
+                    .emit();
+            }
+        }
+    })
+}
+
+/// How often cached policies are checked for refresh: a policy's half-life is never shorter
+/// than a day in practice (RFC 8461 §3.2 recommends weeks), an hour keeps it well inside.
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// A discovery that fetched nothing new: the cached policy if any, counted under `result`.
 fn finding(cached: Option<CachedPolicy>, result: FetchResult, why: String) -> StsFinding {
