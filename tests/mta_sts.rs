@@ -466,3 +466,32 @@ mode = "opportunistic"
         "{m}"
     );
 }
+
+/// Issue 11, point 5: what a policy look-up costs a session (figures printed, not asserted):
+/// a cold fetch (TXT + HTTPS), a cached one (TXT only), and a host that trickles its body,
+/// which costs the fetch timeout and no more.
+#[tokio::test]
+async fn policy_lookup_latency() {
+    let r = resolver();
+    let (d, _dir) = discovery("sts-latency", Duration::from_secs(2));
+    let mut report = Vec::new();
+    for (label, domain) in [
+        ("cold: TXT + HTTPS fetch", "concurrent.test"),
+        ("cached: TXT only", "concurrent.test"),
+        ("no record: TXT NXDOMAIN", "norecord.test"),
+        ("trickling host, 2 s fetch timeout", "slow.test"),
+    ] {
+        let start = std::time::Instant::now();
+        let found = d.discover(r.as_ref(), domain, now()).await;
+        let elapsed = start.elapsed();
+        if domain == "slow.test" {
+            assert_eq!(found.fetch, Some(FetchResult::FetchError), "{found:?}");
+        }
+        report.push(format!(
+            "  {label}: {:.2} ms ({:?})",
+            elapsed.as_secs_f64() * 1000.0,
+            found.fetch
+        ));
+    }
+    eprintln!("MTA-STS look-ups:\n{}", report.join("\n"));
+}
