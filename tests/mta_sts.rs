@@ -348,6 +348,9 @@ default = "opportunistic"
 trust_anchors = "{ca}"
 [[outbound_policy.domain]]
 domain = "stsentry.test"
+mode = "encrypt"
+[[outbound_policy.domain]]
+domain = "stswrong.test"
 mode = "opportunistic"
 "#,
         ip = unique_ip(),
@@ -368,14 +371,15 @@ mode = "opportunistic"
     let r = send("bob@stsbadmx.test");
     r[1].assert(451, "4.7.5");
     assert!(r[1].text().contains("MTA-STS"), "{r:?}");
-    // enforce, certificate not naming the MX: refused, the MTA keeps the message.
+    // enforce, certificate not naming the MX: refused, the MTA keeps the message (an
+    // `opportunistic` entry takes the published policy like the default does).
     send("bob@stswrong.test")[1].assert(451, "4.7.5");
     // testing: delivered, the failure recorded.
     send("bob@ststesting.test")
         .last()
         .unwrap()
         .assert(250, "2.0.0");
-    // An entry wins over the published policy.
+    // An `encrypt` entry is applied exactly as configured, whatever the domain publishes.
     send("bob@stsentry.test")
         .last()
         .unwrap()

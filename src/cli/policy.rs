@@ -12,7 +12,7 @@ use crate::outbound::discover::{self, DaneFinding, StsDiscovery};
 use crate::outbound::establish::{DaneProblem, Refusal};
 use crate::outbound::route::{self, Route};
 use crate::policy::mta_sts::StsMode;
-use crate::policy::{Applied, Mode, Source};
+use crate::policy::{Applied, Mode};
 use crate::resolver::dnssec::ResolveSecure;
 use crate::resolver::Resolve;
 use crate::state::mta_sts::StsCache;
@@ -262,8 +262,7 @@ async fn sts_part(
     domain: &str,
     now: i64,
 ) -> Option<crate::policy::mta_sts::StsPolicy> {
-    let consulted = applied.source == Source::None
-        && matches!(applied.mode, Mode::Opportunistic | Mode::Dane)
+    let consulted = matches!(applied.mode, Mode::Opportunistic | Mode::Dane)
         && listener.next_hop.is_none()
         && !route.hosts.iter().all(|h| h.tlsa.is_some());
     if !consulted {

@@ -279,9 +279,10 @@ impl StsDiscovery {
     }
 }
 
-/// Relay mode, at a RCPT: a domain without an entry, routed by its MX records under the
-/// default `opportunistic`, gets its published MTA-STS policy (RFC 8461 §4–5; an explicit
-/// entry wins, as in Postfix's policy table). `enforce` keeps only the MX hosts its patterns
+/// Relay mode, at a RCPT: a domain under `opportunistic` or `dane` (default or entry), routed
+/// by its MX records, gets its published MTA-STS policy for the hosts DANE does not cover
+/// (RFC 8461 §4–5; `none`, `encrypt`, `verify` and `dane-only` entries are applied as
+/// configured). `enforce` keeps only the MX hosts its patterns
 /// name and verifies them against `mta_sts_trust_anchors` for the MX host name; `testing`
 /// delivers as before and judges as `enforce` for the results; `none` or no policy changes
 /// nothing. `Err`: no MX host is allowed.
@@ -292,12 +293,11 @@ pub async fn with_mta_sts(
     domain: &str,
     record: &SessionRecord,
 ) -> Result<(Route, Applied), Refused> {
-    use crate::policy::Source;
     let Some(sts) = &ctx.sts else {
         return Ok((route, applied));
     };
-    if applied.source != Source::None
-        || !matches!(applied.mode, Mode::Opportunistic | Mode::Dane)
+    // An entry's `none`, `encrypt`, `verify` and `dane-only` are applied exactly as configured.
+    if !matches!(applied.mode, Mode::Opportunistic | Mode::Dane)
         || ctx.listener.next_hop.is_some()
         // DANE takes precedence (RFC 8461 §2): nothing left for MTA-STS to judge.
         || route.hosts.iter().all(|h| h.tlsa.is_some())
