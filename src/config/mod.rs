@@ -190,6 +190,25 @@ impl Config {
                 p.trust_anchors.count,
                 p.domains.len()
             );
+            if p.default.wants_dane() || p.domains.iter().any(|d| d.mode.wants_dane()) {
+                out += &format!(
+                    "  DANE: DNSSEC validated here, trust anchor {}\n",
+                    self.resolver
+                        .dnssec_trust_anchor
+                        .as_ref()
+                        .map_or("the IANA root KSKs (built in)".to_string(), |p| p
+                            .display()
+                            .to_string())
+                );
+            }
+            out += &format!(
+                "  MTA-STS: {}\n",
+                if p.mta_sts {
+                    format!("on, WebPKI roots {}", p.mta_sts_anchors.label)
+                } else {
+                    "off".to_string()
+                }
+            );
         }
         out
     }
