@@ -8,6 +8,7 @@ use crate::outbound::discover::{StsDiscovery, FETCH_TIMEOUT};
 use crate::policy::mta_sts::MAX_POLICY_BYTES;
 use crate::session::Slot;
 use crate::smtp::reply;
+use crate::state::monitor::Monitor;
 use crate::state::mta_sts::StsCache;
 use crate::state::results::{ResultsError, ResultsLog};
 use crate::{admin, log, outbound, resolver};
@@ -133,6 +134,9 @@ pub struct Server {
     results: ResultsLog,
     /// The MTA-STS cache, in `state_directory` too: kept across reloads.
     sts_cache: Arc<StsCache>,
+    /// Partner certificates and MX TLS memory, in the `state_directory` of the start (a reload
+    /// that moves it takes effect at restart: `/certificates` serves this one).
+    monitor: Monitor,
 }
 
 /// Listeners bound for a configuration, not yet accepting.
@@ -302,6 +306,7 @@ impl Server {
         let outbound = Listeners::new();
         let config = Arc::new(config);
         let fresh = bind_new(&inbound, &outbound, &config)?;
+        let monitor = Monitor::open(&config.state.directory);
         let admin = match &config.admin {
             Some(a) => {
                 let fail = |error| ServerError::Bind {
@@ -313,7 +318,12 @@ impl Server {
                 let addr = listener.local_addr().map_err(fail)?;
                 Some((
                     addr,
-                    tokio::spawn(admin::serve(listener, handle, draining_flag.clone())),
+                    tokio::spawn(admin::serve(
+                        listener,
+                        handle,
+                        draining_flag.clone(),
+                        monitor.inventory.clone(),
+                    )),
                 ))
             }
             None => None,
@@ -332,9 +342,11 @@ impl Server {
             admin,
             results,
             sts_cache,
+            monitor,
         };
         server.activate(&config, fresh);
         config_loaded(&config);
+        server.monitor.publish_expiries(&config);
         log::info("ready")
             .field("config", config.source.display())
             .emit();
@@ -367,10 +379,16 @@ impl Server {
         if config.state != self.config.state {
             self.results = open_results(&config)?;
             self.sts_cache = open_sts_cache(&config)?;
+            if config.state.directory != self.config.state.directory {
+                log::warn("reload")
+                    .field("detail", "the certificate inventory and MX TLS memory move to the new state_directory at restart")
+                    .emit();
+            }
         }
         self.activate(&config, fresh);
         config_loaded(&config);
         log_policy_changes(&self.config, &config);
+        self.monitor.publish_expiries(&config);
         self.config = config;
         Ok(())
     }
@@ -453,6 +471,7 @@ impl Server {
             draining: self.draining.subscribe(),
             results: self.results.clone(),
             sts,
+            monitor: self.monitor.clone(),
         }
     }
 
@@ -470,14 +489,18 @@ impl Server {
         let Server {
             sessions,
             mut sessions_done,
+            monitor,
             ..
         } = self;
         let weak = sessions.downgrade();
         drop(sessions);
-        match tokio::time::timeout(grace, sessions_done.recv()).await {
+        let cut = match tokio::time::timeout(grace, sessions_done.recv()).await {
             Ok(_) => 0,
             Err(_) => weak.strong_count(),
-        }
+        };
+        // Last-seen times not yet written (they are written at most once a minute).
+        let _ = tokio::task::spawn_blocking(move || monitor.flush()).await;
+        cut
     }
 }
 

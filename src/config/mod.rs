@@ -5,6 +5,7 @@
 
 mod limits;
 mod listeners;
+mod monitoring;
 mod outbound_policy;
 mod resolver;
 mod state;
@@ -12,6 +13,7 @@ mod tls;
 
 pub use limits::Limits;
 pub use listeners::{Admin, DomainSet, Inbound, NextHop, Outbound, OutboundMode};
+pub use monitoring::Monitoring;
 pub use resolver::ResolverConfig;
 pub use state::{State, DEFAULT_STATE_DIRECTORY};
 
@@ -56,6 +58,8 @@ pub struct Config {
     pub sha256: String,
     /// `state_directory` and `retention`.
     pub state: State,
+    /// `[monitoring]`: downgrade detection.
+    pub monitoring: Monitoring,
 }
 
 /// A configuration error, positioned where the administrator must look.
@@ -323,6 +327,7 @@ struct RawConfig {
     #[serde(default)]
     outbound: Vec<Spanned<listeners::RawOutbound>>,
     outbound_policy: Option<outbound_policy::RawOutboundPolicy>,
+    monitoring: Option<monitoring::RawMonitoring>,
 }
 
 impl RawConfig {
@@ -408,6 +413,10 @@ impl RawConfig {
             warnings,
             sha256: sha256_hex(ctx.source.as_bytes()),
             state: state::validate(ctx, self.state_directory, self.retention)?,
+            monitoring: match self.monitoring {
+                Some(m) => m.validate(ctx)?,
+                None => Monitoring::default(),
+            },
         })
     }
 }

@@ -42,6 +42,8 @@ pub struct Context {
     pub results: crate::state::results::ResultsLog,
     /// MTA-STS discovery (`None`: `mta_sts = false`, or no usable WebPKI anchors).
     pub sts: Option<Arc<discover::StsDiscovery>>,
+    /// Partner certificate inventory and MX TLS memory: every MX attempt goes there.
+    pub monitor: crate::state::monitor::Monitor,
 }
 
 /// Why a session ended early. Variants say who failed: the MTA, the MX, or us.

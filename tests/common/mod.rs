@@ -146,6 +146,7 @@ pub fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
 const PROGRAMS: &[(&str, &str)] = &[
     ("postfix", "postfix"),
     ("postqueue", "postfix"),
+    ("postconf", "postfix"),
     ("smtp-sink", "postfix"),
     ("swaks", "swaks"),
     ("openssl", "openssl"),
