@@ -161,6 +161,8 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("dnssec-dsfromkey", "bind9-utils"),
     ("dig", "bind9-dnsutils"),
     ("curl", "curl"),
+    ("prometheus", "prometheus"),
+    ("promtool", "prometheus"),
 ];
 
 /// The absolute path of a peer program; panics (never skips) when it is not installed.
