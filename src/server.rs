@@ -345,7 +345,7 @@ impl Server {
             monitor,
         };
         server.activate(&config, fresh);
-        config_loaded(&config);
+        config_loaded(&config, "start");
         server.monitor.publish_expiries(&config);
         log::info("ready")
             .field("config", config.source.display())
@@ -386,7 +386,7 @@ impl Server {
             }
         }
         self.activate(&config, fresh);
-        config_loaded(&config);
+        config_loaded(&config, "reload");
         log_policy_changes(&self.config, &config);
         self.monitor.publish_expiries(&config);
         self.config = config;
@@ -504,13 +504,34 @@ impl Server {
     }
 }
 
-/// The change-control record of the configuration now in force: log line and metrics.
-fn config_loaded(config: &Config) {
+/// The change-control record of the configuration now in force: log line, metrics and the
+/// configuration history in `state_directory` (`reason`: `start` or `reload`).
+fn config_loaded(config: &Config, reason: &str) {
     metrics::config_loaded();
     log::info("config_loaded")
         .field("config", config.source.display())
         .field("sha256", &config.sha256)
         .emit();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let record = crate::state::config_history::ConfigRecord::of(config, reason, now);
+    if let Err(e) = crate::state::config_history::append(&config.state.directory, &record) {
+        metrics::state_file_error("config_history", "write");
+        log::warn("state_file_write_failed")
+            .field(
+                "file",
+                config
+                    .state
+                    .directory
+                    .join(crate::state::config_history::FILE_NAME)
+                    .display(),
+            )
+            .field("error", e)
+            .field(
+                "detail",
+                "this load is missing from the configuration history",
+            )
+            .emit();
+    }
 }
 
 /// Change control: one line per outbound policy entry a reload changed (mode or relaxation).

@@ -60,6 +60,18 @@ pub struct Config {
     pub state: State,
     /// `[monitoring]`: downgrade detection.
     pub monitoring: Monitoring,
+    /// `relax_until` entries already in the past at load: not applied, reported (a warning at
+    /// every load, the configuration history, `evidence`).
+    pub expired_relaxations: Vec<ExpiredRelaxation>,
+}
+
+/// A `relax_until` that had passed when the configuration was loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiredRelaxation {
+    /// The entry's `domain`.
+    pub domain: String,
+    /// Unix seconds.
+    pub relax_until: i64,
 }
 
 /// A configuration error, positioned where the administrator must look.
@@ -394,11 +406,12 @@ impl RawConfig {
             None => None,
         };
         let mut warnings = Vec::new();
-        let outbound_policy = Arc::new(
-            self.outbound_policy
-                .unwrap_or_default()
-                .validate(ctx, &mut warnings)?,
-        );
+        let mut expired_relaxations = Vec::new();
+        let outbound_policy = Arc::new(self.outbound_policy.unwrap_or_default().validate(
+            ctx,
+            &mut warnings,
+            &mut expired_relaxations,
+        )?);
         Ok(Config {
             source: ctx.path.to_owned(),
             hostname,
@@ -417,6 +430,7 @@ impl RawConfig {
                 Some(m) => m.validate(ctx)?,
                 None => Monitoring::default(),
             },
+            expired_relaxations,
         })
     }
 }

@@ -339,6 +339,29 @@ impl Entries {
     }
 }
 
+/// The inventory as the file holds it, for readers beside the running proxy (`evidence`): it
+/// never moves or rewrites the file. No file yet: empty.
+pub fn read(dir: &Path) -> Result<Vec<CertificateEntry>, String> {
+    use std::io::Read;
+    let path = dir.join(FILE_NAME);
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!(
+            "{}: larger than {MAX_FILE_BYTES} bytes",
+            path.display()
+        ));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// An entry read back from the file; `None` when its times cannot be read.
 fn restore(shown: CertificateEntry) -> Option<Entry> {
     let last_seen = parse_time(&shown.last_seen)?;

@@ -2,6 +2,7 @@
 //! partner certificate inventory and the MX TLS memory (monitoring); the report ledger as it
 //! arrives (DESIGN, "Proposed layout").
 
+pub mod config_history;
 pub mod file;
 pub mod inventory;
 pub mod monitor;
