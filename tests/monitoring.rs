@@ -292,3 +292,56 @@ fn a_bad_downgrade_window_is_a_configuration_error_naming_the_key() {
         assert!(err.contains("downgrade_window"), "{bad}: {err}");
     }
 }
+
+#[test]
+fn a_certificate_policy_refuses_is_inventoried_too() {
+    // The MX shows a test-CA certificate for another name: verify refuses it (451 4.7.5), and
+    // the inventory still records what was presented, as not verified.
+    let (w, leaf) = World::new(
+        "inventory-refused",
+        "strict.test",
+        &["somebody-else.test"],
+        "[[outbound_policy.domain]]\ndomain = \"strict.test\"\nmode = \"verify\"\n",
+    );
+    w.sender
+        .submit("alice@sender.test", "bob@strict.test", "must not leave");
+    w.sender.wait_deferred("4.7.5");
+    let listed = eventually("the refused certificate in the inventory", || {
+        let listed = certificates(&w.proxy);
+        (!listed.is_empty()).then_some(listed)
+    });
+    let c = &listed[0];
+    assert_eq!(c["domain"], "strict.test");
+    assert_eq!(c["mx"], "mx.strict.test");
+    assert_eq!(c["sha256"], sha256_of(&leaf).as_str());
+    assert_eq!(c["verified"], false);
+    assert_eq!(c["sans"], serde_json::json!(["somebody-else.test"]));
+    assert!(w.mx.delivered().is_empty());
+}
+
+#[test]
+fn a_giant_name_list_from_a_real_mx_is_kept_bounded() {
+    let names: Vec<String> = std::iter::once("mx.many.test".to_string())
+        .chain((0..1500).map(|i| format!("alias{i}.many.test")))
+        .collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (mut w, leaf) = World::new("inventory-giant", "many.test", &refs, "");
+    w.deliver("bob@many.test", 1);
+    let listed = certificates(&w.proxy);
+    assert_eq!(listed.len(), 1, "{}", listed.len());
+    let c = &listed[0];
+    assert_eq!(c["sha256"], sha256_of(&leaf).as_str());
+    assert_eq!(c["sans"].as_array().map(Vec::len), Some(100));
+    assert_eq!(c["sans_omitted"], 1401);
+    assert_eq!(c["sans"][0], "mx.many.test");
+    assert_eq!(c["policy_domain"], false);
+    // Not a policy domain: no gauge series for it (labels stay the operator's).
+    assert_eq!(
+        metric(
+            &w.proxy.metrics(),
+            "starttls_proxy_partner_certificate_expiry_timestamp_seconds",
+            &[("domain", "many.test")]
+        ),
+        None
+    );
+}
