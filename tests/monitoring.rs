@@ -345,3 +345,32 @@ fn a_giant_name_list_from_a_real_mx_is_kept_bounded() {
         None
     );
 }
+
+#[test]
+fn an_mx_that_falls_back_to_an_older_tls_version_is_a_suspected_downgrade() {
+    let (mut w, _leaf) = World::new("downgrade-version", "old.test", &["mx.old.test"], "");
+    let mail = w.deliver("bob@old.test", 1);
+    assert!(
+        mail.contains("using TLSv1.3"),
+        "the first session is not TLS 1.3: {mail}"
+    );
+    // The MX now speaks TLS 1.2 at most.
+    let protocols = "!SSLv2, !SSLv3, !TLSv1, !TLSv1.1, !TLSv1.3";
+    w.mx.reconfigure(&[
+        ("smtpd_tls_protocols", protocols),
+        ("smtpd_tls_mandatory_protocols", protocols),
+    ]);
+    let mail = w.deliver("bob@old.test", 2);
+    assert!(mail.contains("using TLSv1.2"), "not TLS 1.2: {mail}");
+    let warned = w.proxy.wait_event(
+        "downgrade_suspected",
+        &[("domain", "old.test"), ("mx", "mx.old.test")],
+    );
+    assert!(warned["detail"].contains("TLSv1.2"), "{warned:?}");
+    // A domain without a policy entry counts as `other`.
+    w.proxy.assert_metric(
+        "starttls_proxy_downgrade_suspected_total",
+        &[("direction", "outbound"), ("domain", "other")],
+        1.0,
+    );
+}
