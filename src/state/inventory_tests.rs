@@ -182,3 +182,24 @@ fn past_the_bound_the_oldest_entry_of_a_domain_without_policy_goes_first() {
     let domains: Vec<String> = inv.list().into_iter().map(|e| e.domain).collect();
     assert_eq!(domains, vec!["b.test", "bank.test", "c.test"]);
 }
+
+#[test]
+fn a_malformed_name_list_is_named_and_the_rest_is_kept() {
+    let mut der = cert(&["mx.bank.test", "alt.bank.test"]);
+    // subjectAltName's OID (2.5.29.17), then its OCTET STRING holding a SEQUENCE: make that
+    // SEQUENCE a SET, so the extension no longer parses while the certificate still frames.
+    let oid = [0x06, 0x03, 0x55, 0x1d, 0x11];
+    let at = der.windows(oid.len()).position(|w| w == oid).unwrap() + oid.len();
+    let seq = at + der[at..].iter().position(|&b| b == 0x30).unwrap();
+    der[seq] = 0x31;
+    let described = describe(&der);
+    assert!(described.error.is_some(), "{described:?}");
+    assert!(described.sans.is_empty(), "{described:?}");
+    assert_eq!(described.subject, "CN=mx.bank.test");
+    assert!(described.not_after.is_some());
+    let d = dir("malformed-san");
+    let inv = Inventory::open(&d);
+    let learnt = inv.observe(&sighting("bank.test", "mx.bank.test", &der, T0));
+    assert_eq!(learnt.sha256.len(), 64);
+    assert!(inv.list()[0].parse_error.is_some());
+}
