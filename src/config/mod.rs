@@ -206,6 +206,18 @@ impl Config {
                 p.trust_anchors.count,
                 p.domains.len()
             );
+            let window = self.monitoring.downgrade_window.as_secs();
+            out += &match window % 86_400 {
+                0 => format!("  monitoring: downgrade window {}d\n", window / 86_400),
+                _ => format!("  monitoring: downgrade window {window}s\n"),
+            };
+        }
+        for e in &self.expired_relaxations {
+            out += &format!(
+                "  expired: {} relax_until {} (not applied)\n",
+                e.domain,
+                crate::log::format_unix(e.relax_until)
+            );
         }
         out
     }
