@@ -117,15 +117,41 @@ fn main() -> ExitCode {
                 }
             };
             runtime().block_on(async {
+                use starttls_proxy::cli::policy;
+                use starttls_proxy::resolver::dnssec::{ResolveSecure, Validating};
                 let resolver = starttls_proxy::resolver::build(&config.resolver);
-                let explained =
-                    starttls_proxy::outbound::route::explain(&config, resolver.as_ref(), &domain)
-                        .await;
+                let validating = Validating::new(
+                    &config.resolver.nameservers,
+                    config.resolver.dnssec_trust_anchor.as_deref(),
+                );
+                let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                let lower = domain.trim_end_matches('.').to_ascii_lowercase();
+                let wants_dane = config.outbound_policy.lookup(&lower, now).mode.wants_dane();
+                let (secure, why_not) = match &validating {
+                    // The self-test costs a round trip: only when DANE would be consulted.
+                    Ok(_) if !wants_dane => (None, None),
+                    Ok(v) => match v.self_test().await {
+                        Ok(()) => (Some(v as &dyn ResolveSecure), None),
+                        Err(why) => (None, Some(why)),
+                    },
+                    Err(e) => (None, Some(e.to_string())),
+                };
+                let scratch = std::env::temp_dir()
+                    .join(format!("starttls-proxy-policy-{}", std::process::id()));
+                let sts = policy::sts_discovery(&config, &domain, &scratch);
+                let lookups = policy::Lookups {
+                    resolver: resolver.as_ref(),
+                    secure,
+                    why_not,
+                    sts: sts.as_ref(),
+                };
+                let explained = policy::explain(&config, &lookups, &domain).await;
+                let _ = std::fs::remove_dir_all(&scratch);
                 print!("{}", explained.text);
-                if explained.unrouted.is_empty() {
+                if explained.unreachable.is_empty() {
                     return ExitCode::SUCCESS;
                 }
-                for (listener, reply) in &explained.unrouted {
+                for (listener, reply) in &explained.unreachable {
                     eprintln!(
                         "starttls-proxy: no route for {domain} via outbound {listener}: {reply}"
                     );

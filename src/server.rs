@@ -68,7 +68,7 @@ fn bind_new(
 }
 
 fn open_sts_cache(config: &Config) -> Result<Arc<StsCache>, ServerError> {
-    let dir = config.state.directory.join("mta-sts");
+    let dir = config.state.mta_sts_dir();
     StsCache::open(&dir)
         .map(Arc::new)
         .map_err(|e| ServerError::State(ResultsError::Directory(dir, e)))
@@ -137,6 +137,10 @@ pub struct Server {
     /// Partner certificates and MX TLS memory, in the `state_directory` of the start (a reload
     /// that moves it takes effect at restart: `/certificates` serves this one).
     monitor: Monitor,
+    /// The DNSSEC availability self-test of the current configuration's validating resolver.
+    dnssec_check: Option<JoinHandle<()>>,
+    /// The proactive refresh of cached MTA-STS policies for the current configuration.
+    sts_refresh: Option<JoinHandle<()>>,
 }
 
 /// Listeners bound for a configuration, not yet accepting.
@@ -343,6 +347,8 @@ impl Server {
             results,
             sts_cache,
             monitor,
+            dnssec_check: None,
+            sts_refresh: None,
         };
         server.activate(&config, fresh);
         config_loaded(&config, "start");
@@ -409,17 +415,42 @@ impl Server {
             .apply(inbound_contexts, fresh_inbound, &self.sessions);
         // One resolver (and its cache) per configuration, only when something needs DNS.
         let outbound_contexts = match config.outbound.is_empty() {
-            true => Vec::new(),
+            true => {
+                for task in [self.sts_refresh.take(), self.dnssec_check.take()]
+                    .into_iter()
+                    .flatten()
+                {
+                    task.abort();
+                }
+                Vec::new()
+            }
             false => {
                 let resolver = resolver::build(&config.resolver);
                 let sts = sts_discovery(config, &self.sts_cache);
+                if let Some(refresh) = self.sts_refresh.take() {
+                    refresh.abort();
+                }
+                self.sts_refresh = sts.clone().map(|sts| {
+                    outbound::discover::spawn_refresh(
+                        sts,
+                        resolver.clone(),
+                        outbound::discover::REFRESH_INTERVAL,
+                    )
+                });
+                let secure = self.dane_resolver(config);
                 config
                     .outbound
                     .iter()
                     .map(|entry| {
                         (
                             entry.listen,
-                            self.outbound_context(config, entry, resolver.clone(), sts.clone()),
+                            self.outbound_context(
+                                config,
+                                entry,
+                                resolver.clone(),
+                                sts.clone(),
+                                secure.clone(),
+                            ),
                         )
                     })
                     .collect()
@@ -460,6 +491,7 @@ impl Server {
         entry: &Arc<Outbound>,
         resolver: Arc<dyn resolver::Resolve>,
         sts: Option<Arc<StsDiscovery>>,
+        secure: Option<Arc<dyn resolver::dnssec::ResolveSecure>>,
     ) -> outbound::Context {
         let metrics = ListenerMetrics::new(&entry.name, "outbound");
         metrics.register();
@@ -472,7 +504,42 @@ impl Server {
             results: self.results.clone(),
             sts,
             monitor: self.monitor.clone(),
+            secure,
         }
+    }
+
+    /// The validating resolver of this configuration, when a domain wants DANE, with its
+    /// availability self-test running (the previous configuration's stops).
+    fn dane_resolver(
+        &mut self,
+        config: &Config,
+    ) -> Option<Arc<dyn resolver::dnssec::ResolveSecure>> {
+        if let Some(check) = self.dnssec_check.take() {
+            check.abort();
+        }
+        let policy = &config.outbound_policy;
+        if !policy.default.wants_dane() && !policy.domains.iter().any(|d| d.mode.wants_dane()) {
+            return None;
+        }
+        let validating = match resolver::dnssec::Validating::new(
+            &config.resolver.nameservers,
+            config.resolver.dnssec_trust_anchor.as_deref(),
+        ) {
+            Ok(v) => Arc::new(v),
+            Err(e) => {
+                metrics::dnssec_available(false);
+                log::warn("dnssec_unavailable")
+                    .field("error", &e)
+                    .field("effect", "DANE unavailable: answers count as insecure")
+                    .emit();
+                return None;
+            }
+        };
+        self.dnssec_check = Some(resolver::dnssec::spawn_availability_check(
+            validating.clone(),
+            resolver::dnssec::AVAILABILITY_INTERVAL,
+        ));
+        Some(validating)
     }
 
     /// Stops accepting, tells sessions in a dialogue to say 421 and close, and waits for the

@@ -57,8 +57,13 @@ pub struct SessionRecord {
     /// `tls` holds the facts of an outbound attempt that policy refused: logged, but TLS was
     /// not in place when the session ended (`sessions_total{tls="no"}`).
     pub tls_refused: bool,
-    /// Policy in force: inbound `opportunistic`, `require_tls` or `require_tls_listed`.
+    /// Policy in force: inbound `opportunistic`, `require_tls` or `require_tls_listed`;
+    /// outbound where it came from (`dane`, `mta-sts`, `configured`, `none`: the metric label).
     pub policy: &'static str,
+    /// Outbound: the mode the MX was judged by, what DANE found for it and the MTA-STS mode.
+    pub mode: Option<&'static str>,
+    pub tlsa: Option<&'static str>,
+    pub sts_mode: Option<&'static str>,
     /// The domain a policy decision was about (the last one refused), if any.
     pub domain: Option<String>,
     /// `ok`, or the reason the session ended badly (a metric label too).
@@ -74,6 +79,15 @@ pub struct SessionRecord {
 }
 
 impl SessionRecord {
+    /// An outbound session's policy fields, from the policy the MX (or its domain) was
+    /// judged by.
+    pub fn judged_by(&mut self, applied: &crate::policy::Applied) {
+        self.policy = applied.source.as_str();
+        self.mode = Some(applied.mode.as_str());
+        self.tlsa = applied.tlsa_found;
+        self.sts_mode = applied.sts_mode.map(|m| m.as_str());
+    }
+
     pub fn new(
         listener: &str,
         direction: &'static str,
@@ -90,6 +104,9 @@ impl SessionRecord {
             tls: None,
             tls_refused: false,
             policy: "opportunistic",
+            mode: None,
+            tlsa: None,
+            sts_mode: None,
             domain: None,
             outcome: "ok",
             detail: None,
@@ -173,7 +190,17 @@ impl SessionRecord {
             .field("cipher", tls.map_or("-", |t| t.cipher))
             .field("sni", tls.and_then(|t| t.sni.as_deref()).unwrap_or("-"))
             .field("verdict", tls.map_or("-", |t| t.verdict.as_str()))
-            .field("policy", self.policy)
+            .field("policy", self.policy);
+        for (key, value) in [
+            ("mode", self.mode),
+            ("tlsa", self.tlsa),
+            ("sts_mode", self.sts_mode),
+        ] {
+            if let Some(value) = value {
+                event = event.field(key, value);
+            }
+        }
+        event = event
             .field("domain", self.domain.as_deref().unwrap_or("-"))
             .field("outcome", self.outcome);
         if let Some(detail) = &self.detail {

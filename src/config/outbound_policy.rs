@@ -177,7 +177,7 @@ impl RawOutboundPolicy {
             None => trust_anchors.clone(),
         };
         Ok(OutboundPolicy {
-            default: self.default.unwrap_or(Mode::Opportunistic),
+            default: self.default.unwrap_or(Mode::Dane),
             trust_anchors,
             domains,
             mta_sts: self.mta_sts,

@@ -472,6 +472,41 @@ fn the_sha256_is_of_the_configuration_text() {
 }
 
 #[test]
+fn dane_is_the_default_and_both_dane_modes_parse() {
+    let config = parse(OUTBOUND).unwrap();
+    assert_eq!(config.resolver.dnssec_trust_anchor, None);
+    let text = OUTBOUND.replace("mode = \"encrypt\"", "mode = \"dane-only\"");
+    let policy = parse(&text).unwrap().outbound_policy;
+    assert!(policy.domains.iter().any(|d| d.mode == Mode::DaneOnly));
+    let without_default: String = OUTBOUND
+        .lines()
+        .filter(|l| !l.starts_with("default ="))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(
+        parse(&without_default).unwrap().outbound_policy.default,
+        Mode::Dane
+    );
+}
+
+#[test]
+fn a_broken_dnssec_trust_anchor_names_the_key() {
+    let dir = std::env::temp_dir().join(format!("stp-anchor-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let empty = dir.join("empty.key");
+    std::fs::write(&empty, "; no keys here\n").unwrap();
+    for path in [empty.display().to_string(), "/nonexistent/root.key".into()] {
+        let e = error(&OUTBOUND.replace(
+            "[[outbound]]",
+            &format!("dnssec_trust_anchor = \"{path}\"\n[[outbound]]"),
+        ));
+        assert!(e.contains("resolver.dnssec_trust_anchor"), "{e}");
+        assert!(e.contains(&path), "{e}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn monitoring_defaults_to_a_30_day_downgrade_window_and_expired_relaxations_are_kept() {
     let text = format!(
         "{MINIMAL}[[outbound]]\nlisten = \"127.0.0.1:10025\"\n[outbound_policy]\ndefault = \"opportunistic\"\n\

@@ -291,6 +291,14 @@ pub fn tls_failed(domain: &str, host: &str, what: &str) -> Reply {
     )
 }
 
+/// DANE stopped delivery before any connection (RFC 7672 §2.1.1: never plaintext instead).
+pub fn dane_failed(domain: &str, what: &str) -> Reply {
+    Reply::new(
+        451,
+        format!("4.7.5 DANE authentication is required for domain {domain}, but {what}"),
+    )
+}
+
 pub fn dns_temporary(domain: &str, why: &str) -> Reply {
     Reply::new(
         451,

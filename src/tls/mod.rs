@@ -315,6 +315,8 @@ pub enum CertVerdict {
     Expired,
     /// Anything else the verifier refused (bad encoding, bad signature, revoked).
     Invalid,
+    /// DANE: no TLSA record of the MX host matches the presented chain.
+    DaneNoMatch,
 }
 
 impl CertVerdict {
@@ -330,6 +332,7 @@ impl CertVerdict {
             CertVerdict::Untrusted => "untrusted",
             CertVerdict::Expired => "expired",
             CertVerdict::Invalid => "invalid",
+            CertVerdict::DaneNoMatch => "dane_no_match",
         }
     }
 
@@ -341,6 +344,7 @@ impl CertVerdict {
             CertVerdict::Untrusted => "certificate not signed by a trusted CA",
             CertVerdict::Expired => "certificate expired or not yet valid",
             CertVerdict::Invalid => "certificate invalid",
+            CertVerdict::DaneNoMatch => "no TLSA record matches the certificate chain",
         }
     }
 
@@ -592,13 +596,29 @@ pub fn client_config(
         verdict: std::sync::Mutex::new(None),
         signatures: HandshakeSignatures(provider.clone()),
     });
+    (with_verifier(provider, verifier.clone()), verifier)
+}
+
+/// The client configuration for an MX host with usable secure TLSA records: its certificate is
+/// judged by them ([`dane::DaneRecorder`]) instead of trust anchors.
+pub fn dane_client_config(
+    records: Vec<crate::policy::dane::Tlsa>,
+) -> (Arc<rustls::ClientConfig>, Arc<dane::DaneRecorder>) {
+    let recorder = dane::DaneRecorder::new(records);
+    (with_verifier(provider(), recorder.clone()), recorder)
+}
+
+fn with_verifier(
+    provider: Arc<CryptoProvider>,
+    verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
+) -> Arc<rustls::ClientConfig> {
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .expect("ring supports TLS 1.2 and 1.3")
         .dangerous()
-        .with_custom_certificate_verifier(verifier.clone())
+        .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
-    (Arc::new(config), verifier)
+    Arc::new(config)
 }
 
 /// Fixed-set reason for a failed client handshake, for the failures metric.

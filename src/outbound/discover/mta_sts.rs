@@ -1,13 +1,16 @@
-//! Discovery: what a recipient domain publishes about its TLS, found before the decision (the
-//! decision itself stays pure, in `policy`). MTA-STS (RFC 8461 §3, §5): the `_mta-sts` TXT
-//! record, the policy fetched over HTTPS only when its `id` is new or the cached one expired,
-//! the cached policy kept when a refetch fails or the record vanishes, one fetch at a time per
-//! domain however many sessions ask. DANE's TLSA lookups join here.
+//! MTA-STS discovery (RFC 8461 §3, §5): the `_mta-sts` TXT record, the policy fetched over
+//! HTTPS only when its `id` is new or the cached one expired, the cached policy kept when a
+//! refetch fails or the record vanishes, one fetch at a time per domain however many sessions
+//! ask.
 
 use crate::https::{HttpsClient, HttpsError};
+use crate::outbound::establish::{Refusal, Refused};
+use crate::outbound::route::Route;
 use crate::policy::mta_sts::{self, parse_policy, StsError, StsMode};
 use crate::policy::ResultType;
+use crate::policy::{Applied, Mode};
 use crate::resolver::{DnsError, Resolve};
+use crate::session::SessionRecord;
 use crate::state::mta_sts::{CachedPolicy, StsCache};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -104,6 +107,42 @@ impl StsDiscovery {
 
     /// What applies to `domain` at `now` (Unix seconds).
     pub async fn discover(&self, resolver: &dyn Resolve, domain: &str, now: i64) -> StsFinding {
+        self.look_up(resolver, domain, now, false).await
+    }
+
+    /// Proactive refresh (RFC 8461 §10.2): every cached policy in force and past half its
+    /// `max_age` is fetched again (after its TXT record), so a policy in use does not lapse
+    /// while the domain keeps publishing it; a failed refresh keeps it. Returns the domains
+    /// refreshed with what each fetch came to.
+    pub async fn refresh_due(
+        &self,
+        resolver: &dyn Resolve,
+        now: i64,
+    ) -> Vec<(String, Option<FetchResult>)> {
+        let due: Vec<String> = self
+            .cache
+            .all()
+            .into_iter()
+            .filter(|p| p.is_valid_at(now) && p.policy.mode != StsMode::None)
+            .filter(|p| now >= p.fetched_at + i64::try_from(p.policy.max_age / 2).unwrap_or(0))
+            .map(|p| p.domain)
+            .collect();
+        let mut refreshed = Vec::new();
+        for domain in due {
+            let finding = self.look_up(resolver, &domain, now, true).await;
+            refreshed.push((domain, finding.fetch));
+        }
+        refreshed
+    }
+
+    /// `force`: fetch the policy even when the cached one has the record's id.
+    async fn look_up(
+        &self,
+        resolver: &dyn Resolve,
+        domain: &str,
+        now: i64,
+        force: bool,
+    ) -> StsFinding {
         let cached = self.cache.get(domain).filter(|p| p.is_valid_at(now));
         let record = match resolver.txt(&format!("_mta-sts.{domain}")).await {
             Ok(txts) => mta_sts::parse_records(txts.iter().map(String::as_str)),
@@ -129,7 +168,7 @@ impl StsDiscovery {
             }
             Err(e) => return finding(cached, FetchResult::Invalid, e.to_string()),
         };
-        if let Some(p) = cached.as_ref().filter(|p| p.id == record.id) {
+        if let Some(p) = cached.as_ref().filter(|p| !force && p.id == record.id) {
             return StsFinding {
                 policy: Some(p.clone()),
                 fetch: None,
@@ -142,7 +181,7 @@ impl StsDiscovery {
         if let Some(p) = self
             .cache
             .get(domain)
-            .filter(|p| p.is_valid_at(now) && p.id == record.id)
+            .filter(|p| p.is_valid_at(now) && p.id == record.id && (!force || p.fetched_at >= now))
         {
             return StsFinding {
                 policy: Some(p),
@@ -247,19 +286,21 @@ impl StsDiscovery {
 /// delivers as before and judges as `enforce` for the results; `none` or no policy changes
 /// nothing. `Err`: no MX host is allowed.
 pub async fn with_mta_sts(
-    ctx: &super::Context,
-    mut route: super::route::Route,
-    applied: crate::policy::Applied,
+    ctx: &crate::outbound::Context,
+    mut route: Route,
+    applied: Applied,
     domain: &str,
-    record: &crate::session::SessionRecord,
-) -> Result<(super::route::Route, crate::policy::Applied), super::establish::Refused> {
-    use crate::policy::{Mode, Source};
+    record: &SessionRecord,
+) -> Result<(Route, Applied), Refused> {
+    use crate::policy::Source;
     let Some(sts) = &ctx.sts else {
         return Ok((route, applied));
     };
     if applied.source != Source::None
-        || applied.mode != Mode::Opportunistic
+        || !matches!(applied.mode, Mode::Opportunistic | Mode::Dane)
         || ctx.listener.next_hop.is_some()
+        // DANE takes precedence (RFC 8461 §2): nothing left for MTA-STS to judge.
+        || route.hosts.iter().all(|h| h.tlsa.is_some())
     {
         return Ok((route, applied));
     }
@@ -293,14 +334,17 @@ pub async fn with_mta_sts(
     );
     if policy.policy.mode == StsMode::Enforce {
         let hosts: Vec<String> = route.hosts.iter().map(|h| h.name.clone()).collect();
-        route.hosts.retain(|h| policy.policy.allows_mx(&h.name));
+        // A host DANE authenticates is judged by its TLSA records, not the MX patterns.
+        route
+            .hosts
+            .retain(|h| h.tlsa.is_some() || policy.policy.allows_mx(&h.name));
         // Sessions are shared by route key: the key must say which hosts this policy allows,
         // or another domain's transaction could reuse a host its own policy does not name.
         let mut allowed: Vec<&str> = route.hosts.iter().map(|h| h.name.as_str()).collect();
         allowed.sort_unstable();
         route.key = format!("{} sts-allowed {}", route.key, allowed.join(","));
         if route.hosts.is_empty() {
-            let refusal = super::establish::Refusal::StsNoMatchingMx {
+            let refusal = Refusal::StsNoMatchingMx {
                 domain: domain.to_string(),
                 hosts,
             };
@@ -313,7 +357,7 @@ pub async fn with_mta_sts(
                 .field("sts_mode", policy.policy.mode)
                 .field("reason", refusal.reason())
                 .emit();
-            return Err(super::establish::Refused {
+            return Err(Refused {
                 refusal,
                 mx: None,
                 facts: None,
@@ -322,6 +366,33 @@ pub async fn with_mta_sts(
     }
     Ok((route, applied))
 }
+
+/// Runs [`StsDiscovery::refresh_due`] every `every` until aborted (on shutdown, or when a
+/// reload replaces the discovery); each refresh is logged.
+pub fn spawn_refresh(
+    sts: Arc<StsDiscovery>,
+    resolver: Arc<dyn Resolve>,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            for (domain, result) in sts.refresh_due(resolver.as_ref(), now).await {
+                crate::log::info("mta_sts_refreshed")
+                    .field("domain", &domain)
+                    .field("result", result.map_or("unchanged", FetchResult::as_str))
+                    .emit();
+            }
+        }
+    })
+}
+
+/// How often cached policies are checked for refresh: a policy's half-life is never shorter
+/// than a day in practice (RFC 8461 §3.2 recommends weeks), an hour keeps it well inside.
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// A discovery that fetched nothing new: the cached policy if any, counted under `result`.
 fn finding(cached: Option<CachedPolicy>, result: FetchResult, why: String) -> StsFinding {
