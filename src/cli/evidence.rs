@@ -154,8 +154,8 @@ pub struct FailureRow {
     pub sessions: u64,
     pub first: String,
     pub last: String,
-    /// The domain is enforced now (TLS required by its outbound entry, or an inbound listener
-    /// requires TLS from it).
+    /// The domain is enforced now (TLS required by its outbound policy, DANE where published,
+    /// or an inbound listener requires TLS from it).
     pub enforced: bool,
 }
 
@@ -226,7 +226,11 @@ pub fn build(config: &Config, days: u32, now: i64) -> std::io::Result<Evidence> 
     };
     let enforced = |direction: &str, domain: Option<&str>| -> bool {
         match (direction, domain) {
-            ("outbound", Some(d)) => config.outbound_policy.lookup(d, now).mode.is_tls_required(),
+            // `dane` enforces wherever a secure TLSA record is published.
+            ("outbound", Some(d)) => {
+                let mode = config.outbound_policy.lookup(d, now).mode;
+                mode.is_tls_required() || mode == crate::policy::Mode::Dane
+            }
             ("inbound", d) => config
                 .inbound
                 .iter()
