@@ -140,8 +140,10 @@ pub struct EnforcedPartners {
 pub struct OutboundPartner {
     pub domain: String,
     pub mode: &'static str,
-    /// Mail may not leave in plaintext (`encrypt`, `verify`).
+    /// Mail may never leave in plaintext (`encrypt`, `verify`, `dane-only`).
     pub tls_required: bool,
+    /// What the mode promises, in words.
+    pub enforcement: &'static str,
     /// A relaxation in force now: until then failures fall back to opportunistic.
     pub relax_until: Option<String>,
 }
@@ -409,6 +411,7 @@ pub fn build(config: &Config, days: u32, now: i64) -> std::io::Result<Evidence> 
                 domain: d.domain.clone(),
                 mode: d.mode.as_str(),
                 tls_required: d.mode.is_tls_required(),
+                enforcement: enforcement(d.mode),
                 relax_until: d
                     .relax_until
                     .filter(|t| *t > now)
@@ -660,7 +663,7 @@ impl Evidence {
         } else {
             let _ = writeln!(
                 out,
-                "| partner domain (outbound) | mode | TLS required | relaxed until |\n|---|---|---|---|"
+                "| partner domain (outbound) | mode | enforcement | relaxed until |\n|---|---|---|---|"
             );
             for p in &self.enforced_partners.outbound {
                 let _ = writeln!(
@@ -668,7 +671,7 @@ impl Evidence {
                     "| {} | {} | {} | {} |",
                     p.domain,
                     p.mode,
-                    if p.tls_required { "yes" } else { "no" },
+                    p.enforcement,
                     or_dash(p.relax_until.as_deref())
                 );
             }
@@ -812,6 +815,19 @@ impl Evidence {
                 .map_or(String::new(), |e| format!(" (unreadable: {e})"))
         );
         out
+    }
+}
+
+/// What `mode` promises an auditor, in words.
+fn enforcement(mode: crate::policy::Mode) -> &'static str {
+    use crate::policy::Mode;
+    match mode {
+        Mode::None => "never TLS",
+        Mode::Opportunistic => "TLS when offered",
+        Mode::Dane => "authenticated TLS where DANE (TLSA) is published, else TLS when offered",
+        Mode::DaneOnly => "authenticated TLS by DANE, always",
+        Mode::Encrypt => "TLS always",
+        Mode::Verify => "TLS always, certificate verified",
     }
 }
 

@@ -277,7 +277,7 @@ fn every_figure_comes_from_what_the_proxy_kept() {
         "## Summary",
         "**outbound**: 4 sessions, 3 of them over TLS (75.0 %), 1 with a verified certificate",
         "## TLS settings",
-        "| bank.test | verify | yes | - |",
+        "| bank.test | verify | TLS always, certificate verified | - |",
         "shop.test: relax_until 2026-12-01T00:00:00Z",
         "| outbound | bank.test | certificate-expired | 2 | 2026-12-05T10:05:00Z | 2026-12-05T10:06:00Z | yes |",
         "| bank.test | verify | encrypt | 2026-12-09T00:00:00Z | - | `ccc` |",
