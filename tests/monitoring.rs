@@ -207,6 +207,29 @@ fn partner_certificates_are_inventoried_kept_across_restarts_and_changes_are_war
     w.deliver("bob@bank.test", 3);
     assert!(w.proxy.events("partner_certificate_changed").is_empty());
     w.sender.wait_queue_empty();
+
+    // The auditor's document shows both certificates and the outbound sessions as recorded.
+    let config = w.proxy.config.to_str().unwrap().to_string();
+    let (code, json, err) = run_cli(&[
+        "evidence", "--config", &config, "--days", "1", "--format", "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let e: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let certs = e["partner_certificates"].as_array().unwrap();
+    assert_eq!(certs.len(), 2, "{certs:#?}");
+    assert!(certs
+        .iter()
+        .all(|c| c["domain"] == "bank.test" && c["policy_domain"] == true));
+    assert!(certs
+        .iter()
+        .any(|c| c["sha256"] == sha256_of(&second).as_str()
+            && c["days_left"]
+                .as_i64()
+                .is_some_and(|d| (88..=90).contains(&d))));
+    let outbound = w.proxy.results().len() as u64;
+    assert_eq!(e["summary"][0]["direction"], "outbound");
+    assert_eq!(e["summary"][0]["sessions"], outbound);
+    assert_eq!(e["summary"][0]["verified_sessions"], outbound);
 }
 
 #[test]
