@@ -4,12 +4,14 @@
 //! Inbound: `server` (accept, limits) → `inbound` (greeting → EHLO → STARTTLS → EHLO → envelope
 //! checks) → `splice`.
 //! Outbound: `server` → `outbound` (the MTA's dialogue → at RCPT: `route` → `connect` →
-//! `starttls` → `establish`, the one verdict step → envelope replayed) → `splice`; `discover`
-//! (MTA-STS, DANE) takes its place between `route` and `connect` as it is wired in.
+//! `starttls` → `establish`, the one verdict step, which also hands each MX attempt to
+//! `state::monitor` (certificate inventory, downgrade memory) → envelope replayed) → `splice`;
+//! `discover` (MTA-STS, DANE) takes its place between `route` and `connect` as it is wired in.
 //! `smtp` parses and formats the wire protocol without IO policy; `policy` decides, purely;
 //! `resolver`, `tls` and `https` reach the network for them; `state` keeps what outlives the
-//! process (session results, the MTA-STS cache); `report` and `cli` read it back; `metrics`
-//! and `session` record what happened.
+//! process (session results, the MTA-STS cache, partner certificates, MX TLS memory,
+//! configuration history); `report`, `cli` (coverage, evidence) and `admin` (`/certificates`)
+//! read it back; `metrics` and `session` record what happened.
 #![deny(unsafe_code)]
 
 pub mod admin;

@@ -8,7 +8,7 @@
 //! certificate). `check-config` answers valid (0) or invalid (2) whatever the kind of failure.
 
 use clap::{Parser, Subcommand};
-use starttls_proxy::cli::coverage;
+use starttls_proxy::cli::{coverage, evidence};
 use starttls_proxy::config::{Config, DEFAULT_PATH};
 use starttls_proxy::{demo, log, server};
 use std::path::PathBuf;
@@ -51,6 +51,18 @@ enum Command {
         days: u32,
         #[arg(long, value_enum, default_value_t = coverage::Format::Table)]
         format: coverage::Format,
+    },
+    /// One document for an auditor: TLS settings, enforced partners, coverage, failures,
+    /// policy changes and partner certificate expiries over the last N days, from what the
+    /// proxy keeps in state_directory.
+    Evidence {
+        #[arg(long, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+        /// The period: the last N×24 hours up to now.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3660))]
+        days: u32,
+        #[arg(long, value_enum, default_value_t = evidence::Format::Md)]
+        format: evidence::Format,
     },
     /// Print the outbound route (MX hosts and addresses) and the TLS policy for DOMAIN, without
     /// sending mail. Exits 1 when the domain has no route (NXDOMAIN, null MX, DNS failure).
@@ -175,6 +187,33 @@ fn main() -> ExitCode {
                     eprintln!(
                         "starttls-proxy: cannot read session results in {}: {e}",
                         dir.display()
+                    );
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Evidence {
+            config,
+            days,
+            format,
+        } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("starttls-proxy: {e}");
+                    return ExitCode::from(e.exit_code());
+                }
+            };
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            match evidence::build(&config, days, now) {
+                Ok(document) => {
+                    print!("{}", document.render(format));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!(
+                        "starttls-proxy: cannot read what the proxy keeps in {}: {e}",
+                        config.state.directory.display()
                     );
                     ExitCode::from(1)
                 }

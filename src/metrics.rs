@@ -25,6 +25,13 @@ pub const OUTBOUND_RELAXED_TOTAL: &str = "starttls_proxy_outbound_relaxed_total"
 /// Sessions that went without TLS where the partner is known to use it (DESIGN: downgrade
 /// detection), by direction and domain (policy domains, or `other`).
 pub const DOWNGRADE_SUSPECTED_TOTAL: &str = "starttls_proxy_downgrade_suspected_total";
+/// notAfter of the certificate each MX host of a policy domain showed last, by `domain` and
+/// `mx` (restored from the inventory at start).
+pub const PARTNER_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS: &str =
+    "starttls_proxy_partner_certificate_expiry_timestamp_seconds";
+/// Extension: state files (`certificates`, `mx_tls`) found corrupt at start (set aside, started
+/// anew) or not written, by `file` and `reason` (`corrupt` | `write`).
+pub const STATE_FILE_ERRORS_TOTAL: &str = "starttls_proxy_state_file_errors_total";
 /// Extension: sessions whose results could not be written to `state_directory/results/`.
 pub const RESULTS_WRITE_ERRORS_TOTAL: &str = "starttls_proxy_results_write_errors_total";
 /// SIGHUP reloads, by `result` (`ok` | `failed`: the old configuration kept serving).
@@ -108,6 +115,15 @@ fn describe() {
     describe_counter!(
         DOWNGRADE_SUSPECTED_TOTAL,
         "Sessions without TLS from or to a partner known to use it, by direction and domain"
+    );
+    describe_gauge!(
+        PARTNER_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS,
+        Unit::Seconds,
+        "notAfter of the certificate each MX host of a policy domain showed last"
+    );
+    describe_counter!(
+        STATE_FILE_ERRORS_TOTAL,
+        "State files found corrupt at start (set aside, started anew) or not written, by file and reason"
     );
     describe_counter!(
         RESULTS_WRITE_ERRORS_TOTAL,
@@ -290,4 +306,19 @@ pub fn dnssec_lookup(result: &'static str) {
 pub fn downgrade_suspected(direction: &'static str, domain: &str) {
     counter!(DOWNGRADE_SUSPECTED_TOTAL, "direction" => direction, "domain" => domain.to_string())
         .increment(1);
+}
+
+/// The notAfter of the certificate `mx` showed last for the policy domain `domain`.
+pub fn partner_certificate_expiry(domain: &str, mx: &str, not_after: i64) {
+    gauge!(
+        PARTNER_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS,
+        "domain" => domain.to_string(),
+        "mx" => mx.to_string()
+    )
+    .set(not_after as f64);
+}
+
+/// A state file was corrupt at start (`corrupt`) or could not be written (`write`).
+pub fn state_file_error(file: &'static str, reason: &'static str) {
+    counter!(STATE_FILE_ERRORS_TOTAL, "file" => file, "reason" => reason).increment(1);
 }

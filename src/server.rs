@@ -8,6 +8,7 @@ use crate::outbound::discover::{StsDiscovery, FETCH_TIMEOUT};
 use crate::policy::mta_sts::MAX_POLICY_BYTES;
 use crate::session::Slot;
 use crate::smtp::reply;
+use crate::state::monitor::Monitor;
 use crate::state::mta_sts::StsCache;
 use crate::state::results::{ResultsError, ResultsLog};
 use crate::{admin, log, outbound, resolver};
@@ -133,6 +134,9 @@ pub struct Server {
     results: ResultsLog,
     /// The MTA-STS cache, in `state_directory` too: kept across reloads.
     sts_cache: Arc<StsCache>,
+    /// Partner certificates and MX TLS memory, in the `state_directory` of the start (a reload
+    /// that moves it takes effect at restart: `/certificates` serves this one).
+    monitor: Monitor,
     /// The DNSSEC availability self-test of the current configuration's validating resolver.
     dnssec_check: Option<JoinHandle<()>>,
     /// The proactive refresh of cached MTA-STS policies for the current configuration.
@@ -306,6 +310,7 @@ impl Server {
         let outbound = Listeners::new();
         let config = Arc::new(config);
         let fresh = bind_new(&inbound, &outbound, &config)?;
+        let monitor = Monitor::open(&config.state.directory);
         let admin = match &config.admin {
             Some(a) => {
                 let fail = |error| ServerError::Bind {
@@ -317,7 +322,12 @@ impl Server {
                 let addr = listener.local_addr().map_err(fail)?;
                 Some((
                     addr,
-                    tokio::spawn(admin::serve(listener, handle, draining_flag.clone())),
+                    tokio::spawn(admin::serve(
+                        listener,
+                        handle,
+                        draining_flag.clone(),
+                        monitor.inventory.clone(),
+                    )),
                 ))
             }
             None => None,
@@ -336,11 +346,13 @@ impl Server {
             admin,
             results,
             sts_cache,
+            monitor,
             dnssec_check: None,
             sts_refresh: None,
         };
         server.activate(&config, fresh);
-        config_loaded(&config);
+        config_loaded(&config, "start");
+        server.monitor.publish_expiries(&config);
         log::info("ready")
             .field("config", config.source.display())
             .emit();
@@ -373,10 +385,16 @@ impl Server {
         if config.state != self.config.state {
             self.results = open_results(&config)?;
             self.sts_cache = open_sts_cache(&config)?;
+            if config.state.directory != self.config.state.directory {
+                log::warn("reload")
+                    .field("detail", "the certificate inventory and MX TLS memory move to the new state_directory at restart")
+                    .emit();
+            }
         }
         self.activate(&config, fresh);
-        config_loaded(&config);
+        config_loaded(&config, "reload");
         log_policy_changes(&self.config, &config);
+        self.monitor.publish_expiries(&config);
         self.config = config;
         Ok(())
     }
@@ -485,6 +503,7 @@ impl Server {
             draining: self.draining.subscribe(),
             results: self.results.clone(),
             sts,
+            monitor: self.monitor.clone(),
             secure,
         }
     }
@@ -537,24 +556,49 @@ impl Server {
         let Server {
             sessions,
             mut sessions_done,
+            monitor,
             ..
         } = self;
         let weak = sessions.downgrade();
         drop(sessions);
-        match tokio::time::timeout(grace, sessions_done.recv()).await {
+        let cut = match tokio::time::timeout(grace, sessions_done.recv()).await {
             Ok(_) => 0,
             Err(_) => weak.strong_count(),
-        }
+        };
+        // Last-seen times not yet written (they are written at most once a minute).
+        let _ = tokio::task::spawn_blocking(move || monitor.flush()).await;
+        cut
     }
 }
 
-/// The change-control record of the configuration now in force: log line and metrics.
-fn config_loaded(config: &Config) {
+/// The change-control record of the configuration now in force: log line, metrics and the
+/// configuration history in `state_directory` (`reason`: `start` or `reload`).
+fn config_loaded(config: &Config, reason: &str) {
     metrics::config_loaded();
     log::info("config_loaded")
         .field("config", config.source.display())
         .field("sha256", &config.sha256)
         .emit();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let record = crate::state::config_history::ConfigRecord::of(config, reason, now);
+    if let Err(e) = crate::state::config_history::append(&config.state.directory, &record) {
+        metrics::state_file_error("config_history", "write");
+        log::warn("state_file_write_failed")
+            .field(
+                "file",
+                config
+                    .state
+                    .directory
+                    .join(crate::state::config_history::FILE_NAME)
+                    .display(),
+            )
+            .field("error", e)
+            .field(
+                "detail",
+                "this load is missing from the configuration history",
+            )
+            .emit();
+    }
 }
 
 /// Change control: one line per outbound policy entry a reload changed (mode or relaxation).

@@ -1,5 +1,6 @@
-//! Commands that read what the proxy kept rather than serve mail: coverage today; evidence and
-//! tls-report as they land (DESIGN, "Proposed layout").
+//! Commands that read what the proxy kept rather than serve mail: coverage, evidence, policy;
+//! tls-report as it lands (DESIGN, "Proposed layout").
 
 pub mod coverage;
+pub mod evidence;
 pub mod policy;

@@ -5,6 +5,7 @@
 
 mod limits;
 mod listeners;
+mod monitoring;
 mod outbound_policy;
 mod resolver;
 mod state;
@@ -12,6 +13,7 @@ mod tls;
 
 pub use limits::Limits;
 pub use listeners::{Admin, DomainSet, Inbound, NextHop, Outbound, OutboundMode};
+pub use monitoring::Monitoring;
 pub use resolver::ResolverConfig;
 pub use state::{State, DEFAULT_STATE_DIRECTORY};
 
@@ -56,6 +58,20 @@ pub struct Config {
     pub sha256: String,
     /// `state_directory` and `retention`.
     pub state: State,
+    /// `[monitoring]`: downgrade detection.
+    pub monitoring: Monitoring,
+    /// `relax_until` entries already in the past at load: not applied, reported (a warning at
+    /// every load, the configuration history, `evidence`).
+    pub expired_relaxations: Vec<ExpiredRelaxation>,
+}
+
+/// A `relax_until` that had passed when the configuration was loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiredRelaxation {
+    /// The entry's `domain`.
+    pub domain: String,
+    /// Unix seconds.
+    pub relax_until: i64,
 }
 
 /// A configuration error, positioned where the administrator must look.
@@ -209,6 +225,18 @@ impl Config {
                     "off".to_string()
                 }
             );
+            let window = self.monitoring.downgrade_window.as_secs();
+            out += &match window % 86_400 {
+                0 => format!("  monitoring: downgrade window {}d\n", window / 86_400),
+                _ => format!("  monitoring: downgrade window {window}s\n"),
+            };
+        }
+        for e in &self.expired_relaxations {
+            out += &format!(
+                "  expired: {} relax_until {} (not applied)\n",
+                e.domain,
+                crate::log::format_unix(e.relax_until)
+            );
         }
         out
     }
@@ -342,6 +370,7 @@ struct RawConfig {
     #[serde(default)]
     outbound: Vec<Spanned<listeners::RawOutbound>>,
     outbound_policy: Option<outbound_policy::RawOutboundPolicy>,
+    monitoring: Option<monitoring::RawMonitoring>,
 }
 
 impl RawConfig {
@@ -408,11 +437,12 @@ impl RawConfig {
             None => None,
         };
         let mut warnings = Vec::new();
-        let outbound_policy = Arc::new(
-            self.outbound_policy
-                .unwrap_or_default()
-                .validate(ctx, &mut warnings)?,
-        );
+        let mut expired_relaxations = Vec::new();
+        let outbound_policy = Arc::new(self.outbound_policy.unwrap_or_default().validate(
+            ctx,
+            &mut warnings,
+            &mut expired_relaxations,
+        )?);
         Ok(Config {
             source: ctx.path.to_owned(),
             hostname,
@@ -427,6 +457,11 @@ impl RawConfig {
             warnings,
             sha256: sha256_hex(ctx.source.as_bytes()),
             state: state::validate(ctx, self.state_directory, self.retention)?,
+            monitoring: match self.monitoring {
+                Some(m) => m.validate(ctx)?,
+                None => Monitoring::default(),
+            },
+            expired_relaxations,
         })
     }
 }

@@ -505,3 +505,38 @@ fn a_broken_dnssec_trust_anchor_names_the_key() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn monitoring_defaults_to_a_30_day_downgrade_window_and_expired_relaxations_are_kept() {
+    let text = format!(
+        "{MINIMAL}[[outbound]]\nlisten = \"127.0.0.1:10025\"\n[outbound_policy]\ndefault = \"opportunistic\"\n\
+         [[outbound_policy.domain]]\ndomain = \"bank.example\"\nmode = \"verify\"\nrelax_until = \"2020-01-01T00:00:00Z\"\n"
+    );
+    let config = parse(&text).unwrap();
+    assert_eq!(
+        config.monitoring.downgrade_window,
+        Duration::from_secs(30 * 86_400)
+    );
+    assert_eq!(
+        config.expired_relaxations,
+        vec![ExpiredRelaxation {
+            domain: "bank.example".into(),
+            relax_until: 1_577_836_800
+        }]
+    );
+    let summary = config.summary();
+    assert!(summary.contains("downgrade window 30d"), "{summary}");
+    assert!(
+        summary.contains("expired: bank.example relax_until 2020-01-01T00:00:00Z"),
+        "{summary}"
+    );
+    let config = parse(&format!("{text}[monitoring]\ndowngrade_window = \"12h\"\n")).unwrap();
+    assert_eq!(
+        config.monitoring.downgrade_window,
+        Duration::from_secs(12 * 3600)
+    );
+    let err = error(&format!(
+        "{MINIMAL}[monitoring]\ndowngrade_windows = \"1d\"\n"
+    ));
+    assert!(err.contains("downgrade_windows"), "{err}");
+}

@@ -132,7 +132,9 @@ pub enum Go {
 
 /// The one step: `decide` on what `mx` offered for `domain` under `applied`, then the metric,
 /// the log line and the session's result for this attempt. `facts`: the handshake's, if one
-/// was made (with the verdict for this domain).
+/// was made (with the verdict for this domain); `chain`: the certificates it showed, leaf first.
+// Each argument is a fact of this one attempt; bundling them would only move the list.
+#[allow(clippy::too_many_arguments)]
 pub fn conclude(
     ctx: &Context,
     applied: &Applied,
@@ -140,8 +142,21 @@ pub fn conclude(
     mx: &MxPeer,
     offer: &Offer,
     facts: Option<&TlsFacts>,
+    chain: &[rustls::pki_types::CertificateDer<'static>],
     record: &mut SessionRecord,
 ) -> Result<(Go, Option<TlsFailure>), Refusal> {
+    ctx.monitor.mx_attempt(
+        &crate::state::monitor::MxAttempt {
+            session: &record.id,
+            domain,
+            mx: &mx.host,
+            applied,
+            offer,
+            version: facts.map(|f| f.version),
+            chain,
+        },
+        ctx.config.monitoring.downgrade_window,
+    );
     let outcome = crate::policy::failure(applied.judged_as, offer)
         .map_or(Outcome::Success, |f| Outcome::Failure(f.result_type()));
     record.results.push(AttemptResult {
@@ -337,6 +352,7 @@ pub async fn establish(
                 &attempt.peer,
                 &attempt.offer,
                 attempt.facts.as_ref(),
+                &attempt.chain,
                 record,
             );
             match judged {

@@ -284,6 +284,7 @@ impl Transparent<'_> {
                 &peer,
                 &offer,
                 facts.as_ref(),
+                &state.chain,
                 record,
             ) {
                 Err(refusal) => {

@@ -33,6 +33,8 @@ pub struct ServerTls {
     /// notAfter of the leaf, seconds since the epoch.
     pub not_after: Option<i64>,
     pub subject: String,
+    /// The lowest version served (`evidence` reports it).
+    pub min_version: MinVersion,
 }
 
 impl ServerTls {
@@ -89,6 +91,31 @@ impl TlsLoadError {
     }
 }
 
+/// The versions served from `min` up, as the metric labels spell them (newest first).
+pub fn versions_from(min: MinVersion) -> &'static [&'static str] {
+    match min {
+        MinVersion::Tls12 => &["TLSv1.3", "TLSv1.2"],
+        MinVersion::Tls13 => &["TLSv1.3"],
+    }
+}
+
+/// The IANA names of the suites offered for `versions` (both directions use the ring
+/// provider's suites, all forward secret), in preference order.
+pub fn suite_names(versions: &[&str]) -> Vec<&'static str> {
+    provider()
+        .cipher_suites
+        .iter()
+        .filter(|s| {
+            let version = match s {
+                rustls::SupportedCipherSuite::Tls13(_) => "TLSv1.3",
+                rustls::SupportedCipherSuite::Tls12(_) => "TLSv1.2",
+            };
+            versions.contains(&version)
+        })
+        .map(|s| cipher_name(Some(s.suite())))
+        .collect()
+}
+
 /// The ring provider; all its suites are forward secret.
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -135,6 +162,7 @@ pub fn load_server(
         label: cert_path.display().to_string(),
         not_after: Some(not_after),
         subject,
+        min_version: min,
     })
 }
 
@@ -164,6 +192,7 @@ pub fn self_signed(hostname: &str, min: MinVersion) -> ServerTls {
         label: "self-signed".to_string(),
         not_after: Some(not_after),
         subject,
+        min_version: min,
     }
 }
 

@@ -146,6 +146,7 @@ pub fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
 const PROGRAMS: &[(&str, &str)] = &[
     ("postfix", "postfix"),
     ("postqueue", "postfix"),
+    ("postconf", "postfix"),
     ("smtp-sink", "postfix"),
     ("swaks", "swaks"),
     ("openssl", "openssl"),
@@ -160,6 +161,8 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("dnssec-dsfromkey", "bind9-utils"),
     ("dig", "bind9-dnsutils"),
     ("curl", "curl"),
+    ("prometheus", "prometheus"),
+    ("promtool", "prometheus"),
 ];
 
 /// The absolute path of a peer program; panics (never skips) when it is not installed.
