@@ -8,7 +8,7 @@
 //! certificate). `check-config` answers valid (0) or invalid (2) whatever the kind of failure.
 
 use clap::{Parser, Subcommand};
-use starttls_proxy::cli::coverage;
+use starttls_proxy::cli::{coverage, tls_report};
 use starttls_proxy::config::{Config, DEFAULT_PATH};
 use starttls_proxy::{demo, log, server};
 use std::path::PathBuf;
@@ -51,6 +51,19 @@ enum Command {
         days: u32,
         #[arg(long, value_enum, default_value_t = coverage::Format::Table)]
         format: coverage::Format,
+    },
+    /// Build a day's TLS reports (RFC 8460) from the session results of every node, store them
+    /// under state_directory/reports/ and print a summary; --send delivers those a destination
+    /// does not have yet. Exits 1 when a delivery failed.
+    TlsReport {
+        #[arg(long, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+        /// UTC day, YYYY-MM-DD (default: yesterday; today gives the day so far).
+        #[arg(long, value_parser = tls_report::parse_day)]
+        day: Option<String>,
+        /// Deliver the reports to their https: and mailto: destinations.
+        #[arg(long)]
+        send: bool,
     },
     /// Print the outbound route (MX hosts and addresses) and the TLS policy for DOMAIN, without
     /// sending mail. Exits 1 when the domain has no route (NXDOMAIN, null MX, DNS failure).
@@ -153,6 +166,17 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+        Command::TlsReport { config, day, send } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("starttls-proxy: {e}");
+                    return ExitCode::from(e.exit_code());
+                }
+            };
+            let exit = runtime().block_on(tls_report::run(&config, day, send));
+            ExitCode::from(exit as u8)
         }
         Command::Demo => runtime().block_on(async {
             match demo::run().await {

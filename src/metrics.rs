@@ -40,6 +40,10 @@ pub const DNSSEC_AVAILABLE: &str = "starttls_proxy_dnssec_available";
 /// DANE's validated look-ups (MX, A/AAAA, TLSA), by `result`: secure | insecure | bogus | error.
 pub const DNSSEC_LOOKUPS_TOTAL: &str = "starttls_proxy_dnssec_lookups_total";
 
+/// TLS report deliveries, one per attempt at one destination, by `transport` (https | mailto)
+/// and `result` (sent | failed).
+pub const TLS_REPORTS_TOTAL: &str = "starttls_proxy_tls_reports_total";
+
 const HANDSHAKE_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
@@ -133,6 +137,10 @@ fn describe() {
     describe_counter!(
         DNSSEC_LOOKUPS_TOTAL,
         "DANE's DNSSEC-validated look-ups (MX, A/AAAA, TLSA), by result"
+    );
+    describe_counter!(
+        TLS_REPORTS_TOTAL,
+        "TLS report deliveries (RFC 8460), one per attempt at one destination, by transport and result"
     );
 }
 
@@ -290,4 +298,10 @@ pub fn dnssec_lookup(result: &'static str) {
 pub fn downgrade_suspected(direction: &'static str, domain: &str) {
     counter!(DOWNGRADE_SUSPECTED_TOTAL, "direction" => direction, "domain" => domain.to_string())
         .increment(1);
+}
+
+/// One attempt to deliver a TLS report over `transport` (`https`, `mailto`).
+pub fn tls_report(transport: &'static str, sent: bool) {
+    let result = if sent { "sent" } else { "failed" };
+    counter!(TLS_REPORTS_TOTAL, "transport" => transport, "result" => result).increment(1);
 }

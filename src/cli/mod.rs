@@ -1,4 +1,5 @@
-//! Commands that read what the proxy kept rather than serve mail: coverage today; evidence and
-//! tls-report as they land (DESIGN, "Proposed layout").
+//! Commands that read what the proxy kept rather than serve mail: coverage, tls-report;
+//! evidence as it lands (DESIGN, "Proposed layout").
 
 pub mod coverage;
+pub mod tls_report;

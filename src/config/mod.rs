@@ -1,17 +1,19 @@
 //! Configuration: the TOML schema of DESIGN.md's contract, parsed into types that cannot hold a
 //! bad value. Every error names the file, line, column and key. One file per table, in the
 //! order of the file: `tls`, `limits`, `listeners` (`[[inbound]]`, `[[outbound]]`, `[admin]`),
-//! `resolver`, `outbound_policy`; this one holds the whole and what the tables share.
+//! `resolver`, `outbound_policy`, `tls_reporting`; this one holds the whole and what the tables share.
 
 mod limits;
 mod listeners;
 mod outbound_policy;
+mod reporting;
 mod resolver;
 mod state;
 mod tls;
 
 pub use limits::Limits;
 pub use listeners::{Admin, DomainSet, Inbound, NextHop, Outbound, OutboundMode};
+pub use reporting::TlsReporting;
 pub use resolver::ResolverConfig;
 pub use state::{State, DEFAULT_STATE_DIRECTORY};
 
@@ -56,6 +58,8 @@ pub struct Config {
     pub sha256: String,
     /// `state_directory` and `retention`.
     pub state: State,
+    /// `[tls_reporting]`: `None`, no reports are built or sent.
+    pub tls_reporting: Option<TlsReporting>,
 }
 
 /// A configuration error, positioned where the administrator must look.
@@ -323,6 +327,7 @@ struct RawConfig {
     #[serde(default)]
     outbound: Vec<Spanned<listeners::RawOutbound>>,
     outbound_policy: Option<outbound_policy::RawOutboundPolicy>,
+    tls_reporting: Option<reporting::RawTlsReporting>,
 }
 
 impl RawConfig {
@@ -408,6 +413,10 @@ impl RawConfig {
             warnings,
             sha256: sha256_hex(ctx.source.as_bytes()),
             state: state::validate(ctx, self.state_directory, self.retention)?,
+            tls_reporting: match self.tls_reporting {
+                Some(r) => Some(r.validate(ctx)?),
+                None => None,
+            },
         })
     }
 }

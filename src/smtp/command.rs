@@ -93,6 +93,26 @@ impl Command {
     }
 }
 
+/// The mailbox of a `MAIL FROM:` line (source route dropped, lowercased); `None` for another
+/// command, the null path or a path that cannot be read.
+pub fn reverse_path_mailbox(line: &[u8]) -> Option<String> {
+    let (verb, rest) = split_verb(line);
+    if !verb.eq_ignore_ascii_case(b"MAIL") {
+        return None;
+    }
+    let after = rest
+        .get(..5)
+        .filter(|k| k.eq_ignore_ascii_case(b"FROM:"))
+        .map(|_| &rest[5..])?;
+    let start = after
+        .iter()
+        .position(|&b| !is_blank(b))
+        .unwrap_or(after.len());
+    let address = clean_address(&after[start..])?;
+    let mailbox = address.rsplit(':').next().unwrap_or_default();
+    (!mailbox.is_empty()).then(|| mailbox.to_ascii_lowercase())
+}
+
 fn is_blank(b: u8) -> bool {
     b == b' ' || b == b'\t'
 }

@@ -433,3 +433,37 @@ fn bare_lf_in_body_is_refused() {
     assert_eq!(EndOfData::default().scan(b"line\n.\n"), Scan::BareLf(4));
     assert_eq!(EndOfData::default().scan(b"ok\r\nthen\n"), Scan::BareLf(8));
 }
+
+#[test]
+fn the_reverse_path_mailbox_is_read_as_the_mta_would() {
+    use crate::smtp::command::reverse_path_mailbox;
+    let table: &[(&[u8], Option<&str>)] = &[
+        (
+            b"MAIL FROM:<TLSRPT@Example.org>",
+            Some("tlsrpt@example.org"),
+        ),
+        (
+            b"mail from: <tlsrpt@example.org> SIZE=100",
+            Some("tlsrpt@example.org"),
+        ),
+        (
+            b"MAIL FROM:<@relay.example:tlsrpt@example.org>",
+            Some("tlsrpt@example.org"),
+        ),
+        (
+            b"MAIL FROM:<\"tlsrpt\"@example.org>",
+            Some("tlsrpt@example.org"),
+        ),
+        (b"MAIL FROM:<>", None),
+        (b"RCPT TO:<tlsrpt@example.org>", None),
+        (b"MAIL FROM:<tlsrpt@example.org", None),
+    ];
+    for (line, want) in table {
+        assert_eq!(
+            reverse_path_mailbox(line).as_deref(),
+            *want,
+            "{}",
+            String::from_utf8_lossy(line)
+        );
+    }
+}

@@ -2,4 +2,5 @@
 //! cache, report ledger and certificate inventory as they arrive (DESIGN, "Proposed layout").
 
 pub mod mta_sts;
+pub mod reports;
 pub mod results;

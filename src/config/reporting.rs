@@ -1,0 +1,96 @@
+//! `[tls_reporting]`: who we are in the TLS reports we send (RFC 8460 §4.4) and how mailed ones
+//! leave. Without the table, results are still recorded and no report is built or sent.
+
+use super::{ConfigError, Ctx};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use toml::Spanned;
+
+/// `[tls_reporting]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsReporting {
+    /// `organization-name` of every report.
+    pub organization: String,
+    /// `contact-info`: a `mailto:` URI or an address.
+    pub contact: String,
+    /// `TLS-Report-Submitter` and the first part of report file names: our domain.
+    pub submitter: String,
+    /// The SMTP relay that takes mailed reports (the legacy MTA, which queues and retries);
+    /// `None`: `mailto:` destinations cannot be served and count as failed deliveries.
+    pub send_via: Option<SocketAddr>,
+    /// The envelope and header sender of mailed reports. Sessions with this MAIL FROM are
+    /// report deliveries: never counted in a report (RFC 8460 §5.3).
+    pub from: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTlsReporting {
+    organization: Spanned<String>,
+    contact: Spanned<String>,
+    submitter: Spanned<String>,
+    send_via: Option<Spanned<String>>,
+    from: Spanned<String>,
+}
+
+impl RawTlsReporting {
+    pub(super) fn validate(self, ctx: &Ctx) -> Result<TlsReporting, ConfigError> {
+        let nonempty = |key: &str, value: Spanned<String>| {
+            let span = value.span();
+            let text = value.into_inner().trim().to_string();
+            // Header values and file names: one line, printable.
+            if text.is_empty() || text.chars().any(|c| c.is_control()) {
+                return Err(ctx.error(
+                    &format!("tls_reporting.{key}"),
+                    span,
+                    "must be a non-empty single line",
+                ));
+            }
+            Ok(text)
+        };
+        let organization = nonempty("organization", self.organization)?;
+        let contact = nonempty("contact", self.contact)?;
+        let submitter_span = self.submitter.span();
+        let submitter = nonempty("submitter", self.submitter)?.to_ascii_lowercase();
+        if !super::is_valid_hostname(&submitter) {
+            return Err(ctx.error(
+                "tls_reporting.submitter",
+                submitter_span,
+                format!("{submitter:?} is not a domain name (it names reports and their files)"),
+            ));
+        }
+        let from_span = self.from.span();
+        let from = nonempty("from", self.from)?;
+        let is_mailbox = from
+            .rsplit_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && super::is_valid_hostname(domain))
+            && !from.contains([' ', '<', '>', '"']);
+        if !is_mailbox {
+            return Err(ctx.error(
+                "tls_reporting.from",
+                from_span,
+                format!("{from:?} is not a mailbox like \"tlsrpt-noreply@example.org\""),
+            ));
+        }
+        let send_via = match self.send_via {
+            None => None,
+            Some(v) => Some(v.get_ref().parse::<SocketAddr>().map_err(|_| {
+                ctx.error(
+                    "tls_reporting.send_via",
+                    v.span(),
+                    format!(
+                        "{:?} is not an address with a port, like \"10.0.0.25:25\"",
+                        v.get_ref()
+                    ),
+                )
+            })?),
+        };
+        Ok(TlsReporting {
+            organization,
+            contact,
+            submitter,
+            send_via,
+            from,
+        })
+    }
+}

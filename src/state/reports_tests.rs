@@ -1,0 +1,89 @@
+use super::*;
+
+fn temp_store(tag: &str) -> ReportStore {
+    let dir = std::env::temp_dir().join(format!(
+        "stp-reports-{tag}-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    ReportStore::open(&dir).unwrap()
+}
+
+fn entry(rua: &str, result: Delivery) -> LedgerEntry {
+    LedgerEntry {
+        time: "2026-12-06T01:00:00Z".into(),
+        node: "mx1".into(),
+        rua: rua.into(),
+        result,
+        detail: None,
+    }
+}
+
+const NAME: &str = "example.org!partner.example!1!2!id.json.gz";
+
+#[test]
+fn a_report_sent_somewhere_is_never_replaced_by_a_rebuild() {
+    let store = temp_store("keep");
+    assert_eq!(store.store(NAME, b"first").unwrap(), b"first");
+    // Nothing went out yet: a rebuild with more results replaces it.
+    assert_eq!(store.store(NAME, b"second").unwrap(), b"second");
+    store
+        .record(NAME, &entry("mailto:a@b.example", Delivery::Sent))
+        .unwrap();
+    assert_eq!(store.store(NAME, b"third").unwrap(), b"second");
+    assert_eq!(std::fs::read(store.path(NAME)).unwrap(), b"second");
+    assert_eq!(store.reports().unwrap(), vec![NAME.to_string()]);
+}
+
+#[test]
+fn the_ledger_says_which_destinations_have_the_report() {
+    let store = temp_store("ledger");
+    let https = "https://r.example/report";
+    store.record(NAME, &entry(https, Delivery::Failed)).unwrap();
+    assert!(!store.is_delivered(NAME, https).unwrap());
+    store.record(NAME, &entry(https, Delivery::Sent)).unwrap();
+    assert!(store.is_delivered(NAME, https).unwrap());
+    assert!(!store.is_delivered(NAME, "mailto:x@r.example").unwrap());
+    assert_eq!(store.ledger(NAME).unwrap().len(), 2);
+}
+
+#[test]
+fn a_line_torn_by_a_crash_neither_counts_nor_swallows_the_next() {
+    let store = temp_store("torn");
+    let path = store.dir().join("ledger").join(format!("{NAME}.jsonl"));
+    std::fs::write(
+        &path,
+        b"{\"time\":\"2026-12-06T01:00:00Z\",\"node\":\"mx1\",\"ru",
+    )
+    .unwrap();
+    store
+        .record(NAME, &entry("mailto:a@b.example", Delivery::Sent))
+        .unwrap();
+    let ledger = store.ledger(NAME).unwrap();
+    assert_eq!(ledger, vec![entry("mailto:a@b.example", Delivery::Sent)]);
+}
+
+#[test]
+fn one_sender_at_a_time_holds_a_report() {
+    let store = temp_store("lock");
+    let held = store.lock(NAME, "mx1").unwrap().expect("free");
+    assert!(store.lock(NAME, "mx2").unwrap().is_none());
+    drop(held);
+    assert!(store.lock(NAME, "mx2").unwrap().is_some());
+}
+
+#[test]
+fn a_lock_left_by_a_dead_sender_is_taken_over() {
+    let store = temp_store("stale");
+    let path = store.dir().join("locks").join(format!("{NAME}.lock"));
+    std::fs::write(&path, b"mx1 1\n").unwrap();
+    let old = SystemTime::now() - LOCK_STALE_AFTER - Duration::from_secs(60);
+    File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    assert!(store.lock(NAME, "mx2").unwrap().is_some());
+}
