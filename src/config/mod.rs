@@ -195,6 +195,17 @@ impl Config {
                 p.domains.len()
             );
         }
+        if let Some(r) = &self.tls_reporting {
+            let relay = r
+                .send_via
+                .map_or("none (mailto: reports cannot go)".to_string(), |a| {
+                    a.to_string()
+                });
+            out += &format!(
+                "  tls reporting: submitter {}, from {}, mail relay {relay}\n",
+                r.submitter, r.from
+            );
+        }
         out
     }
 }

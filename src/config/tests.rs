@@ -470,3 +470,44 @@ fn the_sha256_is_of_the_configuration_text() {
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     );
 }
+
+const REPORTING: &str = r#"
+[tls_reporting]
+organization = "Example Org"
+contact = "mailto:postmaster@example.org"
+submitter = "Example.org"
+send_via = "10.0.0.25:25"
+from = "tlsrpt-noreply@example.org"
+"#;
+
+#[test]
+fn tls_reporting_table_is_read_and_checked() {
+    assert!(parse(MINIMAL).unwrap().tls_reporting.is_none());
+    let config = parse(&format!("{MINIMAL}{REPORTING}")).unwrap();
+    let r = config.tls_reporting.unwrap();
+    assert_eq!(r.submitter, "example.org");
+    assert_eq!(r.send_via, Some("10.0.0.25:25".parse().unwrap()));
+    assert_eq!(r.from, "tlsrpt-noreply@example.org");
+    let without_relay = REPORTING.replace("send_via = \"10.0.0.25:25\"\n", "");
+    assert!(parse(&format!("{MINIMAL}{without_relay}"))
+        .unwrap()
+        .tls_reporting
+        .unwrap()
+        .send_via
+        .is_none());
+    for (from, to, key) in [
+        ("10.0.0.25:25", "mail.example.org", "tls_reporting.send_via"),
+        (
+            "tlsrpt-noreply@example.org",
+            "not a mailbox",
+            "tls_reporting.from",
+        ),
+        ("Example.org", "example org!", "tls_reporting.submitter"),
+        ("Example Org", "", "tls_reporting.organization"),
+    ] {
+        let e = error(&format!("{MINIMAL}{}", REPORTING.replace(from, to)));
+        assert!(e.contains(key), "{e}");
+    }
+    let e = error(&format!("{MINIMAL}{REPORTING}unknown = 1\n"));
+    assert!(e.contains("unknown"), "{e}");
+}
