@@ -305,3 +305,13 @@ pub fn tls_report(transport: &'static str, sent: bool) {
     let result = if sent { "sent" } else { "failed" };
     counter!(TLS_REPORTS_TOTAL, "transport" => transport, "result" => result).increment(1);
 }
+
+/// Shows every `tls_reports_total` series at 0 once reporting is configured, so a rate or an
+/// alert on `failed` works before the first failure.
+pub fn tls_reports_register() {
+    for transport in ["https", "mailto"] {
+        for result in ["sent", "failed"] {
+            counter!(TLS_REPORTS_TOTAL, "transport" => transport, "result" => result).increment(0);
+        }
+    }
+}

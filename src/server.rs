@@ -6,6 +6,8 @@ use crate::inbound::{self, Observer};
 use crate::metrics::{self, ListenerMetrics};
 use crate::outbound::discover::{StsDiscovery, FETCH_TIMEOUT};
 use crate::policy::mta_sts::MAX_POLICY_BYTES;
+use crate::report::day::Reporting;
+use crate::report::schedule::{Schedule, SystemClock};
 use crate::session::Slot;
 use crate::smtp::reply;
 use crate::state::mta_sts::StsCache;
@@ -92,6 +94,13 @@ fn sts_discovery(config: &Config, cache: &Arc<StsCache>) -> Option<Arc<StsDiscov
     Some(Arc::new(StsDiscovery::new(cache.clone(), https, 443)))
 }
 
+/// The TLS reporting of `config` for the daily schedule (`None`: no `[tls_reporting]`).
+fn reporting(config: &Config) -> Result<Option<Reporting>, ServerError> {
+    let dir = config.state.directory.join("reports");
+    Reporting::from_config(config, resolver::build(&config.resolver))
+        .map_err(|e| ServerError::State(ResultsError::Directory(dir, e)))
+}
+
 fn open_results(config: &Config) -> Result<ResultsLog, ServerError> {
     Ok(ResultsLog::open(
         &config.state.results_dir(),
@@ -133,6 +142,8 @@ pub struct Server {
     results: ResultsLog,
     /// The MTA-STS cache, in `state_directory` too: kept across reloads.
     sts_cache: Arc<StsCache>,
+    /// The daily TLS reports (RFC 8460); idle without `[tls_reporting]`.
+    reports: Schedule,
 }
 
 /// Listeners bound for a configuration, not yet accepting.
@@ -320,6 +331,7 @@ impl Server {
         };
         let results = open_results(&config)?;
         let sts_cache = open_sts_cache(&config)?;
+        let reports = Schedule::start(reporting(&config)?, SystemClock);
         let mut server = Server {
             config: config.clone(),
             inbound,
@@ -332,6 +344,7 @@ impl Server {
             admin,
             results,
             sts_cache,
+            reports,
         };
         server.activate(&config, fresh);
         config_loaded(&config);
@@ -368,7 +381,9 @@ impl Server {
             self.results = open_results(&config)?;
             self.sts_cache = open_sts_cache(&config)?;
         }
+        let reporting = reporting(&config)?;
         self.activate(&config, fresh);
+        self.reports.update(reporting);
         config_loaded(&config);
         log_policy_changes(&self.config, &config);
         self.config = config;

@@ -25,8 +25,18 @@ fn today() -> String {
 /// The proxy's configuration: an outbound relay listener on `listen`, the test's DNS and CA,
 /// and `[tls_reporting]` with `send_via`.
 fn config(dns: SocketAddr, ca: &Ca, listen: SocketAddr, send_via: SocketAddr) -> String {
+    config_as("mx1.test", dns, ca, listen, send_via)
+}
+
+fn config_as(
+    hostname: &str,
+    dns: SocketAddr,
+    ca: &Ca,
+    listen: SocketAddr,
+    send_via: SocketAddr,
+) -> String {
     format!(
-        r#"hostname = "mx1.test"
+        r#"hostname = "{hostname}"
 [resolver]
 nameservers = ["{dns}"]
 [[outbound]]
@@ -284,6 +294,11 @@ struct Offline {
 }
 
 fn offline(tag: &str, rua: &str, send_via: SocketAddr) -> Offline {
+    offline_with(tag, rua, send_via, "")
+}
+
+/// [`offline`] with `extra` lines in `[tls_reporting]`.
+fn offline_with(tag: &str, rua: &str, send_via: SocketAddr, extra: &str) -> Offline {
     let dir = TempDir::new(tag);
     let ca = Ca::new(dir.path(), "test-ca");
     let web = PolicyHost::builder(&ca)
@@ -296,7 +311,7 @@ fn offline(tag: &str, rua: &str, send_via: SocketAddr) -> Offline {
             .txt("_smtp._tls.broken.test", "v=TLSRPTv1; nothing=here"),
     );
     let text = format!(
-        "state_directory = {:?}\n{}",
+        "state_directory = {:?}\n{}{extra}",
         dir.join("state").display().to_string(),
         config(dns.addr, &ca, unique_addr(10025), send_via)
     );
@@ -415,4 +430,163 @@ fn usage_and_configuration_errors_exit_2() {
     let (code, out, err) = tls_report(&w.config, &["--day", "2020-01-01", "--send"]);
     assert_eq!(code, 0, "stdout: {out} stderr: {err}");
     assert!(out.contains("0 policy domains"), "{out}");
+}
+
+#[test]
+fn only_with_failures_reports_only_days_with_a_failure() {
+    let w = offline_with(
+        "tls-report-failures-only",
+        "https://tlsrpt.rpt.test/report",
+        dead_addr(),
+        "only_with_failures = true\n",
+    );
+    w.web
+        .set_route("tlsrpt.rpt.test", "/report", Response::status(201));
+    write_results(
+        &w.dir.join("state"),
+        "mx1.test",
+        "2026-11-29",
+        &[foreign_result("2026-11-29", "partner.test", "success", "a")],
+    );
+    write_results(
+        &w.dir.join("state"),
+        "mx1.test",
+        "2026-11-30",
+        &[foreign_result(
+            "2026-11-30",
+            "partner.test",
+            "certificate-not-trusted",
+            "b",
+        )],
+    );
+    let (code, out, err) = tls_report(&w.config, &["--day", "2026-11-29", "--send"]);
+    assert_eq!(code, 0, "stdout: {out} stderr: {err}");
+    assert!(
+        out.contains("no failure: no report (only_with_failures)"),
+        "{out}"
+    );
+    assert!(report_files(&w.dir.join("state")).is_empty());
+    let (code, out, err) = tls_report(&w.config, &["--day", "2026-11-30", "--send"]);
+    assert_eq!(code, 0, "stdout: {out} stderr: {err}");
+    assert!(out.contains("sent (HTTP 201)"), "{out}");
+    assert_eq!(w.web.posts().len(), 1);
+}
+
+#[test]
+fn a_destination_failing_day_after_day_is_suppressed() {
+    let w = offline_with(
+        "tls-report-suppressed",
+        "https://tlsrpt.rpt.test/report",
+        dead_addr(),
+        "suppress_after_days = 3\n",
+    );
+    let state = w.dir.join("state");
+    // Three earlier report days, each of whose attempts failed.
+    let ledger = state.join("reports/ledger");
+    std::fs::create_dir_all(&ledger).unwrap();
+    for (i, begin) in [1795737600, 1795824000, 1795910400].iter().enumerate() {
+        let name = format!(
+            "example.org!partner.test!{begin}!{}!old{i}.json.gz.jsonl",
+            begin + 86399
+        );
+        let line = r#"{"time":"2026-11-27T01:00:00Z","node":"mx1.test","rua":"https://tlsrpt.rpt.test/report","result":"failed","detail":"the receiver answered HTTP 500"}"#;
+        std::fs::write(ledger.join(name), format!("{line}\n{line}\n")).unwrap();
+    }
+    let day = "2026-11-30";
+    write_results(
+        &state,
+        "mx1.test",
+        day,
+        &[foreign_result(
+            day,
+            "partner.test",
+            "certificate-expired",
+            "a",
+        )],
+    );
+    let (code, out, err) = tls_report(&w.config, &["--day", day, "--send"]);
+    assert_eq!(code, 0, "stdout: {out} stderr: {err}");
+    assert!(
+        out.contains("https://tlsrpt.rpt.test/report: suppressed: every attempt failed on the last 3 report days"),
+        "{out}"
+    );
+    assert!(w.web.posts().is_empty());
+}
+
+/// Point 2's schedule: the running proxy delivers the last day's reports by itself (here at
+/// once: `send_spread = "0s"` and a start after midnight catch up), each exactly once however
+/// many nodes share the state directory and however often they restart.
+#[test]
+fn running_nodes_deliver_yesterdays_reports_once_across_nodes_and_restarts() {
+    let dir = TempDir::new("tls-report-schedule");
+    let ca = Ca::new(dir.path(), "test-ca");
+    let web = PolicyHost::builder(&ca).host("tlsrpt.rpt.test").start();
+    let rpt_ip = unique_ip();
+    let dns = Dns::start(
+        Zone::default()
+            .mx_at("rpt.test", "mx.rpt.test", rpt_ip)
+            .a("tlsrpt.rpt.test", web.ip)
+            .txt("_smtp._tls.partner.test", &format!("v=TLSRPTv1; rua={RUA}")),
+    );
+    let rpt = Postfix::mx(dir.path(), "rpt", rpt_ip, &["rpt.test"], None);
+    // The nodes' relay hands mailed reports straight to the reporting domain's MX.
+    let relay = Postfix::start(dir.path(), "relay", Role::relay_to(rpt.addr));
+    let state = dir.join("state");
+    let yesterday = (time::OffsetDateTime::now_utc()
+        .date()
+        .previous_day()
+        .unwrap())
+    .to_string();
+    write_results(
+        &state,
+        "mx2.test",
+        &yesterday,
+        &[
+            foreign_result(&yesterday, "partner.test", "success", "a"),
+            foreign_result(&yesterday, "partner.test", "certificate-expired", "b"),
+        ],
+    );
+    let node = |name: &str| {
+        let node_dir = dir.join(name);
+        std::fs::create_dir_all(&node_dir).unwrap();
+        let text = format!(
+            "state_directory = {:?}\n{}send_spread = \"0s\"\n",
+            state.display().to_string(),
+            config_as(name, dns.addr, &ca, unique_addr(10025), relay.addr)
+        );
+        Proxy::start_text(&node_dir, &text)
+    };
+    let done = |proxy: &Proxy| proxy.wait_event("tls_reports_run", &[("day", yesterday.as_str())]);
+    let (one, two) = (node("mx1.test"), node("mx2.test"));
+    let runs = [done(&one), done(&two)];
+    assert!(
+        runs.iter()
+            .any(|r| r["complete"] == "true" && r["sent"] == "2"),
+        "{runs:?}"
+    );
+    let posts = web.posts();
+    assert_eq!(posts.len(), 1, "{runs:?}");
+    assert_eq!(report_files(&state).len(), 1);
+    let mail = rpt.wait_delivered(1);
+    assert_eq!(
+        relay
+            .maillog()
+            .matches("from=<tlsrpt-noreply@example.org>")
+            .count(),
+        1,
+        "{}",
+        relay.maillog()
+    );
+    assert_eq!(header(&mail[0], "TLS-Report-Domain"), Some("partner.test"));
+    drop((one, two));
+    // A restart finds the day delivered.
+    let again = node("mx1.test");
+    let run = done(&again);
+    assert_eq!(run["complete"], "true", "{run:?}");
+    assert_eq!(run["sent"], "0", "{run:?}");
+    assert_eq!(web.posts().len(), 1);
+    let ledger = std::fs::read_dir(state.join("reports/ledger"))
+        .unwrap()
+        .count();
+    assert_eq!(ledger, 1);
 }

@@ -1,9 +1,10 @@
 //! `[tls_reporting]`: who we are in the TLS reports we send (RFC 8460 §4.4) and how mailed ones
 //! leave. Without the table, results are still recorded and no report is built or sent.
 
-use super::{ConfigError, Ctx};
+use super::{ConfigDuration, ConfigError, Ctx};
 use serde::Deserialize;
 use std::net::SocketAddr;
+use std::time::Duration;
 use toml::Spanned;
 
 /// `[tls_reporting]`, validated.
@@ -21,7 +22,20 @@ pub struct TlsReporting {
     /// The envelope and header sender of mailed reports. Sessions with this MAIL FROM are
     /// report deliveries: never counted in a report (RFC 8460 §5.3).
     pub from: String,
+    /// Report only days on which a session to the domain failed.
+    pub only_with_failures: bool,
+    /// The running proxy delivers a day's reports this long after UTC midnight at most, each
+    /// node at its own point in the window, so receivers and a shared directory see no burst.
+    pub send_spread: Duration,
+    /// A destination whose every attempt failed on this many consecutive report days is
+    /// suppressed: tried once a week only, until it takes a report again. 0: never.
+    pub suppress_after_days: u32,
 }
+
+/// Default `send_spread`: the first hours of the day, as large senders do.
+pub const DEFAULT_SEND_SPREAD: Duration = Duration::from_secs(4 * 3600);
+/// Default `suppress_after_days`.
+pub const DEFAULT_SUPPRESS_AFTER_DAYS: u32 = 5;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,6 +45,10 @@ pub(super) struct RawTlsReporting {
     submitter: Spanned<String>,
     send_via: Option<Spanned<String>>,
     from: Spanned<String>,
+    #[serde(default)]
+    only_with_failures: bool,
+    send_spread: Option<Spanned<ConfigDuration>>,
+    suppress_after_days: Option<u32>,
 }
 
 impl RawTlsReporting {
@@ -85,12 +103,28 @@ impl RawTlsReporting {
                 )
             })?),
         };
+        let send_spread = match self.send_spread {
+            None => DEFAULT_SEND_SPREAD,
+            Some(s) if s.get_ref().0 > Duration::from_secs(20 * 3600) => {
+                return Err(ctx.error(
+                    "tls_reporting.send_spread",
+                    s.span(),
+                    "at most \"20h\": the day's retries need the rest of the day",
+                ))
+            }
+            Some(s) => s.into_inner().0,
+        };
         Ok(TlsReporting {
             organization,
             contact,
             submitter,
             send_via,
             from,
+            only_with_failures: self.only_with_failures,
+            send_spread,
+            suppress_after_days: self
+                .suppress_after_days
+                .unwrap_or(DEFAULT_SUPPRESS_AFTER_DAYS),
         })
     }
 }

@@ -511,3 +511,23 @@ fn tls_reporting_table_is_read_and_checked() {
     let e = error(&format!("{MINIMAL}{REPORTING}unknown = 1\n"));
     assert!(e.contains("unknown"), "{e}");
 }
+
+#[test]
+fn tls_reporting_schedule_keys_have_defaults_and_bounds() {
+    let r = parse(&format!("{MINIMAL}{REPORTING}"))
+        .unwrap()
+        .tls_reporting
+        .unwrap();
+    assert!(!r.only_with_failures);
+    assert_eq!(r.send_spread, Duration::from_secs(4 * 3600));
+    assert_eq!(r.suppress_after_days, 5);
+    let text = format!(
+        "{MINIMAL}{REPORTING}only_with_failures = true\nsend_spread = \"30m\"\nsuppress_after_days = 0\n"
+    );
+    let r = parse(&text).unwrap().tls_reporting.unwrap();
+    assert!(r.only_with_failures);
+    assert_eq!(r.send_spread, Duration::from_secs(1800));
+    assert_eq!(r.suppress_after_days, 0);
+    let e = error(&format!("{MINIMAL}{REPORTING}send_spread = \"21h\"\n"));
+    assert!(e.contains("tls_reporting.send_spread"), "{e}");
+}

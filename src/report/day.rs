@@ -39,6 +39,8 @@ pub enum DomainOutcome {
     DnsFailed(String),
     /// Another sender (node, or run) holds the report's lock.
     Busy { file: String },
+    /// No session failed and `only_with_failures` is set: no report.
+    NoFailures { successful: u64 },
     /// The report, stored, and each destination's state.
     Report {
         file: String,
@@ -63,6 +65,37 @@ pub enum DestinationState {
     Pending,
     /// A scheme we do not deliver to (RFC 8460 §3: ignored).
     Ignored,
+    /// Not tried: the destination keeps failing (why, and when it is tried again).
+    Suppressed(String),
+}
+
+/// Suppressed destinations are tried again after this long, one report at a time.
+pub const SUPPRESSION_PROBE_DAYS: i64 = 7;
+
+/// Whether a destination whose report days are `days` (begin → something went) is suppressed
+/// for the report beginning at `begin`: every attempt failed on the last `after` report days it
+/// was tried for, and the last of them is less than [`SUPPRESSION_PROBE_DAYS`] before. `Some`:
+/// why, for the summary and the log.
+pub fn suppression(days: &BTreeMap<i64, bool>, begin: i64, after: u32) -> Option<String> {
+    if after == 0 {
+        return None;
+    }
+    let earlier = days.range(..begin);
+    let streak = earlier
+        .clone()
+        .rev()
+        .take_while(|(_, went)| !**went)
+        .count();
+    let (&last, _) = earlier.last()?;
+    if streak < after as usize || begin - last >= SUPPRESSION_PROBE_DAYS * 86_400 {
+        return None;
+    }
+    let retry = time::OffsetDateTime::from_unix_timestamp(last + SUPPRESSION_PROBE_DAYS * 86_400)
+        .map(|t| t.date().to_string())
+        .unwrap_or_default();
+    Some(format!(
+        "every attempt failed on the last {streak} report days; tried again with the report of {retry}"
+    ))
 }
 
 /// A day's run.
@@ -85,6 +118,34 @@ impl DayRun {
                 .any(|(_, s)| matches!(s, DestinationState::Failed(_))),
             _ => false,
         })
+    }
+
+    /// Whether nothing is left to do for the day: no failure, and no report another sender
+    /// was busy with (it may still fail there; a later run sees the ledger).
+    pub fn is_complete(&self) -> bool {
+        !self.has_failures()
+            && !self
+                .domains
+                .values()
+                .any(|d| matches!(d, DomainOutcome::Busy { .. }))
+    }
+
+    /// Counts for the log line of a scheduled run: (reports, sent now, failed now).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let mut counts = (0, 0, 0);
+        for d in self.domains.values() {
+            if let DomainOutcome::Report { destinations, .. } = d {
+                counts.0 += 1;
+                for (_, state) in destinations {
+                    match state {
+                        DestinationState::Sent(_) => counts.1 += 1,
+                        DestinationState::Failed(_) => counts.2 += 1,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        counts
     }
 
     /// The command's summary, one line per domain and per destination.
@@ -111,6 +172,11 @@ impl DayRun {
                 DomainOutcome::Busy { file } => {
                     out += &format!("  {domain}: {file} is being delivered by another sender\n")
                 }
+                DomainOutcome::NoFailures { successful } => {
+                    out += &format!(
+                        "  {domain}: {successful} successful sessions, no failure: no report (only_with_failures)\n"
+                    )
+                }
                 DomainOutcome::Report {
                     file,
                     successful,
@@ -129,6 +195,7 @@ impl DayRun {
                             DestinationState::Ignored => {
                                 "ignored (not mailto: or https:)".to_string()
                             }
+                            DestinationState::Suppressed(why) => format!("suppressed: {why}"),
                         };
                         out += &format!("    {rua}: {state}\n");
                     }
@@ -191,8 +258,14 @@ impl Reporting {
             skipped: stats.skipped,
             domains: BTreeMap::new(),
         };
+        let history = match send && self.settings.suppress_after_days > 0 && !by_domain.is_empty() {
+            true => self.store.destination_days()?,
+            false => Default::default(),
+        };
         for (domain, results) in by_domain {
-            let outcome = self.run_domain(day, &domain, &results, send).await;
+            let outcome = self
+                .run_domain(day, &domain, &results, send, &history)
+                .await;
             run.domains.insert(domain, outcome);
         }
         Ok(run)
@@ -204,6 +277,7 @@ impl Reporting {
         domain: &str,
         results: &[SessionResult],
         send: bool,
+        history: &std::collections::HashMap<String, BTreeMap<i64, bool>>,
     ) -> DomainOutcome {
         let record = match self.resolver.txt(&format!("_smtp._tls.{domain}")).await {
             Ok(txts) => tlsrpt::parse_records(txts.iter().map(String::as_str)),
@@ -224,7 +298,18 @@ impl Reporting {
         let Some(report) = tlsrpt::build(&reporter, domain, day, results) else {
             return DomainOutcome::NoRecord;
         };
+        let (successful, failed) = report.policies.iter().fold((0, 0), |(s, f), p| {
+            (s + p.summary.successful, f + p.summary.failed)
+        });
+        if s.only_with_failures && failed == 0 {
+            return DomainOutcome::NoFailures { successful };
+        }
         let file = report.file_name(&s.submitter);
+        let begin = time::OffsetDateTime::parse(
+            &report.date_range.start,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .map_or(0, |t| t.unix_timestamp());
         let lock = match self.store.lock(&file, &self.node) {
             Ok(Some(lock)) => lock,
             Ok(None) => return DomainOutcome::Busy { file },
@@ -234,19 +319,29 @@ impl Reporting {
             Ok(bytes) => bytes,
             Err(e) => return DomainOutcome::StoreFailed(format!("writing {file}: {e}")),
         };
-        let (successful, failed) = report.policies.iter().fold((0, 0), |(s, f), p| {
-            (s + p.summary.successful, f + p.summary.failed)
-        });
         let mut destinations = Vec::new();
         for rua in &record.rua {
             let (uri, transport) = match rua {
                 Rua::Https(uri) => (uri.clone(), "https"),
                 Rua::Mailto(address) => (format!("mailto:{address}"), "mailto"),
             };
+            let suppressed = history
+                .get(&uri)
+                .and_then(|days| suppression(days, begin, s.suppress_after_days));
             let state = match self.store.is_delivered(&file, &uri) {
                 Err(e) => DestinationState::Failed(format!("reading the ledger: {e}")),
                 Ok(true) => DestinationState::AlreadySent,
                 Ok(false) if !send => DestinationState::Pending,
+                Ok(false) if suppressed.is_some() => {
+                    let why = suppressed.unwrap_or_default();
+                    crate::log::warn("tls_report_suppressed")
+                        .field("domain", domain)
+                        .field("rua", &uri)
+                        .field("file", &file)
+                        .field("detail", &why)
+                        .emit();
+                    DestinationState::Suppressed(why)
+                }
                 Ok(false) => {
                     let attempt = match rua {
                         Rua::Https(uri) => {

@@ -37,6 +37,9 @@ fn reporting() -> TlsReporting {
         submitter: "example.org".into(),
         send_via: None,
         from: "tlsrpt-noreply@example.org".into(),
+        only_with_failures: false,
+        send_spread: std::time::Duration::ZERO,
+        suppress_after_days: 0,
     }
 }
 
@@ -118,4 +121,26 @@ fn lines_that_start_with_a_dot_are_stuffed() {
 fn dates_are_rfc_5322_in_utc() {
     let t = time::OffsetDateTime::from_unix_timestamp(1_796_540_991).unwrap();
     assert_eq!(rfc5322_date(t), "Sun, 06 Dec 2026 07:09:51 +0000");
+}
+
+#[test]
+fn a_destination_that_keeps_failing_is_suppressed_and_probed_weekly() {
+    use crate::report::day::suppression;
+    use std::collections::BTreeMap;
+    const DAY: i64 = 86_400;
+    let failing: BTreeMap<i64, bool> = (1..=5).map(|d| (d * DAY, false)).collect();
+    // Five failed report days: the sixth is not tried...
+    assert!(suppression(&failing, 6 * DAY, 5).is_some());
+    assert!(suppression(&failing, 6 * DAY, 6).is_none());
+    assert!(suppression(&failing, 6 * DAY, 0).is_none());
+    // ...until a week after the last attempt.
+    assert!(suppression(&failing, 11 * DAY, 5).is_some());
+    assert!(suppression(&failing, 12 * DAY, 5).is_none());
+    // One report that went ends the streak.
+    let mut recovered = failing.clone();
+    recovered.insert(4 * DAY, true);
+    assert!(suppression(&recovered, 6 * DAY, 5).is_none());
+    // Days at or after the report's own are not history.
+    assert!(suppression(&failing, 3 * DAY, 2).is_some());
+    assert!(suppression(&failing, 2 * DAY, 2).is_none());
 }

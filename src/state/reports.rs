@@ -8,6 +8,7 @@
 //! never sent again. Everything is fsynced before it counts.
 
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
@@ -188,6 +189,26 @@ impl ReportStore {
             }
         }
         Ok(None)
+    }
+
+    /// Per destination, the report days it was tried for (the report's begin, Unix seconds)
+    /// and whether an attempt that day went: what suppression decides on. Reads every ledger.
+    pub fn destination_days(&self) -> std::io::Result<HashMap<String, BTreeMap<i64, bool>>> {
+        let mut days: HashMap<String, BTreeMap<i64, bool>> = HashMap::new();
+        for entry in std::fs::read_dir(self.dir.join("ledger"))? {
+            let name = entry?.file_name();
+            let Some(report) = name.to_str().and_then(|n| n.strip_suffix(".jsonl")) else {
+                continue;
+            };
+            let Some(begin) = report.split('!').nth(2).and_then(|b| b.parse::<i64>().ok()) else {
+                continue;
+            };
+            for e in self.ledger(report)? {
+                let went = days.entry(e.rua).or_default().entry(begin).or_default();
+                *went |= e.result == Delivery::Sent;
+            }
+        }
+        Ok(days)
     }
 
     /// The report files, by name.

@@ -87,3 +87,17 @@ fn a_lock_left_by_a_dead_sender_is_taken_over() {
         .unwrap();
     assert!(store.lock(NAME, "mx2").unwrap().is_some());
 }
+
+#[test]
+fn destination_days_say_per_report_day_whether_anything_went() {
+    let store = temp_store("days");
+    let day1 = "example.org!partner.example!100!199!a.json.gz";
+    let day2 = "example.org!partner.example!200!299!b.json.gz";
+    let https = "https://r.example/report";
+    store.record(day1, &entry(https, Delivery::Failed)).unwrap();
+    store.record(day1, &entry(https, Delivery::Sent)).unwrap();
+    store.record(day2, &entry(https, Delivery::Failed)).unwrap();
+    store.record(day2, &entry(https, Delivery::Failed)).unwrap();
+    let days = store.destination_days().unwrap();
+    assert_eq!(days[https], BTreeMap::from([(100, true), (200, false)]));
+}
