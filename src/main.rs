@@ -55,21 +55,39 @@ enum Command {
     /// Build a day's TLS reports (RFC 8460) from the session results of every node, store them
     /// under state_directory/reports/ and print a summary; --send delivers those a destination
     /// does not have yet. Exits 1 when a delivery failed.
+    #[command(args_conflicts_with_subcommands = true)]
     TlsReport {
+        #[command(subcommand)]
+        action: Option<TlsReportAction>,
         #[arg(long, default_value = DEFAULT_PATH)]
         config: PathBuf,
         /// UTC day, YYYY-MM-DD (default: yesterday; today gives the day so far).
         #[arg(long, value_parser = tls_report::parse_day)]
         day: Option<String>,
         /// Deliver the reports to their https: and mailto: destinations.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "received")]
         send: bool,
+        /// Summarise instead the reports partners sent us about that day (received on the
+        /// inbound path or imported).
+        #[arg(long)]
+        received: bool,
     },
     /// Print the outbound route (MX hosts and addresses) and the TLS policy for DOMAIN, without
     /// sending mail. Exits 1 when the domain has no route (NXDOMAIN, null MX, DNS failure).
     Policy {
         /// Recipient domain, e.g. bank.example.
         domain: String,
+        #[arg(long, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TlsReportAction {
+    /// Check and keep the TLS reports in PATH (a .json, .json.gz or e-mail file, a directory of
+    /// them, or a maildir) with those received on the inbound path. Exits 1 if one was refused.
+    Import {
+        path: PathBuf,
         #[arg(long, default_value = DEFAULT_PATH)]
         config: PathBuf,
     },
@@ -167,15 +185,29 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::TlsReport { config, day, send } => {
-            let config = match Config::load(&config) {
+        Command::TlsReport {
+            action,
+            config,
+            day,
+            send,
+            received,
+        } => {
+            let path = match &action {
+                Some(TlsReportAction::Import { config, .. }) => config,
+                None => &config,
+            };
+            let config = match Config::load(path) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("starttls-proxy: {e}");
                     return ExitCode::from(e.exit_code());
                 }
             };
-            let exit = runtime().block_on(tls_report::run(&config, day, send));
+            let exit = match action {
+                Some(TlsReportAction::Import { path, .. }) => tls_report::import(&config, &path),
+                None if received => tls_report::received_summary(&config, day),
+                None => runtime().block_on(tls_report::run(&config, day, send)),
+            };
             ExitCode::from(exit as u8)
         }
         Command::Demo => runtime().block_on(async {

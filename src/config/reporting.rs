@@ -30,6 +30,9 @@ pub struct TlsReporting {
     /// A destination whose every attempt failed on this many consecutive report days is
     /// suppressed: tried once a week only, until it takes a report again. 0: never.
     pub suppress_after_days: u32,
+    /// Our own report addresses (lowercase): mail to them is taken on the inbound path and
+    /// kept under `state_directory/received/` instead of going to the backend.
+    pub receive: Vec<String>,
 }
 
 /// Default `send_spread`: the first hours of the day, as large senders do.
@@ -49,6 +52,15 @@ pub(super) struct RawTlsReporting {
     only_with_failures: bool,
     send_spread: Option<Spanned<ConfigDuration>>,
     suppress_after_days: Option<u32>,
+    #[serde(default)]
+    receive: Vec<Spanned<String>>,
+}
+
+impl TlsReporting {
+    /// Whether `mailbox` (lowercase) is one of our report addresses.
+    pub fn is_report_address(&self, mailbox: &str) -> bool {
+        self.receive.iter().any(|a| a == mailbox)
+    }
 }
 
 impl RawTlsReporting {
@@ -114,6 +126,22 @@ impl RawTlsReporting {
             }
             Some(s) => s.into_inner().0,
         };
+        let mut receive = Vec::new();
+        for address in self.receive {
+            let text = address.get_ref().trim().to_ascii_lowercase();
+            let ok = text
+                .rsplit_once('@')
+                .is_some_and(|(l, d)| !l.is_empty() && super::is_valid_hostname(d))
+                && !text.contains([' ', '<', '>', '"']);
+            if !ok {
+                return Err(ctx.error(
+                    "tls_reporting.receive",
+                    address.span(),
+                    format!("{text:?} is not a mailbox like \"tlsrpt@example.org\""),
+                ));
+            }
+            receive.push(text);
+        }
         Ok(TlsReporting {
             organization,
             contact,
@@ -125,6 +153,7 @@ impl RawTlsReporting {
             suppress_after_days: self
                 .suppress_after_days
                 .unwrap_or(DEFAULT_SUPPRESS_AFTER_DAYS),
+            receive,
         })
     }
 }

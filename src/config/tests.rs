@@ -531,3 +531,14 @@ fn tls_reporting_schedule_keys_have_defaults_and_bounds() {
     let e = error(&format!("{MINIMAL}{REPORTING}send_spread = \"21h\"\n"));
     assert!(e.contains("tls_reporting.send_spread"), "{e}");
 }
+
+#[test]
+fn tls_reporting_receive_addresses_are_mailboxes() {
+    let text = format!("{MINIMAL}{REPORTING}receive = [\"TLSRPT@Example.org\"]\n");
+    let r = parse(&text).unwrap().tls_reporting.unwrap();
+    assert_eq!(r.receive, ["tlsrpt@example.org"]);
+    assert!(r.is_report_address("tlsrpt@example.org"));
+    assert!(!r.is_report_address("postmaster@example.org"));
+    let e = error(&format!("{MINIMAL}{REPORTING}receive = [\"tlsrpt\"]\n"));
+    assert!(e.contains("tls_reporting.receive"), "{e}");
+}

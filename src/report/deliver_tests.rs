@@ -40,6 +40,7 @@ fn reporting() -> TlsReporting {
         only_with_failures: false,
         send_spread: std::time::Duration::ZERO,
         suppress_after_days: 0,
+        receive: Vec::new(),
     }
 }
 

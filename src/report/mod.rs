@@ -4,5 +4,6 @@
 
 pub mod day;
 pub mod deliver;
+pub mod received;
 pub mod schedule;
 pub mod tlsrpt;

@@ -458,6 +458,15 @@ fn the_reverse_path_mailbox_is_read_as_the_mta_would() {
         (b"RCPT TO:<tlsrpt@example.org>", None),
         (b"MAIL FROM:<tlsrpt@example.org", None),
     ];
+    assert_eq!(
+        crate::smtp::command::forward_path_mailbox(b"rcpt to: <TLSRPT@example.org> NOTIFY=NEVER")
+            .as_deref(),
+        Some("tlsrpt@example.org")
+    );
+    assert_eq!(
+        crate::smtp::command::forward_path_mailbox(b"MAIL FROM:<a@b.example>"),
+        None
+    );
     for (line, want) in table {
         assert_eq!(
             reverse_path_mailbox(line).as_deref(),

@@ -2,5 +2,6 @@
 //! cache, report ledger and certificate inventory as they arrive (DESIGN, "Proposed layout").
 
 pub mod mta_sts;
+pub mod received;
 pub mod reports;
 pub mod results;
