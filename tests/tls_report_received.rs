@@ -191,10 +191,32 @@ fn report_and_other_recipients_go_in_separate_transactions() {
     assert_eq!(c.cmd("DATA").code, 354);
     c.send(b"Subject: not a report\r\n\r\nhello\r\n.\r\n");
     c.reply().assert(250, "2.0.0");
+    // BDAT (RFC 3030), in two chunks.
+    let ehlo = c.cmd("EHLO client.test");
+    assert!(ehlo.has_extension("CHUNKING"), "{ehlo:?}");
+    c.cmd("MAIL FROM:<noreply@reporter.test>")
+        .assert(250, "2.1.0");
+    c.cmd(&format!("RCPT TO:<{REPORT_ADDRESS}>"))
+        .assert(250, "2.1.5");
+    let json = GOOGLE_JSON.replace("2026-12-05T00:00:00Z_example.org", "chunked");
+    let message = report_mail(json.as_bytes()).into_bytes();
+    let (first, second) = message.split_at(100);
+    c.send(format!("BDAT {}\r\n", first.len()).as_bytes());
+    c.send(first);
+    c.reply().assert(250, "2.0.0");
+    c.send(format!("BDAT {} LAST\r\n", second.len()).as_bytes());
+    c.send(second);
+    c.reply().assert(250, "2.0.0");
     c.cmd("QUIT").assert(221, "2.0.0");
     let delivered = s.backend.wait_delivered(1);
     assert!(delivered[0].contains("not a report"));
-    assert_eq!(received_files(&s.dir.join("state")).len(), 1);
+    let files = received_files(&s.dir.join("state"));
+    assert_eq!(files.len(), 2);
+    assert!(files
+        .iter()
+        .any(|f| std::fs::read(f).unwrap().ends_with(&message)));
+    s.proxy
+        .wait_event("tls_report_received", &[("report_id", "chunked")]);
 }
 
 #[test]
