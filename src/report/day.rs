@@ -26,6 +26,10 @@ pub struct Reporting {
     pub resolver: Arc<dyn Resolve>,
     /// WebPKI client for `https:` destinations; `None`: no usable trust anchors.
     pub https: Option<HttpsClient>,
+    /// `retention`: reports sent and received are kept this many days, like the results.
+    pub retention_days: u32,
+    /// `state_directory/received`.
+    pub received_dir: PathBuf,
 }
 
 /// What became of one policy domain.
@@ -234,7 +238,27 @@ impl Reporting {
             store,
             resolver,
             https,
+            retention_days: config.state.retention_days,
+            received_dir: config.state.directory.join("received"),
         }))
+    }
+
+    /// Removes reports sent and received that are older than `retention` (reports: by the day
+    /// they are about; received ones: by when they came); returns how many.
+    pub fn prune(&self) -> std::io::Result<usize> {
+        let days = i64::from(self.retention_days);
+        let now = time::OffsetDateTime::now_utc();
+        let oldest_day = (now.date() - time::Duration::days(days))
+            .midnight()
+            .assume_utc();
+        let mut removed = self.store.prune(oldest_day.unix_timestamp())?;
+        if self.received_dir.is_dir() {
+            let oldest = std::time::SystemTime::now()
+                - std::time::Duration::from_secs(86_400 * u64::from(self.retention_days));
+            removed +=
+                crate::state::received::ReceivedStore::open(&self.received_dir)?.prune(oldest)?;
+        }
+        Ok(removed)
     }
 
     /// Builds, stores and (with `send`) delivers the reports of UTC `day` (`YYYY-MM-DD`).

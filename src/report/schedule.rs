@@ -178,6 +178,17 @@ async fn run(mut reporting: watch::Receiver<Option<Reporting>>, clock: impl Cloc
                         .field("error", e)
                         .emit(),
                 }
+                if state.attempts == 0 {
+                    match current.prune() {
+                        Ok(0) => {}
+                        Ok(n) => crate::log::info("tls_reports_pruned")
+                            .field("files", n)
+                            .emit(),
+                        Err(e) => crate::log::warn("tls_reports_prune_failed")
+                            .field("error", e)
+                            .emit(),
+                    }
+                }
                 state.attempts += 1;
                 state.last_attempt = Some(clock.now());
             }

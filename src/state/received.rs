@@ -63,6 +63,19 @@ impl ReceivedStore {
         written.map(|_| (path, true))
     }
 
+    /// Removes the reports kept before `oldest`; returns how many.
+    pub fn prune(&self, oldest: std::time::SystemTime) -> std::io::Result<usize> {
+        let mut removed = 0;
+        for path in self.files()? {
+            let modified = std::fs::metadata(&path)?.modified()?;
+            if modified < oldest {
+                std::fs::remove_file(&path)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// The kept reports, by name.
     pub fn files(&self) -> std::io::Result<Vec<PathBuf>> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)?

@@ -211,6 +211,30 @@ impl ReportStore {
         Ok(days)
     }
 
+    /// Removes the reports (and their ledgers) whose day began before `oldest_begin` (Unix
+    /// seconds); returns how many.
+    pub fn prune(&self, oldest_begin: i64) -> std::io::Result<usize> {
+        let begin = |name: &str| name.split('!').nth(2).and_then(|b| b.parse::<i64>().ok());
+        let mut removed = 0;
+        for name in self.reports()? {
+            if begin(&name).is_some_and(|b| b < oldest_begin) {
+                std::fs::remove_file(self.path(&name))?;
+                removed += 1;
+            }
+        }
+        for entry in std::fs::read_dir(self.dir.join("ledger"))? {
+            let path = entry?.path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if begin(name).is_some_and(|b| b < oldest_begin) {
+                std::fs::remove_file(&path)?;
+            }
+        }
+        Ok(removed)
+    }
+
     /// The report files, by name.
     pub fn reports(&self) -> std::io::Result<Vec<String>> {
         let mut names: Vec<String> = std::fs::read_dir(&self.dir)?

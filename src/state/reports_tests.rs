@@ -101,3 +101,20 @@ fn destination_days_say_per_report_day_whether_anything_went() {
     let days = store.destination_days().unwrap();
     assert_eq!(days[https], BTreeMap::from([(100, true), (200, false)]));
 }
+
+#[test]
+fn pruning_removes_old_reports_with_their_ledgers() {
+    let store = temp_store("prune");
+    let old = "example.org!partner.example!100!199!a.json.gz";
+    let new = "example.org!partner.example!200!299!b.json.gz";
+    for name in [old, new] {
+        store.store(name, b"r").unwrap();
+        store
+            .record(name, &entry("mailto:a@b.example", Delivery::Sent))
+            .unwrap();
+    }
+    assert_eq!(store.prune(200).unwrap(), 1);
+    assert_eq!(store.reports().unwrap(), vec![new.to_string()]);
+    assert!(store.ledger(old).unwrap().is_empty());
+    assert_eq!(store.ledger(new).unwrap().len(), 1);
+}
