@@ -5,12 +5,12 @@
 //! served tried once and the attempt recorded in the ledger.
 
 use super::deliver::{self, MailedReport};
-use super::tlsrpt::{self, Reporter, Rua, TlsRptError};
+use super::tlsrpt::{self, DayTally, Reporter, Rua, TlsRptError};
 use crate::config::TlsReporting;
 use crate::https::HttpsClient;
 use crate::resolver::{DnsError, Resolve};
 use crate::state::reports::{Delivery, LedgerEntry, ReportStore};
-use crate::state::results::{self, Direction, SessionResult};
+use crate::state::results::{self, Direction};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -263,11 +263,19 @@ impl Reporting {
 
     /// Builds, stores and (with `send`) delivers the reports of UTC `day` (`YYYY-MM-DD`).
     pub async fn run_day(&self, day: &str, send: bool) -> std::io::Result<DayRun> {
-        let mut by_domain: BTreeMap<String, Vec<SessionResult>> = BTreeMap::new();
+        let mut by_domain: BTreeMap<String, DayTally> = BTreeMap::new();
         let read = results::read_days(&self.results_dir, day, day, |r| {
-            if r.direction == Direction::Outbound && !r.report_delivery {
-                if let Some(domain) = r.domain.clone() {
-                    by_domain.entry(domain).or_default().push(r);
+            if r.direction != Direction::Outbound || r.report_delivery || r.day() != day {
+                return;
+            }
+            if let Some(domain) = &r.domain {
+                match by_domain.get_mut(domain.as_str()) {
+                    Some(tally) => tally.add(&r),
+                    None => {
+                        let mut tally = DayTally::default();
+                        tally.add(&r);
+                        by_domain.insert(domain.clone(), tally);
+                    }
                 }
             }
         });
@@ -286,10 +294,8 @@ impl Reporting {
             true => self.store.destination_days()?,
             false => Default::default(),
         };
-        for (domain, results) in by_domain {
-            let outcome = self
-                .run_domain(day, &domain, &results, send, &history)
-                .await;
+        for (domain, tally) in by_domain {
+            let outcome = self.run_domain(day, &domain, tally, send, &history).await;
             run.domains.insert(domain, outcome);
         }
         Ok(run)
@@ -299,7 +305,7 @@ impl Reporting {
         &self,
         day: &str,
         domain: &str,
-        results: &[SessionResult],
+        tally: DayTally,
         send: bool,
         history: &std::collections::HashMap<String, BTreeMap<i64, bool>>,
     ) -> DomainOutcome {
@@ -319,7 +325,7 @@ impl Reporting {
             contact: s.contact.clone(),
             submitter: s.submitter.clone(),
         };
-        let Some(report) = tlsrpt::build(&reporter, domain, day, results) else {
+        let Some(report) = tally.into_report(&reporter, domain, day) else {
             return DomainOutcome::NoRecord;
         };
         let (successful, failed) = report.policies.iter().fold((0, 0), |(s, f), p| {
