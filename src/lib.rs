@@ -2,13 +2,15 @@
 //!
 //! Bytes flow one way through the modules.
 //! Inbound: `server` (accept, limits) → `inbound` (greeting → EHLO → STARTTLS → EHLO → envelope
-//! checks) → `splice`.
+//! checks; a transaction to a TLS report address ends in `inbound::intake`, which keeps it
+//! under `state`) → `splice`.
 //! Outbound: `server` → `outbound` (the MTA's dialogue → at RCPT: `route` → `connect` →
 //! `starttls` → `establish`, the one verdict step → envelope replayed) → `splice`; `discover`
 //! (MTA-STS, DANE) takes its place between `route` and `connect` as it is wired in.
 //! `smtp` parses and formats the wire protocol without IO policy; `policy` decides, purely;
 //! `resolver`, `tls` and `https` reach the network for them; `state` keeps what outlives the
-//! process (session results, the MTA-STS cache); `report` and `cli` read it back; `metrics`
+//! process (session results, the MTA-STS cache, TLS reports sent and received); `report` (built
+//! and delivered daily by `report::schedule` inside `server`) and `cli` read it back; `metrics`
 //! and `session` record what happened.
 #![deny(unsafe_code)]
 

@@ -205,6 +205,13 @@ impl Config {
                 "  tls reporting: submitter {}, from {}, mail relay {relay}\n",
                 r.submitter, r.from
             );
+            if !r.receive.is_empty() {
+                out += &format!(
+                    "  tls reports received at: {} (kept in {})\n",
+                    r.receive.join(", "),
+                    self.state.directory.join("received").display()
+                );
+            }
         }
         out
     }
