@@ -215,3 +215,13 @@ fn size_and_decompression_are_bounded() {
         Err(ReceivedError::Mime(m)) if m.contains("nested")
     ));
 }
+
+#[test]
+fn microsoft_style_reports_read_too() {
+    // Dates without a zone, `mx-host` as one string, no failure details.
+    let json = r#"{"organization-name":"Microsoft Corporation","date-range":{"start-datetime":"2026-12-05T00:00:00","end-datetime":"2026-12-05T23:59:59"},"contact-info":"tlsrpt-noreply@microsoft.com","report-id":"133","policies":[{"policy":{"policy-type":"no-policy-found","policy-domain":"example.org","mx-host":"mx1.example.org"},"summary":{"total-successful-session-count":42,"total-failure-session-count":0}}]}"#;
+    let report = parse_json(json.as_bytes()).unwrap();
+    assert_eq!(report.policies[0].policy.mx_host, ["mx1.example.org"]);
+    assert!(report.policies[0].failure_details.is_empty());
+    assert_eq!(report.date_range.start, "2026-12-05T00:00:00");
+}

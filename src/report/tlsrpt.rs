@@ -168,8 +168,28 @@ pub struct PolicyDescription {
     pub policy_string: Vec<String>,
     #[serde(rename = "policy-domain")]
     pub policy_domain: String,
-    #[serde(rename = "mx-host", default, skip_serializing_if = "Vec::is_empty")]
+    /// An array (erratum 6241); a single string, as RFC 8460's field description has it and
+    /// some senders write it, reads as one entry.
+    #[serde(
+        rename = "mx-host",
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "one_or_many"
+    )]
     pub mx_host: Vec<String>,
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(one) => vec![one],
+        OneOrMany::Many(many) => many,
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
