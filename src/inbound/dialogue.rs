@@ -163,19 +163,21 @@ impl<'a> Dialogue<'a> {
                         .await?;
                     let intake = self.intake.take().unwrap_or_default();
                     let reply = intake::data(self.ctx, client, record, &intake).await?;
-                    self.close_backend_transaction(backend).await?;
+                    // The client hears first: a backend lost at the RSET must not cost it
+                    // the answer for a report already kept.
                     self.send(client, &reply, record).await?;
+                    self.close_backend_transaction(backend).await?;
                 }
                 Command::Bdat { size, last } if self.intake.is_some() => {
                     let mut intake = self.intake.take().unwrap_or_default();
                     let reply =
                         intake::chunk(self.ctx, client, record, &mut intake, size, last).await?;
+                    self.send(client, &reply, record).await?;
                     if last {
                         self.close_backend_transaction(backend).await?;
                     } else {
                         self.intake = Some(intake);
                     }
-                    self.send(client, &reply, record).await?;
                 }
                 // Looks like MAIL or RCPT but cannot be read: checked like one whose domain
                 // is unknown, so under enforcement it never reaches the backend.
