@@ -358,3 +358,21 @@ fn import_takes_maildirs_and_files_and_refuses_what_is_not_a_report() {
     assert!(out.contains("3 reports"), "{out}");
     assert!(out.contains("Microsoft Corporation"), "{out}");
 }
+
+/// Nothing lost: a report that cannot be kept is answered 451, so the sender keeps it.
+#[test]
+fn a_report_that_cannot_be_stored_gets_451_and_the_sender_keeps_it() {
+    let s = site("received-unwritable");
+    // A file where the directory should be: no report can be written there.
+    std::fs::write(s.dir.join("state/received"), b"not a directory").unwrap();
+    let (mut c, _) = SmtpClient::greeted(s.proxy.addr());
+    c.cmd("EHLO client.test").assert(250, "");
+    c.open_data("noreply@reporter.test", REPORT_ADDRESS);
+    c.send(report_mail(GOOGLE_JSON.as_bytes()).as_bytes());
+    c.send(b".\r\n");
+    c.reply().assert(451, "4.3.0");
+    s.proxy.wait_event("tls_report_not_stored", &[]);
+    // The session goes on: the next transaction is served.
+    c.cmd("MAIL FROM:<alice@sender.test>").assert(250, "2.1.0");
+    c.cmd("QUIT").assert(221, "2.0.0");
+}

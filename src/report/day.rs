@@ -224,6 +224,10 @@ impl Reporting {
             return Ok(None);
         };
         let store = ReportStore::open(&config.state.directory.join("reports"))?;
+        // Report addresses: a place to keep what arrives must exist before anything does.
+        if !settings.receive.is_empty() {
+            crate::state::received::ReceivedStore::open(&config.state.directory.join("received"))?;
+        }
         // RFC 8460 §5.1: the receiver's certificate is checked against the WebPKI, the same
         // anchors MTA-STS policy hosts are checked against.
         let https = config
