@@ -363,8 +363,11 @@ fn import_takes_maildirs_and_files_and_refuses_what_is_not_a_report() {
 #[test]
 fn a_report_that_cannot_be_stored_gets_451_and_the_sender_keeps_it() {
     let s = site("received-unwritable");
-    // A file where the directory should be: no report can be written there.
-    std::fs::write(s.dir.join("state/received"), b"not a directory").unwrap();
+    // The directory (made at start) replaced by a file: no report can be written there.
+    let received = s.dir.join("state/received");
+    assert!(received.is_dir(), "made at start");
+    std::fs::remove_dir(&received).unwrap();
+    std::fs::write(&received, b"not a directory").unwrap();
     let (mut c, _) = SmtpClient::greeted(s.proxy.addr());
     c.cmd("EHLO client.test").assert(250, "");
     c.open_data("noreply@reporter.test", REPORT_ADDRESS);
