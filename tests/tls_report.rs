@@ -553,6 +553,11 @@ fn running_nodes_deliver_yesterdays_reports_once_across_nodes_and_restarts() {
             "state_directory = {:?}\n{}send_spread = \"0s\"\n",
             state.display().to_string(),
             config_as(name, dns.addr, &ca, unique_addr(10025), relay.addr)
+        )
+        .replacen(
+            "[resolver]",
+            &format!("[admin]\nlisten = \"{}:0\"\n[resolver]", unique_ip()),
+            1,
         );
         Proxy::start_text(&node_dir, &text)
     };
@@ -566,6 +571,22 @@ fn running_nodes_deliver_yesterdays_reports_once_across_nodes_and_restarts() {
     );
     let posts = web.posts();
     assert_eq!(posts.len(), 1, "{runs:?}");
+    // The contract's counter, across both nodes: each destination once, nothing failed.
+    let sent = |transport: &str, result: &str| {
+        [&one, &two]
+            .iter()
+            .map(|p| {
+                metric_sum(
+                    &p.metrics(),
+                    "starttls_proxy_tls_reports_total",
+                    &[("transport", transport), ("result", result)],
+                )
+            })
+            .sum::<f64>()
+    };
+    assert_eq!(sent("https", "sent"), 1.0);
+    assert_eq!(sent("mailto", "sent"), 1.0);
+    assert_eq!(sent("https", "failed") + sent("mailto", "failed"), 0.0);
     assert_eq!(report_files(&state).len(), 1);
     let mail = rpt.wait_delivered(1);
     assert_eq!(
