@@ -2,7 +2,8 @@
 //!
 //! Bytes flow one way through the modules.
 //! Inbound: `server` (accept, limits) → `inbound` (greeting → EHLO → STARTTLS → EHLO → envelope
-//! checks) → `splice`.
+//! checks; a transaction to a TLS report address ends in `inbound::intake`, which keeps it
+//! under `state`) → `splice`.
 //! Outbound: `server` → `outbound` (the MTA's dialogue → at RCPT: `route` → `connect` →
 //! `starttls` → `establish`, the one verdict step, which also hands each MX attempt to
 //! `state::monitor` (certificate inventory, downgrade memory) → envelope replayed) → `splice`;
@@ -10,8 +11,9 @@
 //! `smtp` parses and formats the wire protocol without IO policy; `policy` decides, purely;
 //! `resolver`, `tls` and `https` reach the network for them; `state` keeps what outlives the
 //! process (session results, the MTA-STS cache, partner certificates, MX TLS memory,
-//! configuration history); `report`, `cli` (coverage, evidence) and `admin` (`/certificates`)
-//! read it back; `metrics` and `session` record what happened.
+//! configuration history, TLS reports sent and received); `report` (built and delivered daily by
+//! `report::schedule` inside `server`), `cli` (coverage, evidence, tls-report) and `admin`
+//! (`/certificates`) read it back; `metrics` and `session` record what happened.
 #![deny(unsafe_code)]
 
 pub mod admin;

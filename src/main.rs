@@ -8,7 +8,7 @@
 //! certificate). `check-config` answers valid (0) or invalid (2) whatever the kind of failure.
 
 use clap::{Parser, Subcommand};
-use starttls_proxy::cli::{coverage, evidence};
+use starttls_proxy::cli::{coverage, evidence, tls_report};
 use starttls_proxy::config::{Config, DEFAULT_PATH};
 use starttls_proxy::{demo, log, server};
 use std::path::PathBuf;
@@ -64,11 +64,42 @@ enum Command {
         #[arg(long, value_enum, default_value_t = evidence::Format::Md)]
         format: evidence::Format,
     },
+    /// Build a day's TLS reports (RFC 8460) from the session results of every node, store them
+    /// under state_directory/reports/ and print a summary; --send delivers those a destination
+    /// does not have yet. Exits 1 when a delivery failed.
+    #[command(args_conflicts_with_subcommands = true)]
+    TlsReport {
+        #[command(subcommand)]
+        action: Option<TlsReportAction>,
+        #[arg(long, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+        /// UTC day, YYYY-MM-DD (default: yesterday; today gives the day so far).
+        #[arg(long, value_parser = tls_report::parse_day)]
+        day: Option<String>,
+        /// Deliver the reports to their https: and mailto: destinations.
+        #[arg(long, conflicts_with = "received")]
+        send: bool,
+        /// Summarise instead the reports partners sent us about that day (received on the
+        /// inbound path or imported).
+        #[arg(long)]
+        received: bool,
+    },
     /// Print the outbound route (MX hosts and addresses) and the TLS policy for DOMAIN, without
     /// sending mail. Exits 1 when the domain has no route (NXDOMAIN, null MX, DNS failure).
     Policy {
         /// Recipient domain, e.g. bank.example.
         domain: String,
+        #[arg(long, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TlsReportAction {
+    /// Check and keep the TLS reports in PATH (a .json, .json.gz or e-mail file, a directory of
+    /// them, or a maildir) with those received on the inbound path. Exits 1 if one was refused.
+    Import {
+        path: PathBuf,
         #[arg(long, default_value = DEFAULT_PATH)]
         config: PathBuf,
     },
@@ -218,6 +249,31 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+        Command::TlsReport {
+            action,
+            config,
+            day,
+            send,
+            received,
+        } => {
+            let path = match &action {
+                Some(TlsReportAction::Import { config, .. }) => config,
+                None => &config,
+            };
+            let config = match Config::load(path) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("starttls-proxy: {e}");
+                    return ExitCode::from(e.exit_code());
+                }
+            };
+            let exit = match action {
+                Some(TlsReportAction::Import { path, .. }) => tls_report::import(&config, &path),
+                None if received => tls_report::received_summary(&config, day),
+                None => runtime().block_on(tls_report::run(&config, day, send)),
+            };
+            ExitCode::from(exit as u8)
         }
         Command::Demo => runtime().block_on(async {
             match demo::run().await {

@@ -47,6 +47,20 @@ pub const DNSSEC_AVAILABLE: &str = "starttls_proxy_dnssec_available";
 /// DANE's validated look-ups (MX, A/AAAA, TLSA), by `result`: secure | insecure | bogus | error.
 pub const DNSSEC_LOOKUPS_TOTAL: &str = "starttls_proxy_dnssec_lookups_total";
 
+/// TLS report deliveries, one per attempt at one destination, by `transport` (https | mailto)
+/// and `result` (sent | failed).
+pub const TLS_REPORTS_TOTAL: &str = "starttls_proxy_tls_reports_total";
+/// TLS reports partners sent to our report address, by `result`: ok | too_large |
+/// not_a_report | malformed.
+pub const TLS_REPORTS_RECEIVED_TOTAL: &str = "starttls_proxy_tls_reports_received_total";
+/// Failed sessions partners reported about delivering to us, by `organization` (the reporting
+/// organisation; the first [`MAX_REPORTING_ORGANIZATIONS`] seen, then `other`) and
+/// `result_type` (RFC 8460).
+pub const TLS_REPORT_FAILED_SESSIONS_TOTAL: &str =
+    "starttls_proxy_tls_report_failed_sessions_total";
+/// Bound on the `organization` label values.
+pub const MAX_REPORTING_ORGANIZATIONS: usize = 50;
+
 const HANDSHAKE_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
@@ -149,6 +163,18 @@ fn describe() {
     describe_counter!(
         DNSSEC_LOOKUPS_TOTAL,
         "DANE's DNSSEC-validated look-ups (MX, A/AAAA, TLSA), by result"
+    );
+    describe_counter!(
+        TLS_REPORTS_RECEIVED_TOTAL,
+        "TLS reports received on the inbound path, by result"
+    );
+    describe_counter!(
+        TLS_REPORT_FAILED_SESSIONS_TOTAL,
+        "Failed sessions partners reported about delivering to us, by reporting organization and result type"
+    );
+    describe_counter!(
+        TLS_REPORTS_TOTAL,
+        "TLS report deliveries (RFC 8460), one per attempt at one destination, by transport and result"
     );
 }
 
@@ -321,4 +347,52 @@ pub fn partner_certificate_expiry(domain: &str, mx: &str, not_after: i64) {
 /// A state file was corrupt at start (`corrupt`) or could not be written (`write`).
 pub fn state_file_error(file: &'static str, reason: &'static str) {
     counter!(STATE_FILE_ERRORS_TOTAL, "file" => file, "reason" => reason).increment(1);
+}
+
+/// One attempt to deliver a TLS report over `transport` (`https`, `mailto`).
+pub fn tls_report(transport: &'static str, sent: bool) {
+    let result = if sent { "sent" } else { "failed" };
+    counter!(TLS_REPORTS_TOTAL, "transport" => transport, "result" => result).increment(1);
+}
+
+/// Shows every `tls_reports_total` series at 0 once reporting is configured, so a rate or an
+/// alert on `failed` works before the first failure.
+pub fn tls_reports_register() {
+    for transport in ["https", "mailto"] {
+        for result in ["sent", "failed"] {
+            counter!(TLS_REPORTS_TOTAL, "transport" => transport, "result" => result).increment(0);
+        }
+    }
+}
+
+/// A TLS report received on the inbound path (`result`: ok, too_large, not_a_report, malformed).
+pub fn tls_report_received(result: &'static str) {
+    counter!(TLS_REPORTS_RECEIVED_TOTAL, "result" => result).increment(1);
+}
+
+/// `count` failed sessions of `result_type` reported by `organization`.
+pub fn tls_report_failures_received(organization: &str, result_type: &'static str, count: u64) {
+    counter!(
+        TLS_REPORT_FAILED_SESSIONS_TOTAL,
+        "organization" => organization_label(organization),
+        "result_type" => result_type
+    )
+    .increment(count);
+}
+
+/// The label of a reporting organisation: its name (printable, at most 64 characters) for the
+/// first [`MAX_REPORTING_ORGANIZATIONS`] names seen, `other` after, so a sender inventing names
+/// cannot grow the series without bound.
+fn organization_label(name: &str) -> String {
+    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let clean: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if seen.contains(&clean) {
+        return clean;
+    }
+    if seen.len() < MAX_REPORTING_ORGANIZATIONS {
+        seen.push(clean.clone());
+        return clean;
+    }
+    "other".to_string()
 }

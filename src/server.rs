@@ -6,6 +6,8 @@ use crate::inbound::{self, Observer};
 use crate::metrics::{self, ListenerMetrics};
 use crate::outbound::discover::{StsDiscovery, FETCH_TIMEOUT};
 use crate::policy::mta_sts::MAX_POLICY_BYTES;
+use crate::report::day::Reporting;
+use crate::report::schedule::{Schedule, SystemClock};
 use crate::session::Slot;
 use crate::smtp::reply;
 use crate::state::monitor::Monitor;
@@ -93,6 +95,13 @@ fn sts_discovery(config: &Config, cache: &Arc<StsCache>) -> Option<Arc<StsDiscov
     Some(Arc::new(StsDiscovery::new(cache.clone(), https, 443)))
 }
 
+/// The TLS reporting of `config` for the daily schedule (`None`: no `[tls_reporting]`).
+fn reporting(config: &Config) -> Result<Option<Reporting>, ServerError> {
+    let dir = config.state.directory.join("reports");
+    Reporting::from_config(config, resolver::build(&config.resolver))
+        .map_err(|e| ServerError::State(ResultsError::Directory(dir, e)))
+}
+
 fn open_results(config: &Config) -> Result<ResultsLog, ServerError> {
     Ok(ResultsLog::open(
         &config.state.results_dir(),
@@ -141,6 +150,8 @@ pub struct Server {
     dnssec_check: Option<JoinHandle<()>>,
     /// The proactive refresh of cached MTA-STS policies for the current configuration.
     sts_refresh: Option<JoinHandle<()>>,
+    /// The daily TLS reports (RFC 8460); idle without `[tls_reporting]`.
+    reports: Schedule,
 }
 
 /// Listeners bound for a configuration, not yet accepting.
@@ -334,6 +345,7 @@ impl Server {
         };
         let results = open_results(&config)?;
         let sts_cache = open_sts_cache(&config)?;
+        let reports = Schedule::start(reporting(&config)?, SystemClock);
         let mut server = Server {
             config: config.clone(),
             inbound,
@@ -349,6 +361,7 @@ impl Server {
             monitor,
             dnssec_check: None,
             sts_refresh: None,
+            reports,
         };
         server.activate(&config, fresh);
         config_loaded(&config, "start");
@@ -391,7 +404,9 @@ impl Server {
                     .emit();
             }
         }
+        let reporting = reporting(&config)?;
         self.activate(&config, fresh);
+        self.reports.update(reporting);
         config_loaded(&config, "reload");
         log_policy_changes(&self.config, &config);
         self.monitor.publish_expiries(&config);

@@ -76,6 +76,10 @@ pub struct SessionRecord {
     pub results: Vec<AttemptResult>,
     /// Inbound: the domain of the client's MAIL FROM, where one was seen.
     pub mail_from_domain: Option<String>,
+    /// Outbound: where each transaction's results start in `results`, and whether it delivers
+    /// a TLS report (MAIL FROM = `tls_reporting.from`), so a session that carries a report
+    /// among other mail marks only that transaction's attempts.
+    transactions: Vec<(usize, bool)>,
 }
 
 impl SessionRecord {
@@ -115,7 +119,28 @@ impl SessionRecord {
             started: Instant::now(),
             results: Vec::new(),
             mail_from_domain: None,
+            transactions: Vec::new(),
         }
+    }
+
+    /// A MAIL command was accepted: the results that follow belong to its transaction, which
+    /// delivers a TLS report when its sender is `report_sender` (RFC 8460 §5.3: such sessions
+    /// are never counted in a report).
+    pub fn mail_started(&mut self, mail_line: &[u8], report_sender: Option<&str>) {
+        let is_report = report_sender.is_some_and(|from| {
+            crate::smtp::command::reverse_path_mailbox(mail_line)
+                .is_some_and(|m| m.eq_ignore_ascii_case(from))
+        });
+        self.transactions.push((self.results.len(), is_report));
+    }
+
+    /// Whether result `index` belongs to a transaction that delivered a TLS report.
+    fn is_report_delivery(&self, index: usize) -> bool {
+        self.transactions
+            .iter()
+            .rev()
+            .find(|(start, _)| *start <= index)
+            .is_some_and(|(_, report)| *report)
     }
 
     /// Appends the session's results to the results log and waits until they are on disk, so
@@ -132,7 +157,8 @@ impl SessionRecord {
         let lines: Vec<SessionResult> = self
             .results
             .iter()
-            .map(|r| SessionResult {
+            .enumerate()
+            .map(|(i, r)| SessionResult {
                 time: time.clone(),
                 node: node.to_string(),
                 direction: if inbound {
@@ -152,7 +178,7 @@ impl SessionRecord {
                 verified: r.tls.as_ref().is_some_and(|t| t.verdict.is_verified()),
                 result: r.outcome,
                 session_id: self.id.clone(),
-                report_delivery: false,
+                report_delivery: self.is_report_delivery(i),
             })
             .collect();
         if let Err(e) = log.record_all(&lines).await {

@@ -1,12 +1,13 @@
 //! Configuration: the TOML schema of DESIGN.md's contract, parsed into types that cannot hold a
 //! bad value. Every error names the file, line, column and key. One file per table, in the
 //! order of the file: `tls`, `limits`, `listeners` (`[[inbound]]`, `[[outbound]]`, `[admin]`),
-//! `resolver`, `outbound_policy`; this one holds the whole and what the tables share.
+//! `resolver`, `outbound_policy`, `tls_reporting`; this one holds the whole and what the tables share.
 
 mod limits;
 mod listeners;
 mod monitoring;
 mod outbound_policy;
+mod reporting;
 mod resolver;
 mod state;
 mod tls;
@@ -14,6 +15,7 @@ mod tls;
 pub use limits::Limits;
 pub use listeners::{Admin, DomainSet, Inbound, NextHop, Outbound, OutboundMode};
 pub use monitoring::Monitoring;
+pub use reporting::TlsReporting;
 pub use resolver::ResolverConfig;
 pub use state::{State, DEFAULT_STATE_DIRECTORY};
 
@@ -63,6 +65,8 @@ pub struct Config {
     /// `relax_until` entries already in the past at load: not applied, reported (a warning at
     /// every load, the configuration history, `evidence`).
     pub expired_relaxations: Vec<ExpiredRelaxation>,
+    /// `[tls_reporting]`: `None`, no reports are built or sent.
+    pub tls_reporting: Option<TlsReporting>,
 }
 
 /// A `relax_until` that had passed when the configuration was loaded.
@@ -238,6 +242,24 @@ impl Config {
                 crate::log::format_unix(e.relax_until)
             );
         }
+        if let Some(r) = &self.tls_reporting {
+            let relay = r
+                .send_via
+                .map_or("none (mailto: reports cannot go)".to_string(), |a| {
+                    a.to_string()
+                });
+            out += &format!(
+                "  tls reporting: submitter {}, from {}, mail relay {relay}\n",
+                r.submitter, r.from
+            );
+            if !r.receive.is_empty() {
+                out += &format!(
+                    "  tls reports received at: {} (kept in {})\n",
+                    r.receive.join(", "),
+                    self.state.directory.join("received").display()
+                );
+            }
+        }
         out
     }
 }
@@ -371,6 +393,7 @@ struct RawConfig {
     outbound: Vec<Spanned<listeners::RawOutbound>>,
     outbound_policy: Option<outbound_policy::RawOutboundPolicy>,
     monitoring: Option<monitoring::RawMonitoring>,
+    tls_reporting: Option<reporting::RawTlsReporting>,
 }
 
 impl RawConfig {
@@ -462,6 +485,10 @@ impl RawConfig {
                 None => Monitoring::default(),
             },
             expired_relaxations,
+            tls_reporting: match self.tls_reporting {
+                Some(r) => Some(r.validate(ctx)?),
+                None => None,
+            },
         })
     }
 }

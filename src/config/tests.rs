@@ -540,3 +540,75 @@ fn monitoring_defaults_to_a_30_day_downgrade_window_and_expired_relaxations_are_
     ));
     assert!(err.contains("downgrade_windows"), "{err}");
 }
+
+const REPORTING: &str = r#"
+[tls_reporting]
+organization = "Example Org"
+contact = "mailto:postmaster@example.org"
+submitter = "Example.org"
+send_via = "10.0.0.25:25"
+from = "tlsrpt-noreply@example.org"
+"#;
+
+#[test]
+fn tls_reporting_table_is_read_and_checked() {
+    assert!(parse(MINIMAL).unwrap().tls_reporting.is_none());
+    let config = parse(&format!("{MINIMAL}{REPORTING}")).unwrap();
+    let r = config.tls_reporting.unwrap();
+    assert_eq!(r.submitter, "example.org");
+    assert_eq!(r.send_via, Some("10.0.0.25:25".parse().unwrap()));
+    assert_eq!(r.from, "tlsrpt-noreply@example.org");
+    let without_relay = REPORTING.replace("send_via = \"10.0.0.25:25\"\n", "");
+    assert!(parse(&format!("{MINIMAL}{without_relay}"))
+        .unwrap()
+        .tls_reporting
+        .unwrap()
+        .send_via
+        .is_none());
+    for (from, to, key) in [
+        ("10.0.0.25:25", "mail.example.org", "tls_reporting.send_via"),
+        (
+            "tlsrpt-noreply@example.org",
+            "not a mailbox",
+            "tls_reporting.from",
+        ),
+        ("Example.org", "example org!", "tls_reporting.submitter"),
+        ("Example Org", "", "tls_reporting.organization"),
+    ] {
+        let e = error(&format!("{MINIMAL}{}", REPORTING.replace(from, to)));
+        assert!(e.contains(key), "{e}");
+    }
+    let e = error(&format!("{MINIMAL}{REPORTING}unknown = 1\n"));
+    assert!(e.contains("unknown"), "{e}");
+}
+
+#[test]
+fn tls_reporting_schedule_keys_have_defaults_and_bounds() {
+    let r = parse(&format!("{MINIMAL}{REPORTING}"))
+        .unwrap()
+        .tls_reporting
+        .unwrap();
+    assert!(!r.only_with_failures);
+    assert_eq!(r.send_spread, Duration::from_secs(4 * 3600));
+    assert_eq!(r.suppress_after_days, 5);
+    let text = format!(
+        "{MINIMAL}{REPORTING}only_with_failures = true\nsend_spread = \"30m\"\nsuppress_after_days = 0\n"
+    );
+    let r = parse(&text).unwrap().tls_reporting.unwrap();
+    assert!(r.only_with_failures);
+    assert_eq!(r.send_spread, Duration::from_secs(1800));
+    assert_eq!(r.suppress_after_days, 0);
+    let e = error(&format!("{MINIMAL}{REPORTING}send_spread = \"21h\"\n"));
+    assert!(e.contains("tls_reporting.send_spread"), "{e}");
+}
+
+#[test]
+fn tls_reporting_receive_addresses_are_mailboxes() {
+    let text = format!("{MINIMAL}{REPORTING}receive = [\"TLSRPT@Example.org\"]\n");
+    let r = parse(&text).unwrap().tls_reporting.unwrap();
+    assert_eq!(r.receive, ["tlsrpt@example.org"]);
+    assert!(r.is_report_address("tlsrpt@example.org"));
+    assert!(!r.is_report_address("postmaster@example.org"));
+    let e = error(&format!("{MINIMAL}{REPORTING}receive = [\"tlsrpt\"]\n"));
+    assert!(e.contains("tls_reporting.receive"), "{e}");
+}

@@ -187,6 +187,13 @@ impl Transparent<'_> {
                 Command::StartTls { .. } | Command::Bdat { .. } => reply::not_implemented(),
                 Command::Mail(_) if self.mail.is_some() => reply::nested_mail(),
                 Command::Mail(_) => {
+                    let from = self
+                        .ctx
+                        .config
+                        .tls_reporting
+                        .as_ref()
+                        .map(|r| r.from.as_str());
+                    record.mail_started(&line, from);
                     self.mail = Some(line);
                     reply::sender_ok()
                 }

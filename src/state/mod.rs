@@ -8,4 +8,6 @@ pub mod inventory;
 pub mod monitor;
 pub mod mta_sts;
 pub mod mx_tls;
+pub mod received;
+pub mod reports;
 pub mod results;
