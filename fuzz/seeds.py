@@ -101,3 +101,24 @@ for b in BODIES:
     write("end_of_data", sizes(1) + bytes([1]) + b)
     write("end_of_data", sizes(2, 3) + bytes([1]) + b)
 write("end_of_data", sizes(128 + 3) + bytes([255]) + b"0123456789abcdef\r\n\xff.\r\n")
+
+# tls_report: the first byte picks the form (0: e-mail, 1: .json, 2: .json.gz).
+import base64
+import gzip
+REPORT = (b'{"organization-name":"Google Inc.","date-range":{"start-datetime":"2026-12-05T00:00:00Z",'
+          b'"end-datetime":"2026-12-05T23:59:59Z"},"contact-info":"smtp-tls-reporting@google.com",'
+          b'"report-id":"2026-12-05T00:00:00Z_example.org","policies":[{"policy":{"policy-type":"sts",'
+          b'"policy-string":["version: STSv1","mode: enforce","mx: mx1.example.org","max_age: 86400"],'
+          b'"policy-domain":"example.org","mx-host":["mx1.example.org"]},"summary":{'
+          b'"total-successful-session-count":120,"total-failure-session-count":3},"failure-details":['
+          b'{"result-type":"certificate-expired","sending-mta-ip":"209.85.220.41",'
+          b'"receiving-mx-hostname":"mx1.example.org","receiving-ip":"192.0.2.25","failed-session-count":3}]}]}')
+GZ = gzip.compress(REPORT, mtime=0)
+write("tls_report", b"\x01" + REPORT)
+write("tls_report", b"\x02" + GZ)
+for part_type, enc, body in ((b"application/tlsrpt+gzip", b"base64", base64.encodebytes(GZ)),
+                             (b"application/tlsrpt+json", b"7bit", REPORT)):
+    write("tls_report", b"\x00" + b"Subject: Report Domain: example.org\r\n"
+          b"Content-Type: multipart/report; report-type=\"tlsrpt\"; boundary=\"b1\"\r\n\r\n"
+          b"--b1\r\nContent-Type: text/plain\r\n\r\nhello\r\n--b1\r\nContent-Type: " + part_type +
+          b"\r\nContent-Transfer-Encoding: " + enc + b"\r\n\r\n" + body + b"\r\n--b1--\r\n")

@@ -1,6 +1,8 @@
-//! The admin endpoint: `GET /metrics` (Prometheus text format) and `GET /healthz`.
+//! The admin endpoint: `GET /metrics` (Prometheus text format), `GET /healthz` and
+//! `GET /certificates` (the partner certificate inventory as JSON).
 
 use crate::log;
+use crate::state::inventory::Inventory;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,7 +15,12 @@ const MAX_REQUEST: usize = 8192;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves until the task is dropped. `draining` turns `/healthz` into 503 so balancers move away.
-pub async fn serve(listener: TcpListener, handle: PrometheusHandle, draining: Arc<AtomicBool>) {
+pub async fn serve(
+    listener: TcpListener,
+    handle: PrometheusHandle,
+    draining: Arc<AtomicBool>,
+    inventory: Inventory,
+) {
     let upkeep = handle.clone();
     tokio::spawn(async move {
         loop {
@@ -27,9 +34,13 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle, draining: Ar
         };
         let handle = handle.clone();
         let draining = draining.clone();
+        let inventory = inventory.clone();
         tokio::spawn(async move {
-            let _ =
-                tokio::time::timeout(REQUEST_TIMEOUT, respond(stream, &handle, &draining)).await;
+            let _ = tokio::time::timeout(
+                REQUEST_TIMEOUT,
+                respond(stream, &handle, &draining, &inventory),
+            )
+            .await;
         });
     }
 }
@@ -38,6 +49,7 @@ async fn respond(
     mut stream: TcpStream,
     handle: &PrometheusHandle,
     draining: &AtomicBool,
+    inventory: &Inventory,
 ) -> std::io::Result<()> {
     let mut request = Vec::new();
     let mut chunk = [0u8; 1024];
@@ -62,6 +74,7 @@ async fn respond(
             "draining\n".to_string(),
         ),
         ("GET" | "HEAD", "/healthz") => ("200 OK", "text/plain", "ok\n".to_string()),
+        ("GET" | "HEAD", "/certificates") => ("200 OK", "application/json", inventory.to_json()),
         ("GET" | "HEAD", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
         _ => (
             "405 Method Not Allowed",

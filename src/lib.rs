@@ -2,14 +2,18 @@
 //!
 //! Bytes flow one way through the modules.
 //! Inbound: `server` (accept, limits) → `net` (a trusted balancer's PROXY header) →
-//! `inbound` (greeting → EHLO → STARTTLS → EHLO → envelope checks) → `splice`.
+//! `inbound` (greeting → EHLO → STARTTLS → EHLO → envelope checks; a transaction to a TLS report
+//! address ends in `inbound::intake`, which keeps it under `state`) → `splice`.
 //! Outbound: `server` → `outbound` (the MTA's dialogue → at RCPT: `route` → `connect` →
-//! `starttls` → `establish`, the one verdict step → envelope replayed) → `splice`; `discover`
-//! (MTA-STS, DANE) takes its place between `route` and `connect` as it is wired in.
+//! `starttls` → `establish`, the one verdict step, which also hands each MX attempt to
+//! `state::monitor` (certificate inventory, downgrade memory) → envelope replayed) → `splice`;
+//! `discover` (MTA-STS, DANE) takes its place between `route` and `connect` as it is wired in.
 //! `smtp` parses and formats the wire protocol without IO policy; `policy` decides, purely;
 //! `resolver`, `tls` and `https` reach the network for them; `state` keeps what outlives the
-//! process (session results, the MTA-STS cache); `report` and `cli` read it back; `metrics`
-//! and `session` record what happened.
+//! process (session results, the MTA-STS cache, partner certificates, MX TLS memory,
+//! configuration history, TLS reports sent and received); `report` (built and delivered daily by
+//! `report::schedule` inside `server`), `cli` (coverage, evidence, tls-report) and `admin`
+//! (`/certificates`) read it back; `metrics` and `session` record what happened.
 #![deny(unsafe_code)]
 
 pub mod admin;

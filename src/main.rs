@@ -8,7 +8,7 @@
 //! certificate). `check-config` answers valid (0) or invalid (2) whatever the kind of failure.
 
 use clap::{Parser, Subcommand};
-use starttls_proxy::cli::coverage;
+use starttls_proxy::cli::{coverage, evidence, tls_report};
 use starttls_proxy::config::{Config, DEFAULT_PATH};
 use starttls_proxy::{demo, log, server};
 use std::path::PathBuf;
@@ -52,11 +52,54 @@ enum Command {
         #[arg(long, value_enum, default_value_t = coverage::Format::Table)]
         format: coverage::Format,
     },
+    /// One document for an auditor: TLS settings, enforced partners, coverage, failures,
+    /// policy changes and partner certificate expiries over the last N days, from what the
+    /// proxy keeps in state_directory.
+    Evidence {
+        #[arg(long, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+        /// The period: the last N×24 hours up to now.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3660))]
+        days: u32,
+        #[arg(long, value_enum, default_value_t = evidence::Format::Md)]
+        format: evidence::Format,
+    },
+    /// Build a day's TLS reports (RFC 8460) from the session results of every node, store them
+    /// under state_directory/reports/ and print a summary; --send delivers those a destination
+    /// does not have yet. Exits 1 when a delivery failed.
+    #[command(args_conflicts_with_subcommands = true)]
+    TlsReport {
+        #[command(subcommand)]
+        action: Option<TlsReportAction>,
+        #[arg(long, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+        /// UTC day, YYYY-MM-DD (default: yesterday; today gives the day so far).
+        #[arg(long, value_parser = tls_report::parse_day)]
+        day: Option<String>,
+        /// Deliver the reports to their https: and mailto: destinations.
+        #[arg(long, conflicts_with = "received")]
+        send: bool,
+        /// Summarise instead the reports partners sent us about that day (received on the
+        /// inbound path or imported).
+        #[arg(long)]
+        received: bool,
+    },
     /// Print the outbound route (MX hosts and addresses) and the TLS policy for DOMAIN, without
     /// sending mail. Exits 1 when the domain has no route (NXDOMAIN, null MX, DNS failure).
     Policy {
         /// Recipient domain, e.g. bank.example.
         domain: String,
+        #[arg(long, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TlsReportAction {
+    /// Check and keep the TLS reports in PATH (a .json, .json.gz or e-mail file, a directory of
+    /// them, or a maildir) with those received on the inbound path. Exits 1 if one was refused.
+    Import {
+        path: PathBuf,
         #[arg(long, default_value = DEFAULT_PATH)]
         config: PathBuf,
     },
@@ -105,15 +148,41 @@ fn main() -> ExitCode {
                 }
             };
             runtime().block_on(async {
+                use starttls_proxy::cli::policy;
+                use starttls_proxy::resolver::dnssec::{ResolveSecure, Validating};
                 let resolver = starttls_proxy::resolver::build(&config.resolver);
-                let explained =
-                    starttls_proxy::outbound::route::explain(&config, resolver.as_ref(), &domain)
-                        .await;
+                let validating = Validating::new(
+                    &config.resolver.nameservers,
+                    config.resolver.dnssec_trust_anchor.as_deref(),
+                );
+                let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                let lower = domain.trim_end_matches('.').to_ascii_lowercase();
+                let wants_dane = config.outbound_policy.lookup(&lower, now).mode.wants_dane();
+                let (secure, why_not) = match &validating {
+                    // The self-test costs a round trip: only when DANE would be consulted.
+                    Ok(_) if !wants_dane => (None, None),
+                    Ok(v) => match v.self_test().await {
+                        Ok(()) => (Some(v as &dyn ResolveSecure), None),
+                        Err(why) => (None, Some(why)),
+                    },
+                    Err(e) => (None, Some(e.to_string())),
+                };
+                let scratch = std::env::temp_dir()
+                    .join(format!("starttls-proxy-policy-{}", std::process::id()));
+                let sts = policy::sts_discovery(&config, &domain, &scratch);
+                let lookups = policy::Lookups {
+                    resolver: resolver.as_ref(),
+                    secure,
+                    why_not,
+                    sts: sts.as_ref(),
+                };
+                let explained = policy::explain(&config, &lookups, &domain).await;
+                let _ = std::fs::remove_dir_all(&scratch);
                 print!("{}", explained.text);
-                if explained.unrouted.is_empty() {
+                if explained.unreachable.is_empty() {
                     return ExitCode::SUCCESS;
                 }
-                for (listener, reply) in &explained.unrouted {
+                for (listener, reply) in &explained.unreachable {
                     eprintln!(
                         "starttls-proxy: no route for {domain} via outbound {listener}: {reply}"
                     );
@@ -153,6 +222,58 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+        Command::Evidence {
+            config,
+            days,
+            format,
+        } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("starttls-proxy: {e}");
+                    return ExitCode::from(e.exit_code());
+                }
+            };
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            match evidence::build(&config, days, now) {
+                Ok(document) => {
+                    print!("{}", document.render(format));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!(
+                        "starttls-proxy: cannot read what the proxy keeps in {}: {e}",
+                        config.state.directory.display()
+                    );
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::TlsReport {
+            action,
+            config,
+            day,
+            send,
+            received,
+        } => {
+            let path = match &action {
+                Some(TlsReportAction::Import { config, .. }) => config,
+                None => &config,
+            };
+            let config = match Config::load(path) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("starttls-proxy: {e}");
+                    return ExitCode::from(e.exit_code());
+                }
+            };
+            let exit = match action {
+                Some(TlsReportAction::Import { path, .. }) => tls_report::import(&config, &path),
+                None if received => tls_report::received_summary(&config, day),
+                None => runtime().block_on(tls_report::run(&config, day, send)),
+            };
+            ExitCode::from(exit as u8)
         }
         Command::Demo => runtime().block_on(async {
             match demo::run().await {

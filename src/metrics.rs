@@ -25,6 +25,13 @@ pub const OUTBOUND_RELAXED_TOTAL: &str = "starttls_proxy_outbound_relaxed_total"
 /// Sessions that went without TLS where the partner is known to use it (DESIGN: downgrade
 /// detection), by direction and domain (policy domains, or `other`).
 pub const DOWNGRADE_SUSPECTED_TOTAL: &str = "starttls_proxy_downgrade_suspected_total";
+/// notAfter of the certificate each MX host of a policy domain showed last, by `domain` and
+/// `mx` (restored from the inventory at start).
+pub const PARTNER_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS: &str =
+    "starttls_proxy_partner_certificate_expiry_timestamp_seconds";
+/// Extension: state files (`certificates`, `mx_tls`) found corrupt at start (set aside, started
+/// anew) or not written, by `file` and `reason` (`corrupt` | `write`).
+pub const STATE_FILE_ERRORS_TOTAL: &str = "starttls_proxy_state_file_errors_total";
 /// Extension: sessions whose results could not be written to `state_directory/results/`.
 pub const RESULTS_WRITE_ERRORS_TOTAL: &str = "starttls_proxy_results_write_errors_total";
 /// SIGHUP reloads, by `result` (`ok` | `failed`: the old configuration kept serving).
@@ -45,6 +52,20 @@ pub const PROXY_PROTOCOL_ERRORS_TOTAL: &str = "starttls_proxy_proxy_protocol_err
 /// Sessions of a `client_address = "xclient"` listener that went on as `none`: the backend did
 /// not offer XCLIENT, or refused it.
 pub const XCLIENT_UNAVAILABLE_TOTAL: &str = "starttls_proxy_xclient_unavailable_total";
+
+/// TLS report deliveries, one per attempt at one destination, by `transport` (https | mailto)
+/// and `result` (sent | failed).
+pub const TLS_REPORTS_TOTAL: &str = "starttls_proxy_tls_reports_total";
+/// TLS reports partners sent to our report address, by `result`: ok | too_large |
+/// not_a_report | malformed.
+pub const TLS_REPORTS_RECEIVED_TOTAL: &str = "starttls_proxy_tls_reports_received_total";
+/// Failed sessions partners reported about delivering to us, by `organization` (the reporting
+/// organisation; the first [`MAX_REPORTING_ORGANIZATIONS`] seen, then `other`) and
+/// `result_type` (RFC 8460).
+pub const TLS_REPORT_FAILED_SESSIONS_TOTAL: &str =
+    "starttls_proxy_tls_report_failed_sessions_total";
+/// Bound on the `organization` label values.
+pub const MAX_REPORTING_ORGANIZATIONS: usize = 50;
 
 const HANDSHAKE_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -115,6 +136,15 @@ fn describe() {
         DOWNGRADE_SUSPECTED_TOTAL,
         "Sessions without TLS from or to a partner known to use it, by direction and domain"
     );
+    describe_gauge!(
+        PARTNER_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS,
+        Unit::Seconds,
+        "notAfter of the certificate each MX host of a policy domain showed last"
+    );
+    describe_counter!(
+        STATE_FILE_ERRORS_TOTAL,
+        "State files found corrupt at start (set aside, started anew) or not written, by file and reason"
+    );
     describe_counter!(
         RESULTS_WRITE_ERRORS_TOTAL,
         "Sessions whose results could not be written to the results directory"
@@ -147,6 +177,18 @@ fn describe() {
     describe_counter!(
         DNSSEC_LOOKUPS_TOTAL,
         "DANE's DNSSEC-validated look-ups (MX, A/AAAA, TLSA), by result"
+    );
+    describe_counter!(
+        TLS_REPORTS_RECEIVED_TOTAL,
+        "TLS reports received on the inbound path, by result"
+    );
+    describe_counter!(
+        TLS_REPORT_FAILED_SESSIONS_TOTAL,
+        "Failed sessions partners reported about delivering to us, by reporting organization and result type"
+    );
+    describe_counter!(
+        TLS_REPORTS_TOTAL,
+        "TLS report deliveries (RFC 8460), one per attempt at one destination, by transport and result"
     );
 }
 
@@ -329,4 +371,67 @@ pub fn xclient_unavailable_register(listener: &str) {
 /// A session's backend did not offer XCLIENT or refused it.
 pub fn xclient_unavailable(listener: &str) {
     counter!(XCLIENT_UNAVAILABLE_TOTAL, "listener" => listener.to_string()).increment(1);
+}
+
+/// The notAfter of the certificate `mx` showed last for the policy domain `domain`.
+pub fn partner_certificate_expiry(domain: &str, mx: &str, not_after: i64) {
+    gauge!(
+        PARTNER_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS,
+        "domain" => domain.to_string(),
+        "mx" => mx.to_string()
+    )
+    .set(not_after as f64);
+}
+
+/// A state file was corrupt at start (`corrupt`) or could not be written (`write`).
+pub fn state_file_error(file: &'static str, reason: &'static str) {
+    counter!(STATE_FILE_ERRORS_TOTAL, "file" => file, "reason" => reason).increment(1);
+}
+
+/// One attempt to deliver a TLS report over `transport` (`https`, `mailto`).
+pub fn tls_report(transport: &'static str, sent: bool) {
+    let result = if sent { "sent" } else { "failed" };
+    counter!(TLS_REPORTS_TOTAL, "transport" => transport, "result" => result).increment(1);
+}
+
+/// Shows every `tls_reports_total` series at 0 once reporting is configured, so a rate or an
+/// alert on `failed` works before the first failure.
+pub fn tls_reports_register() {
+    for transport in ["https", "mailto"] {
+        for result in ["sent", "failed"] {
+            counter!(TLS_REPORTS_TOTAL, "transport" => transport, "result" => result).increment(0);
+        }
+    }
+}
+
+/// A TLS report received on the inbound path (`result`: ok, too_large, not_a_report, malformed).
+pub fn tls_report_received(result: &'static str) {
+    counter!(TLS_REPORTS_RECEIVED_TOTAL, "result" => result).increment(1);
+}
+
+/// `count` failed sessions of `result_type` reported by `organization`.
+pub fn tls_report_failures_received(organization: &str, result_type: &'static str, count: u64) {
+    counter!(
+        TLS_REPORT_FAILED_SESSIONS_TOTAL,
+        "organization" => organization_label(organization),
+        "result_type" => result_type
+    )
+    .increment(count);
+}
+
+/// The label of a reporting organisation: its name (printable, at most 64 characters) for the
+/// first [`MAX_REPORTING_ORGANIZATIONS`] names seen, `other` after, so a sender inventing names
+/// cannot grow the series without bound.
+fn organization_label(name: &str) -> String {
+    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let clean: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if seen.contains(&clean) {
+        return clean;
+    }
+    if seen.len() < MAX_REPORTING_ORGANIZATIONS {
+        seen.push(clean.clone());
+        return clean;
+    }
+    "other".to_string()
 }

@@ -9,8 +9,11 @@ use crate::net::original_dst::Interception;
 use crate::net::proxy_protocol::TrustedBalancers;
 use crate::outbound::discover::{StsDiscovery, FETCH_TIMEOUT};
 use crate::policy::mta_sts::MAX_POLICY_BYTES;
+use crate::report::day::Reporting;
+use crate::report::schedule::{Schedule, SystemClock};
 use crate::session::Slot;
 use crate::smtp::reply;
+use crate::state::monitor::Monitor;
 use crate::state::mta_sts::StsCache;
 use crate::state::results::{ResultsError, ResultsLog};
 use crate::{admin, log, outbound, resolver};
@@ -105,7 +108,7 @@ fn bind_new(
 }
 
 fn open_sts_cache(config: &Config) -> Result<Arc<StsCache>, ServerError> {
-    let dir = config.state.directory.join("mta-sts");
+    let dir = config.state.mta_sts_dir();
     StsCache::open(&dir)
         .map(Arc::new)
         .map_err(|e| ServerError::State(ResultsError::Directory(dir, e)))
@@ -128,6 +131,13 @@ fn sts_discovery(config: &Config, cache: &Arc<StsCache>) -> Option<Arc<StsDiscov
     };
     let https = HttpsClient::new(webpki, FETCH_TIMEOUT, MAX_POLICY_BYTES);
     Some(Arc::new(StsDiscovery::new(cache.clone(), https, 443)))
+}
+
+/// The TLS reporting of `config` for the daily schedule (`None`: no `[tls_reporting]`).
+fn reporting(config: &Config) -> Result<Option<Reporting>, ServerError> {
+    let dir = config.state.directory.join("reports");
+    Reporting::from_config(config, resolver::build(&config.resolver))
+        .map_err(|e| ServerError::State(ResultsError::Directory(dir, e)))
 }
 
 fn open_results(config: &Config) -> Result<ResultsLog, ServerError> {
@@ -171,6 +181,15 @@ pub struct Server {
     results: ResultsLog,
     /// The MTA-STS cache, in `state_directory` too: kept across reloads.
     sts_cache: Arc<StsCache>,
+    /// Partner certificates and MX TLS memory, in the `state_directory` of the start (a reload
+    /// that moves it takes effect at restart: `/certificates` serves this one).
+    monitor: Monitor,
+    /// The DNSSEC availability self-test of the current configuration's validating resolver.
+    dnssec_check: Option<JoinHandle<()>>,
+    /// The proactive refresh of cached MTA-STS policies for the current configuration.
+    sts_refresh: Option<JoinHandle<()>>,
+    /// The daily TLS reports (RFC 8460); idle without `[tls_reporting]`.
+    reports: Schedule,
 }
 
 /// Listeners bound for a configuration, not yet accepting.
@@ -335,6 +354,7 @@ impl Server {
         let outbound = Listeners::new();
         let config = Arc::new(config);
         let fresh = bind_new(&inbound, &outbound, &config)?;
+        let monitor = Monitor::open(&config.state.directory);
         let admin = match &config.admin {
             Some(a) => {
                 let fail = |error| ServerError::Bind {
@@ -346,13 +366,19 @@ impl Server {
                 let addr = listener.local_addr().map_err(fail)?;
                 Some((
                     addr,
-                    tokio::spawn(admin::serve(listener, handle, draining_flag.clone())),
+                    tokio::spawn(admin::serve(
+                        listener,
+                        handle,
+                        draining_flag.clone(),
+                        monitor.inventory.clone(),
+                    )),
                 ))
             }
             None => None,
         };
         let results = open_results(&config)?;
         let sts_cache = open_sts_cache(&config)?;
+        let reports = Schedule::start(reporting(&config)?, SystemClock);
         let mut server = Server {
             config: config.clone(),
             inbound,
@@ -365,9 +391,14 @@ impl Server {
             admin,
             results,
             sts_cache,
+            monitor,
+            dnssec_check: None,
+            sts_refresh: None,
+            reports,
         };
         server.activate(&config, fresh);
-        config_loaded(&config);
+        config_loaded(&config, "start");
+        server.monitor.publish_expiries(&config);
         log::info("ready")
             .field("config", config.source.display())
             .emit();
@@ -400,10 +431,18 @@ impl Server {
         if config.state != self.config.state {
             self.results = open_results(&config)?;
             self.sts_cache = open_sts_cache(&config)?;
+            if config.state.directory != self.config.state.directory {
+                log::warn("reload")
+                    .field("detail", "the certificate inventory and MX TLS memory move to the new state_directory at restart")
+                    .emit();
+            }
         }
+        let reporting = reporting(&config)?;
         self.activate(&config, fresh);
-        config_loaded(&config);
+        self.reports.update(reporting);
+        config_loaded(&config, "reload");
         log_policy_changes(&self.config, &config);
+        self.monitor.publish_expiries(&config);
         self.config = config;
         Ok(())
     }
@@ -424,17 +463,42 @@ impl Server {
             .apply(inbound_contexts, fresh_inbound, &self.sessions);
         // One resolver (and its cache) per configuration, only when something needs DNS.
         let outbound_contexts = match config.outbound.is_empty() {
-            true => Vec::new(),
+            true => {
+                for task in [self.sts_refresh.take(), self.dnssec_check.take()]
+                    .into_iter()
+                    .flatten()
+                {
+                    task.abort();
+                }
+                Vec::new()
+            }
             false => {
                 let resolver = resolver::build(&config.resolver);
                 let sts = sts_discovery(config, &self.sts_cache);
+                if let Some(refresh) = self.sts_refresh.take() {
+                    refresh.abort();
+                }
+                self.sts_refresh = sts.clone().map(|sts| {
+                    outbound::discover::spawn_refresh(
+                        sts,
+                        resolver.clone(),
+                        outbound::discover::REFRESH_INTERVAL,
+                    )
+                });
+                let secure = self.dane_resolver(config);
                 config
                     .outbound
                     .iter()
                     .map(|entry| {
                         (
                             entry.listen,
-                            self.outbound_context(config, entry, resolver.clone(), sts.clone()),
+                            self.outbound_context(
+                                config,
+                                entry,
+                                resolver.clone(),
+                                sts.clone(),
+                                secure.clone(),
+                            ),
                         )
                     })
                     .collect()
@@ -481,6 +545,7 @@ impl Server {
         entry: &Arc<Outbound>,
         resolver: Arc<dyn resolver::Resolve>,
         sts: Option<Arc<StsDiscovery>>,
+        secure: Option<Arc<dyn resolver::dnssec::ResolveSecure>>,
     ) -> outbound::Context {
         let metrics = ListenerMetrics::new(&entry.name, "outbound");
         metrics.register();
@@ -495,7 +560,43 @@ impl Server {
             draining: self.draining.subscribe(),
             results: self.results.clone(),
             sts,
+            monitor: self.monitor.clone(),
+            secure,
         }
+    }
+
+    /// The validating resolver of this configuration, when a domain wants DANE, with its
+    /// availability self-test running (the previous configuration's stops).
+    fn dane_resolver(
+        &mut self,
+        config: &Config,
+    ) -> Option<Arc<dyn resolver::dnssec::ResolveSecure>> {
+        if let Some(check) = self.dnssec_check.take() {
+            check.abort();
+        }
+        let policy = &config.outbound_policy;
+        if !policy.default.wants_dane() && !policy.domains.iter().any(|d| d.mode.wants_dane()) {
+            return None;
+        }
+        let validating = match resolver::dnssec::Validating::new(
+            &config.resolver.nameservers,
+            config.resolver.dnssec_trust_anchor.as_deref(),
+        ) {
+            Ok(v) => Arc::new(v),
+            Err(e) => {
+                metrics::dnssec_available(false);
+                log::warn("dnssec_unavailable")
+                    .field("error", &e)
+                    .field("effect", "DANE unavailable: answers count as insecure")
+                    .emit();
+                return None;
+            }
+        };
+        self.dnssec_check = Some(resolver::dnssec::spawn_availability_check(
+            validating.clone(),
+            resolver::dnssec::AVAILABILITY_INTERVAL,
+        ));
+        Some(validating)
     }
 
     /// Stops accepting, tells sessions in a dialogue to say 421 and close, and waits for the
@@ -512,24 +613,49 @@ impl Server {
         let Server {
             sessions,
             mut sessions_done,
+            monitor,
             ..
         } = self;
         let weak = sessions.downgrade();
         drop(sessions);
-        match tokio::time::timeout(grace, sessions_done.recv()).await {
+        let cut = match tokio::time::timeout(grace, sessions_done.recv()).await {
             Ok(_) => 0,
             Err(_) => weak.strong_count(),
-        }
+        };
+        // Last-seen times not yet written (they are written at most once a minute).
+        let _ = tokio::task::spawn_blocking(move || monitor.flush()).await;
+        cut
     }
 }
 
-/// The change-control record of the configuration now in force: log line and metrics.
-fn config_loaded(config: &Config) {
+/// The change-control record of the configuration now in force: log line, metrics and the
+/// configuration history in `state_directory` (`reason`: `start` or `reload`).
+fn config_loaded(config: &Config, reason: &str) {
     metrics::config_loaded();
     log::info("config_loaded")
         .field("config", config.source.display())
         .field("sha256", &config.sha256)
         .emit();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let record = crate::state::config_history::ConfigRecord::of(config, reason, now);
+    if let Err(e) = crate::state::config_history::append(&config.state.directory, &record) {
+        metrics::state_file_error("config_history", "write");
+        log::warn("state_file_write_failed")
+            .field(
+                "file",
+                config
+                    .state
+                    .directory
+                    .join(crate::state::config_history::FILE_NAME)
+                    .display(),
+            )
+            .field("error", e)
+            .field(
+                "detail",
+                "this load is missing from the configuration history",
+            )
+            .emit();
+    }
 }
 
 /// Change control: one line per outbound policy entry a reload changed (mode or relaxation).

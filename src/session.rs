@@ -63,8 +63,13 @@ pub struct SessionRecord {
     /// `tls` holds the facts of an outbound attempt that policy refused: logged, but TLS was
     /// not in place when the session ended (`sessions_total{tls="no"}`).
     pub tls_refused: bool,
-    /// Policy in force: inbound `opportunistic`, `require_tls` or `require_tls_listed`.
+    /// Policy in force: inbound `opportunistic`, `require_tls` or `require_tls_listed`;
+    /// outbound where it came from (`dane`, `mta-sts`, `configured`, `none`: the metric label).
     pub policy: &'static str,
+    /// Outbound: the mode the MX was judged by, what DANE found for it and the MTA-STS mode.
+    pub mode: Option<&'static str>,
+    pub tlsa: Option<&'static str>,
+    pub sts_mode: Option<&'static str>,
     /// The domain a policy decision was about (the last one refused), if any.
     pub domain: Option<String>,
     /// `ok`, or the reason the session ended badly (a metric label too).
@@ -77,9 +82,22 @@ pub struct SessionRecord {
     pub results: Vec<AttemptResult>,
     /// Inbound: the domain of the client's MAIL FROM, where one was seen.
     pub mail_from_domain: Option<String>,
+    /// Outbound: where each transaction's results start in `results`, and whether it delivers
+    /// a TLS report (MAIL FROM = `tls_reporting.from`), so a session that carries a report
+    /// among other mail marks only that transaction's attempts.
+    transactions: Vec<(usize, bool)>,
 }
 
 impl SessionRecord {
+    /// An outbound session's policy fields, from the policy the MX (or its domain) was
+    /// judged by.
+    pub fn judged_by(&mut self, applied: &crate::policy::Applied) {
+        self.policy = applied.source.as_str();
+        self.mode = Some(applied.mode.as_str());
+        self.tlsa = applied.tlsa_found;
+        self.sts_mode = applied.sts_mode.map(|m| m.as_str());
+    }
+
     pub fn new(
         listener: &str,
         direction: &'static str,
@@ -98,6 +116,9 @@ impl SessionRecord {
             tls: None,
             tls_refused: false,
             policy: "opportunistic",
+            mode: None,
+            tlsa: None,
+            sts_mode: None,
             domain: None,
             outcome: "ok",
             detail: None,
@@ -106,7 +127,28 @@ impl SessionRecord {
             started: Instant::now(),
             results: Vec::new(),
             mail_from_domain: None,
+            transactions: Vec::new(),
         }
+    }
+
+    /// A MAIL command was accepted: the results that follow belong to its transaction, which
+    /// delivers a TLS report when its sender is `report_sender` (RFC 8460 §5.3: such sessions
+    /// are never counted in a report).
+    pub fn mail_started(&mut self, mail_line: &[u8], report_sender: Option<&str>) {
+        let is_report = report_sender.is_some_and(|from| {
+            crate::smtp::command::reverse_path_mailbox(mail_line)
+                .is_some_and(|m| m.eq_ignore_ascii_case(from))
+        });
+        self.transactions.push((self.results.len(), is_report));
+    }
+
+    /// Whether result `index` belongs to a transaction that delivered a TLS report.
+    fn is_report_delivery(&self, index: usize) -> bool {
+        self.transactions
+            .iter()
+            .rev()
+            .find(|(start, _)| *start <= index)
+            .is_some_and(|(_, report)| *report)
     }
 
     /// Appends the session's results to the results log and waits until they are on disk, so
@@ -123,7 +165,8 @@ impl SessionRecord {
         let lines: Vec<SessionResult> = self
             .results
             .iter()
-            .map(|r| SessionResult {
+            .enumerate()
+            .map(|(i, r)| SessionResult {
                 time: time.clone(),
                 node: node.to_string(),
                 direction: if inbound {
@@ -143,7 +186,7 @@ impl SessionRecord {
                 verified: r.tls.as_ref().is_some_and(|t| t.verdict.is_verified()),
                 result: r.outcome,
                 session_id: self.id.clone(),
-                report_delivery: false,
+                report_delivery: self.is_report_delivery(i),
             })
             .collect();
         if let Err(e) = log.record_all(&lines).await {
@@ -183,7 +226,17 @@ impl SessionRecord {
             .field("cipher", tls.map_or("-", |t| t.cipher))
             .field("sni", tls.and_then(|t| t.sni.as_deref()).unwrap_or("-"))
             .field("verdict", tls.map_or("-", |t| t.verdict.as_str()))
-            .field("policy", self.policy)
+            .field("policy", self.policy);
+        for (key, value) in [
+            ("mode", self.mode),
+            ("tlsa", self.tlsa),
+            ("sts_mode", self.sts_mode),
+        ] {
+            if let Some(value) = value {
+                event = event.field(key, value);
+            }
+        }
+        event = event
             .field("domain", self.domain.as_deref().unwrap_or("-"))
             .field("outcome", self.outcome);
         if let Some(detail) = &self.detail {

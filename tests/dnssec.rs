@@ -503,6 +503,7 @@ async fn through_a_resolver_without_dnssec_the_self_test_fails_and_routing_works
     assert!(!answer.is_secure(), "{answer:?}");
     let routing = Hickory::new(&ResolverConfig {
         nameservers: vec![dns.addr],
+        ..Default::default()
     })
     .unwrap();
     assert_eq!(
@@ -516,6 +517,7 @@ async fn through_a_resolver_without_dnssec_the_self_test_fails_and_routing_works
 fn routing(via: Via) -> Hickory {
     Hickory::new(&ResolverConfig {
         nameservers: vec![server(via)],
+        ..Default::default()
     })
     .expect("routing resolver")
 }

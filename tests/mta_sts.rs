@@ -7,6 +7,7 @@ mod common;
 
 use common::dnssec::{self, SignedZone};
 use common::https::{policy_text, PolicyHost, Response};
+use common::proxy::run_cli;
 use common::*;
 use starttls_proxy::config::ResolverConfig;
 use starttls_proxy::https::HttpsClient;
@@ -116,6 +117,7 @@ fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'st
 fn resolver() -> Arc<dyn Resolve> {
     resolver::build(&ResolverConfig {
         nameservers: vec![world().dns.resolver],
+        ..Default::default()
     })
 }
 
@@ -184,6 +186,38 @@ async fn a_new_id_or_an_expired_policy_is_fetched_again() {
     let again = d.discover(r.as_ref(), "idchange.test", now()).await;
     assert_eq!(again.fetch, Some(FetchResult::Ok));
     assert_eq!(w.web.fetches("idchange.test"), before + 2);
+}
+
+#[tokio::test]
+async fn policies_past_half_their_max_age_are_refreshed_before_they_lapse() {
+    let w = world();
+    let r = resolver();
+    let (d, _dir) = discovery("sts-refresh", Duration::from_secs(10));
+    let first = d.discover(r.as_ref(), "enforce.test", now()).await;
+    let fetched = first.policy.unwrap();
+    let before = w.web.fetches("enforce.test");
+    // Fresh: nothing is due.
+    assert!(d.refresh_due(r.as_ref(), now()).await.is_empty());
+    // Past half of max_age (86400 s), same id: fetched again, the new copy kept.
+    let aged = CachedPolicy {
+        fetched_at: now() - 50_000,
+        ..fetched.clone()
+    };
+    d.cache().put(aged).unwrap();
+    let refreshed = d.refresh_due(r.as_ref(), now()).await;
+    assert_eq!(
+        refreshed,
+        vec![("enforce.test".to_string(), Some(FetchResult::Ok))]
+    );
+    assert_eq!(w.web.fetches("enforce.test"), before + 1);
+    assert!(d.cache().get("enforce.test").unwrap().fetched_at >= now() - 5);
+    // Expired policies are not in use any more: left alone.
+    let expired = CachedPolicy {
+        fetched_at: now() - 100_000,
+        ..fetched
+    };
+    d.cache().put(expired).unwrap();
+    assert!(d.refresh_due(r.as_ref(), now()).await.is_empty());
 }
 
 #[tokio::test]
@@ -314,6 +348,9 @@ default = "opportunistic"
 trust_anchors = "{ca}"
 [[outbound_policy.domain]]
 domain = "stsentry.test"
+mode = "encrypt"
+[[outbound_policy.domain]]
+domain = "stswrong.test"
 mode = "opportunistic"
 "#,
         ip = unique_ip(),
@@ -334,14 +371,15 @@ mode = "opportunistic"
     let r = send("bob@stsbadmx.test");
     r[1].assert(451, "4.7.5");
     assert!(r[1].text().contains("MTA-STS"), "{r:?}");
-    // enforce, certificate not naming the MX: refused, the MTA keeps the message.
+    // enforce, certificate not naming the MX: refused, the MTA keeps the message (an
+    // `opportunistic` entry takes the published policy like the default does).
     send("bob@stswrong.test")[1].assert(451, "4.7.5");
     // testing: delivered, the failure recorded.
     send("bob@ststesting.test")
         .last()
         .unwrap()
         .assert(250, "2.0.0");
-    // An entry wins over the published policy.
+    // An `encrypt` entry is applied exactly as configured, whatever the domain publishes.
     send("bob@stsentry.test")
         .last()
         .unwrap()
@@ -389,6 +427,25 @@ mode = "opportunistic"
         (&entry["policy_type"], &entry["result"]),
         (&"no-policy-found".into(), &"success".into())
     );
+    // `policy DOMAIN` shows the policy, its age and how each host would be judged.
+    let config_path = proxy.config.to_str().unwrap().to_string();
+    let policy = |domain: &str| run_cli(&["policy", domain, "--config", &config_path]);
+    let (code, out, err) = policy("stsok.test");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("MTA-STS: mode enforce, id 1, fetched "),
+        "{out}"
+    );
+    assert!(out.contains("mx: mx.stsok.test"), "{out}");
+    assert!(out.contains("MTA-STS enforce: TLS required"), "{out}");
+    let (code, out, err) = policy("stsbadmx.test");
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("not named by the policy"), "{out}");
+    assert!(out.contains("no route: 451 4.7.5"), "{out}");
+    let (code, out, _) = policy("ststesting.test");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("MTA-STS testing"), "{out}");
+
     let m = proxy.metrics();
     assert_eq!(
         metric(
@@ -412,4 +469,33 @@ mode = "opportunistic"
         1.0,
         "{m}"
     );
+}
+
+/// Issue 11, point 5: what a policy look-up costs a session (figures printed, not asserted):
+/// a cold fetch (TXT + HTTPS), a cached one (TXT only), and a host that trickles its body,
+/// which costs the fetch timeout and no more.
+#[tokio::test]
+async fn policy_lookup_latency() {
+    let r = resolver();
+    let (d, _dir) = discovery("sts-latency", Duration::from_secs(2));
+    let mut report = Vec::new();
+    for (label, domain) in [
+        ("cold: TXT + HTTPS fetch", "concurrent.test"),
+        ("cached: TXT only", "concurrent.test"),
+        ("no record: TXT NXDOMAIN", "norecord.test"),
+        ("trickling host, 2 s fetch timeout", "slow.test"),
+    ] {
+        let start = std::time::Instant::now();
+        let found = d.discover(r.as_ref(), domain, now()).await;
+        let elapsed = start.elapsed();
+        if domain == "slow.test" {
+            assert_eq!(found.fetch, Some(FetchResult::FetchError), "{found:?}");
+        }
+        report.push(format!(
+            "  {label}: {:.2} ms ({:?})",
+            elapsed.as_secs_f64() * 1000.0,
+            found.fetch
+        ));
+    }
+    eprintln!("MTA-STS look-ups:\n{}", report.join("\n"));
 }

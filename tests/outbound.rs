@@ -140,7 +140,11 @@ fn verify_partner_gets_mail_over_verified_tls_from_postfix() {
     );
     let session = w.proxy.wait_event(
         "mx_session",
-        &[("domain", "bank.test"), ("policy", "verify")],
+        &[
+            ("domain", "bank.test"),
+            ("policy", "configured"),
+            ("mode", "verify"),
+        ],
     );
     assert_eq!(session["tls"], "yes");
     assert_eq!(session["verdict"], "verified");
@@ -292,7 +296,8 @@ fn opportunistic_accepts_self_signed_and_records_the_verdict() {
         .wait_event("mx_session", &[("domain", "other.test")]);
     assert_eq!(session["tls"], "yes");
     assert_eq!(session["verdict"], "untrusted");
-    assert_eq!(session["policy"], "opportunistic");
+    assert_eq!(session["policy"], "none");
+    assert_eq!(session["mode"], "opportunistic");
     w.proxy.assert_metric(
         "starttls_proxy_outbound_domain_sessions_total",
         &[

@@ -11,8 +11,10 @@ cd "$(dirname "$0")/.."
 # unbound validates it, bind9-utils signs it (dnssec-keygen, dnssec-signzone, dnssec-dsfromkey),
 # bind9-dnsutils (dig) and curl judge the fixtures in tests/fixtures_selftest.rs.
 # haproxy: the L4 balancer sending PROXY headers (tests/proxy_protocol.rs, the scale-out test).
+# prometheus: promtool checks and unit-tests config/prometheus/, and a real Prometheus scrapes
+# the proxy in tests/prometheus.rs.
 need=(postfix swaks libnet-ssleay-perl openssl procps dnsmasq-base nftables iproute2 util-linux
-      knot unbound bind9-utils bind9-dnsutils curl haproxy)
+      knot unbound bind9-utils bind9-dnsutils curl haproxy prometheus)
 missing=()
 for pkg in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -32,10 +34,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
   [ "$made_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
-  # The knot and unbound packages bring system services (port 53 on 127.0.0.1); the fixtures
-  # run their own instances on other loopback addresses. Keep the system ones stopped and off
+  # The knot and unbound packages bring system services (port 53 on 127.0.0.1), prometheus
+  # one on port 9090; the fixtures run their own instances on other loopback addresses. Keep the system ones stopped and off
   # in case an existing policy-rc.d let them start.
-  for svc in knot unbound; do
+  for svc in knot unbound prometheus; do
     case " ${missing[*]} " in *" $svc "*) ;; *) continue ;; esac
     if [ -d /run/systemd/system ]; then
       systemctl disable --now "$svc" >/dev/null 2>&1 || true

@@ -26,6 +26,44 @@ pub struct Row {
     /// TLS version → sessions.
     pub versions: BTreeMap<String, u64>,
     pub last_failure: Option<LastFailure>,
+    /// The counts behind the shares (`evidence` shows them; not in coverage's output).
+    #[serde(skip)]
+    pub tls_sessions: u64,
+    #[serde(skip)]
+    pub verified_sessions: u64,
+    /// Failed sessions by RFC 8460 result type (`evidence`; not in coverage's output).
+    #[serde(skip)]
+    pub failures: BTreeMap<String, Failures>,
+}
+
+/// The sessions of one row that failed with one result type.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Failures {
+    pub sessions: u64,
+    pub first: String,
+    pub last: String,
+}
+
+impl Failures {
+    fn add(&mut self, time: &str) {
+        self.sessions += 1;
+        if self.first.is_empty() || time < self.first.as_str() {
+            self.first = time.to_string();
+        }
+        if time > self.last.as_str() {
+            self.last = time.to_string();
+        }
+    }
+
+    fn merge(&mut self, other: Failures) {
+        self.sessions += other.sessions;
+        if self.first.is_empty() || (!other.first.is_empty() && other.first < self.first) {
+            self.first = other.first;
+        }
+        if other.last > self.last {
+            self.last = other.last;
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -67,6 +105,7 @@ struct Tally {
     verified: u64,
     versions: Vec<(String, u64)>,
     last_failure: Option<LastFailure>,
+    failures: Vec<(String, Failures)>,
 }
 
 impl Tally {
@@ -80,6 +119,20 @@ impl Tally {
             }
         }
         self.verified += u64::from(line.verified);
+        if line.result != "success" {
+            match self
+                .failures
+                .iter_mut()
+                .find(|(result, _)| result == line.result.as_ref())
+            {
+                Some((_, f)) => f.add(&line.time),
+                None => {
+                    let mut f = Failures::default();
+                    f.add(&line.time);
+                    self.failures.push((line.result.to_string(), f));
+                }
+            }
+        }
         if line.result != "success"
             && self
                 .last_failure
@@ -101,6 +154,12 @@ impl Tally {
             match self.versions.iter_mut().find(|(name, _)| *name == v) {
                 Some((_, m)) => *m += n,
                 None => self.versions.push((v, n)),
+            }
+        }
+        for (result, f) in other.failures {
+            match self.failures.iter_mut().find(|(r, _)| *r == result) {
+                Some((_, mine)) => mine.merge(f),
+                None => self.failures.push((result, f)),
             }
         }
         if let Some(f) = other.last_failure {
@@ -195,6 +254,9 @@ pub fn compute(dir: &Path, since: &str, until: &str) -> std::io::Result<Coverage
                 verified_share: share(t.verified),
                 versions: t.versions.into_iter().collect(),
                 last_failure: t.last_failure,
+                tls_sessions: t.tls,
+                verified_sessions: t.verified,
+                failures: t.failures.into_iter().collect(),
             });
         }
     }

@@ -1,4 +1,7 @@
-//! Commands that read what the proxy kept rather than serve mail: coverage today; evidence and
-//! tls-report as they land (DESIGN, "Proposed layout").
+//! Commands that read what the proxy kept rather than serve mail: coverage, evidence, policy,
+//! tls-report (DESIGN, "Proposed layout").
 
 pub mod coverage;
+pub mod evidence;
+pub mod policy;
+pub mod tls_report;

@@ -121,6 +121,18 @@ impl DomainSet {
         self.exact.is_empty() && self.suffixes.is_empty()
     }
 
+    /// Every entry as configured (`bank.example`, `.gov.example`), sorted.
+    pub fn entries(&self) -> Vec<String> {
+        let mut all: Vec<String> = self
+            .exact
+            .iter()
+            .chain(self.suffixes.iter())
+            .cloned()
+            .collect();
+        all.sort();
+        all
+    }
+
     /// `domain` must already be lowercase without a trailing dot (as `Command::parse` gives it).
     pub fn contains(&self, domain: &str) -> bool {
         self.entry_for(domain).is_some()

@@ -1,17 +1,21 @@
 //! Configuration: the TOML schema of DESIGN.md's contract, parsed into types that cannot hold a
 //! bad value. Every error names the file, line, column and key. One file per table, in the
 //! order of the file: `tls`, `limits`, `listeners` (`[[inbound]]`, `[[outbound]]`, `[admin]`),
-//! `resolver`, `outbound_policy`; this one holds the whole and what the tables share.
+//! `resolver`, `outbound_policy`, `tls_reporting`; this one holds the whole and what the tables share.
 
 mod limits;
 mod listeners;
+mod monitoring;
 mod outbound_policy;
+mod reporting;
 mod resolver;
 mod state;
 mod tls;
 
 pub use limits::Limits;
 pub use listeners::{Admin, BackendTarget, DomainSet, Inbound, NextHop, Outbound, OutboundMode};
+pub use monitoring::Monitoring;
+pub use reporting::TlsReporting;
 pub use resolver::ResolverConfig;
 pub use state::{State, DEFAULT_STATE_DIRECTORY};
 
@@ -56,6 +60,22 @@ pub struct Config {
     pub sha256: String,
     /// `state_directory` and `retention`.
     pub state: State,
+    /// `[monitoring]`: downgrade detection.
+    pub monitoring: Monitoring,
+    /// `relax_until` entries already in the past at load: not applied, reported (a warning at
+    /// every load, the configuration history, `evidence`).
+    pub expired_relaxations: Vec<ExpiredRelaxation>,
+    /// `[tls_reporting]`: `None`, no reports are built or sent.
+    pub tls_reporting: Option<TlsReporting>,
+}
+
+/// A `relax_until` that had passed when the configuration was loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiredRelaxation {
+    /// The entry's `domain`.
+    pub domain: String,
+    /// Unix seconds.
+    pub relax_until: i64,
 }
 
 /// A configuration error, positioned where the administrator must look.
@@ -209,6 +229,55 @@ impl Config {
                 p.trust_anchors.count,
                 p.domains.len()
             );
+            if p.default.wants_dane() || p.domains.iter().any(|d| d.mode.wants_dane()) {
+                out += &format!(
+                    "  DANE: DNSSEC validated here, trust anchor {}\n",
+                    self.resolver
+                        .dnssec_trust_anchor
+                        .as_ref()
+                        .map_or("the IANA root KSKs (built in)".to_string(), |p| p
+                            .display()
+                            .to_string())
+                );
+            }
+            out += &format!(
+                "  MTA-STS: {}\n",
+                if p.mta_sts {
+                    format!("on, WebPKI roots {}", p.mta_sts_anchors.label)
+                } else {
+                    "off".to_string()
+                }
+            );
+            let window = self.monitoring.downgrade_window.as_secs();
+            out += &match window % 86_400 {
+                0 => format!("  monitoring: downgrade window {}d\n", window / 86_400),
+                _ => format!("  monitoring: downgrade window {window}s\n"),
+            };
+        }
+        for e in &self.expired_relaxations {
+            out += &format!(
+                "  expired: {} relax_until {} (not applied)\n",
+                e.domain,
+                crate::log::format_unix(e.relax_until)
+            );
+        }
+        if let Some(r) = &self.tls_reporting {
+            let relay = r
+                .send_via
+                .map_or("none (mailto: reports cannot go)".to_string(), |a| {
+                    a.to_string()
+                });
+            out += &format!(
+                "  tls reporting: submitter {}, from {}, mail relay {relay}\n",
+                r.submitter, r.from
+            );
+            if !r.receive.is_empty() {
+                out += &format!(
+                    "  tls reports received at: {} (kept in {})\n",
+                    r.receive.join(", "),
+                    self.state.directory.join("received").display()
+                );
+            }
         }
         out
     }
@@ -342,6 +411,8 @@ struct RawConfig {
     #[serde(default)]
     outbound: Vec<Spanned<listeners::RawOutbound>>,
     outbound_policy: Option<outbound_policy::RawOutboundPolicy>,
+    monitoring: Option<monitoring::RawMonitoring>,
+    tls_reporting: Option<reporting::RawTlsReporting>,
 }
 
 impl RawConfig {
@@ -408,11 +479,12 @@ impl RawConfig {
             None => None,
         };
         let mut warnings = Vec::new();
-        let outbound_policy = Arc::new(
-            self.outbound_policy
-                .unwrap_or_default()
-                .validate(ctx, &mut warnings)?,
-        );
+        let mut expired_relaxations = Vec::new();
+        let outbound_policy = Arc::new(self.outbound_policy.unwrap_or_default().validate(
+            ctx,
+            &mut warnings,
+            &mut expired_relaxations,
+        )?);
         Ok(Config {
             source: ctx.path.to_owned(),
             hostname,
@@ -427,6 +499,15 @@ impl RawConfig {
             warnings,
             sha256: sha256_hex(ctx.source.as_bytes()),
             state: state::validate(ctx, self.state_directory, self.retention)?,
+            monitoring: match self.monitoring {
+                Some(m) => m.validate(ctx)?,
+                None => Monitoring::default(),
+            },
+            expired_relaxations,
+            tls_reporting: match self.tls_reporting {
+                Some(r) => Some(r.validate(ctx)?),
+                None => None,
+            },
         })
     }
 }

@@ -58,6 +58,7 @@ impl RawOutboundPolicy {
         self,
         ctx: &Ctx,
         warnings: &mut Vec<String>,
+        expired: &mut Vec<super::ExpiredRelaxation>,
     ) -> Result<OutboundPolicy, ConfigError> {
         let trust_anchors = match &self.trust_anchors {
             Some(path) => Arc::new(load_anchors(ctx, "outbound_policy.trust_anchors", path)?),
@@ -134,6 +135,10 @@ impl RawOutboundPolicy {
                     })?
                     .unix_timestamp();
                     if parsed <= now {
+                        expired.push(super::ExpiredRelaxation {
+                            domain: text.clone(),
+                            relax_until: parsed,
+                        });
                         let (line, col) = ctx.line_col(t.span().start);
                         warnings.push(format!(
                             "{}:{line}:{col}: key `{key}.relax_until`: {} is in the past; enforcement for {text} is not relaxed",
@@ -172,7 +177,7 @@ impl RawOutboundPolicy {
             None => trust_anchors.clone(),
         };
         Ok(OutboundPolicy {
-            default: self.default.unwrap_or(Mode::Opportunistic),
+            default: self.default.unwrap_or(Mode::Dane),
             trust_anchors,
             domains,
             mta_sts: self.mta_sts,

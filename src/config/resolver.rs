@@ -3,6 +3,7 @@
 use super::{ConfigError, Ctx};
 use serde::Deserialize;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use toml::Spanned;
 
 /// `[resolver]`.
@@ -10,6 +11,9 @@ use toml::Spanned;
 pub struct ResolverConfig {
     /// Name servers to ask; empty: the system's `/etc/resolv.conf`.
     pub nameservers: Vec<SocketAddr>,
+    /// DNSKEY records (zone-file lines) DNSSEC validation starts from; `None`: the IANA root
+    /// KSKs built in.
+    pub dnssec_trust_anchor: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -17,6 +21,7 @@ pub struct ResolverConfig {
 pub(super) struct RawResolver {
     #[serde(default)]
     nameservers: Vec<Spanned<String>>,
+    dnssec_trust_anchor: Option<Spanned<String>>,
 }
 
 impl RawResolver {
@@ -38,6 +43,20 @@ impl RawResolver {
                 })?;
             nameservers.push(addr);
         }
-        Ok(ResolverConfig { nameservers })
+        let dnssec_trust_anchor = match &self.dnssec_trust_anchor {
+            Some(value) => {
+                let path = ctx.resolve("resolver.dnssec_trust_anchor", value)?;
+                // Read now: a broken anchor is a configuration error, not DANE silently off.
+                crate::resolver::dnssec::check_trust_anchor(&path).map_err(|e| {
+                    ctx.error("resolver.dnssec_trust_anchor", value.span(), e.to_string())
+                })?;
+                Some(path)
+            }
+            None => None,
+        };
+        Ok(ResolverConfig {
+            nameservers,
+            dnssec_trust_anchor,
+        })
     }
 }

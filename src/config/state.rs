@@ -20,6 +20,11 @@ pub struct State {
 
 impl State {
     /// `state_directory/results`.
+    /// The MTA-STS policy cache: `<state_directory>/mta-sts`.
+    pub fn mta_sts_dir(&self) -> PathBuf {
+        self.directory.join("mta-sts")
+    }
+
     pub fn results_dir(&self) -> PathBuf {
         self.directory.join("results")
     }

@@ -557,3 +557,145 @@ fn outbound_tproxy_is_for_transparent_mode() {
     let config = parse(&format!("{base}mode = \"transparent\"\n")).unwrap();
     assert_eq!(config.outbound[0].interception, Interception::Tproxy);
 }
+
+#[test]
+fn dane_is_the_default_and_both_dane_modes_parse() {
+    let config = parse(OUTBOUND).unwrap();
+    assert_eq!(config.resolver.dnssec_trust_anchor, None);
+    let text = OUTBOUND.replace("mode = \"encrypt\"", "mode = \"dane-only\"");
+    let policy = parse(&text).unwrap().outbound_policy;
+    assert!(policy.domains.iter().any(|d| d.mode == Mode::DaneOnly));
+    let without_default: String = OUTBOUND
+        .lines()
+        .filter(|l| !l.starts_with("default ="))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(
+        parse(&without_default).unwrap().outbound_policy.default,
+        Mode::Dane
+    );
+}
+
+#[test]
+fn a_broken_dnssec_trust_anchor_names_the_key() {
+    let dir = std::env::temp_dir().join(format!("stp-anchor-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let empty = dir.join("empty.key");
+    std::fs::write(&empty, "; no keys here\n").unwrap();
+    for path in [empty.display().to_string(), "/nonexistent/root.key".into()] {
+        let e = error(&OUTBOUND.replace(
+            "[[outbound]]",
+            &format!("dnssec_trust_anchor = \"{path}\"\n[[outbound]]"),
+        ));
+        assert!(e.contains("resolver.dnssec_trust_anchor"), "{e}");
+        assert!(e.contains(&path), "{e}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn monitoring_defaults_to_a_30_day_downgrade_window_and_expired_relaxations_are_kept() {
+    let text = format!(
+        "{MINIMAL}[[outbound]]\nlisten = \"127.0.0.1:10025\"\n[outbound_policy]\ndefault = \"opportunistic\"\n\
+         [[outbound_policy.domain]]\ndomain = \"bank.example\"\nmode = \"verify\"\nrelax_until = \"2020-01-01T00:00:00Z\"\n"
+    );
+    let config = parse(&text).unwrap();
+    assert_eq!(
+        config.monitoring.downgrade_window,
+        Duration::from_secs(30 * 86_400)
+    );
+    assert_eq!(
+        config.expired_relaxations,
+        vec![ExpiredRelaxation {
+            domain: "bank.example".into(),
+            relax_until: 1_577_836_800
+        }]
+    );
+    let summary = config.summary();
+    assert!(summary.contains("downgrade window 30d"), "{summary}");
+    assert!(
+        summary.contains("expired: bank.example relax_until 2020-01-01T00:00:00Z"),
+        "{summary}"
+    );
+    let config = parse(&format!("{text}[monitoring]\ndowngrade_window = \"12h\"\n")).unwrap();
+    assert_eq!(
+        config.monitoring.downgrade_window,
+        Duration::from_secs(12 * 3600)
+    );
+    let err = error(&format!(
+        "{MINIMAL}[monitoring]\ndowngrade_windows = \"1d\"\n"
+    ));
+    assert!(err.contains("downgrade_windows"), "{err}");
+}
+
+const REPORTING: &str = r#"
+[tls_reporting]
+organization = "Example Org"
+contact = "mailto:postmaster@example.org"
+submitter = "Example.org"
+send_via = "10.0.0.25:25"
+from = "tlsrpt-noreply@example.org"
+"#;
+
+#[test]
+fn tls_reporting_table_is_read_and_checked() {
+    assert!(parse(MINIMAL).unwrap().tls_reporting.is_none());
+    let config = parse(&format!("{MINIMAL}{REPORTING}")).unwrap();
+    let r = config.tls_reporting.unwrap();
+    assert_eq!(r.submitter, "example.org");
+    assert_eq!(r.send_via, Some("10.0.0.25:25".parse().unwrap()));
+    assert_eq!(r.from, "tlsrpt-noreply@example.org");
+    let without_relay = REPORTING.replace("send_via = \"10.0.0.25:25\"\n", "");
+    assert!(parse(&format!("{MINIMAL}{without_relay}"))
+        .unwrap()
+        .tls_reporting
+        .unwrap()
+        .send_via
+        .is_none());
+    for (from, to, key) in [
+        ("10.0.0.25:25", "mail.example.org", "tls_reporting.send_via"),
+        (
+            "tlsrpt-noreply@example.org",
+            "not a mailbox",
+            "tls_reporting.from",
+        ),
+        ("Example.org", "example org!", "tls_reporting.submitter"),
+        ("Example Org", "", "tls_reporting.organization"),
+    ] {
+        let e = error(&format!("{MINIMAL}{}", REPORTING.replace(from, to)));
+        assert!(e.contains(key), "{e}");
+    }
+    let e = error(&format!("{MINIMAL}{REPORTING}unknown = 1\n"));
+    assert!(e.contains("unknown"), "{e}");
+}
+
+#[test]
+fn tls_reporting_schedule_keys_have_defaults_and_bounds() {
+    let r = parse(&format!("{MINIMAL}{REPORTING}"))
+        .unwrap()
+        .tls_reporting
+        .unwrap();
+    assert!(!r.only_with_failures);
+    assert_eq!(r.send_spread, Duration::from_secs(4 * 3600));
+    assert_eq!(r.suppress_after_days, 5);
+    let text = format!(
+        "{MINIMAL}{REPORTING}only_with_failures = true\nsend_spread = \"30m\"\nsuppress_after_days = 0\n"
+    );
+    let r = parse(&text).unwrap().tls_reporting.unwrap();
+    assert!(r.only_with_failures);
+    assert_eq!(r.send_spread, Duration::from_secs(1800));
+    assert_eq!(r.suppress_after_days, 0);
+    let e = error(&format!("{MINIMAL}{REPORTING}send_spread = \"21h\"\n"));
+    assert!(e.contains("tls_reporting.send_spread"), "{e}");
+}
+
+#[test]
+fn tls_reporting_receive_addresses_are_mailboxes() {
+    let text = format!("{MINIMAL}{REPORTING}receive = [\"TLSRPT@Example.org\"]\n");
+    let r = parse(&text).unwrap().tls_reporting.unwrap();
+    assert_eq!(r.receive, ["tlsrpt@example.org"]);
+    assert!(r.is_report_address("tlsrpt@example.org"));
+    assert!(!r.is_report_address("postmaster@example.org"));
+    let e = error(&format!("{MINIMAL}{REPORTING}receive = [\"tlsrpt\"]\n"));
+    assert!(e.contains("tls_reporting.receive"), "{e}");
+}

@@ -1,6 +1,7 @@
 //! The command dialogue before splicing: EHLO rewriting, STARTTLS interception and, when
 //! `require_tls*` applies to a plaintext session, envelope inspection.
 
+use super::intake::{self, Intake};
 use super::xclient::{self, Introduction};
 use super::{message, Context, InboundError};
 use crate::session::{CommandReader, SessionRecord};
@@ -27,17 +28,33 @@ pub struct Dialogue<'a> {
     tls_active: bool,
     /// Plaintext with `require_tls*`: every MAIL/RCPT is checked, so the session is never spliced.
     inspect: bool,
+    /// Report addresses are configured: every envelope is read (never spliced), so a report
+    /// in any transaction of the session is taken here.
+    keep_dialogue: bool,
     in_transaction: bool,
+    /// Recipients the backend accepted in this transaction.
+    backend_recipients: usize,
+    /// This transaction is a TLS report for one of our report addresses.
+    intake: Option<Intake>,
     commands: CommandReader,
 }
 
 impl<'a> Dialogue<'a> {
     pub fn new(ctx: &'a Context, tls_active: bool) -> Self {
+        let inspect = !tls_active && ctx.listener.enforces_tls();
+        let receives = ctx
+            .config
+            .tls_reporting
+            .as_ref()
+            .is_some_and(|r| !r.receive.is_empty());
         Self {
             ctx,
             tls_active,
-            inspect: !tls_active && ctx.listener.enforces_tls(),
+            inspect,
+            keep_dialogue: inspect || receives,
             in_transaction: false,
+            backend_recipients: 0,
+            intake: None,
             commands: CommandReader::new(ctx.draining.clone()),
         }
     }
@@ -77,7 +94,7 @@ impl<'a> Dialogue<'a> {
             let command = Command::parse(&line);
             // The envelope is still ours (so STARTTLS inside a transaction gets our 503); the
             // body and anything we do not know are the backend's business.
-            if !self.inspect && command.ends_dialogue() {
+            if !self.keep_dialogue && command.ends_dialogue() {
                 let mut pending = line;
                 pending.extend_from_slice(b"\r\n");
                 return Ok(Step::Splice(pending));
@@ -86,7 +103,7 @@ impl<'a> Dialogue<'a> {
                 Command::Ehlo => {
                     self.introduce_client(&line, true, backend, record).await?;
                     let reply = self.ehlo(&line, backend).await?;
-                    self.in_transaction = false;
+                    self.end_transaction();
                     self.send(client, &reply, record).await?;
                 }
                 Command::StartTls { has_args: true } => {
@@ -126,7 +143,10 @@ impl<'a> Dialogue<'a> {
                         continue;
                     }
                     let reply = self.forward(&line, backend).await?;
-                    self.in_transaction |= reply.is_positive();
+                    if reply.is_positive() && !self.in_transaction {
+                        self.end_transaction();
+                        self.in_transaction = true;
+                    }
                     self.send(client, &reply, record).await?;
                 }
                 Command::Rcpt(ref path) => {
@@ -134,8 +154,36 @@ impl<'a> Dialogue<'a> {
                         self.send(client, &refusal, record).await?;
                         continue;
                     }
+                    if let Some(reply) = self.report_recipient(&line) {
+                        self.send(client, &reply, record).await?;
+                        continue;
+                    }
                     let reply = self.forward(&line, backend).await?;
+                    if reply.is_positive() {
+                        self.backend_recipients += 1;
+                    }
                     self.send(client, &reply, record).await?;
+                }
+                Command::Data if self.intake.is_some() => {
+                    self.send(client, &reply::report_start_input(), record)
+                        .await?;
+                    let intake = self.intake.take().unwrap_or_default();
+                    let reply = intake::data(self.ctx, client, record, &intake).await?;
+                    // The client hears first: a backend lost at the RSET must not cost it
+                    // the answer for a report already kept.
+                    self.send(client, &reply, record).await?;
+                    self.close_backend_transaction(backend).await?;
+                }
+                Command::Bdat { size, last } if self.intake.is_some() => {
+                    let mut intake = self.intake.take().unwrap_or_default();
+                    let reply =
+                        intake::chunk(self.ctx, client, record, &mut intake, size, last).await?;
+                    self.send(client, &reply, record).await?;
+                    if last {
+                        self.close_backend_transaction(backend).await?;
+                    } else {
+                        self.intake = Some(intake);
+                    }
                 }
                 // Looks like MAIL or RCPT but cannot be read: checked like one whose domain
                 // is unknown, so under enforcement it never reaches the backend.
@@ -154,7 +202,7 @@ impl<'a> Dialogue<'a> {
                         record.bytes_from_peer +=
                             message::relay_data(self.ctx, client, backend).await?;
                         let reply = self.read_backend_reply(backend).await?;
-                        self.in_transaction = false;
+                        self.end_transaction();
                         self.send(client, &reply, record).await?;
                     }
                 }
@@ -164,7 +212,7 @@ impl<'a> Dialogue<'a> {
                         message::relay_chunk(self.ctx, client, backend, size).await?;
                     let reply = self.read_backend_reply(backend).await?;
                     if last || !reply.is_positive() {
-                        self.in_transaction = false;
+                        self.end_transaction();
                     }
                     self.send(client, &reply, record).await?;
                 }
@@ -172,12 +220,12 @@ impl<'a> Dialogue<'a> {
                 Command::Helo => {
                     self.introduce_client(&line, false, backend, record).await?;
                     let reply = self.forward(&line, backend).await?;
-                    self.in_transaction = false;
+                    self.end_transaction();
                     self.send(client, &reply, record).await?;
                 }
                 Command::Rset => {
                     let reply = self.forward(&line, backend).await?;
-                    self.in_transaction = false;
+                    self.end_transaction();
                     self.send(client, &reply, record).await?;
                 }
                 Command::Noop | Command::Other => {
@@ -186,6 +234,52 @@ impl<'a> Dialogue<'a> {
                 }
             }
         }
+    }
+
+    fn end_transaction(&mut self) {
+        self.in_transaction = false;
+        self.backend_recipients = 0;
+        self.intake = None;
+    }
+
+    /// A RCPT in a transaction the backend has (MAIL went through): to one of our report
+    /// addresses, the transaction becomes ours unless the backend already has recipients in
+    /// it; any other recipient of a report transaction is sent in another. `None`: the
+    /// backend's business.
+    fn report_recipient(&mut self, line: &[u8]) -> Option<Reply> {
+        let reporting = self.ctx.config.tls_reporting.as_ref()?;
+        if !self.in_transaction {
+            return None;
+        }
+        let mailbox = crate::smtp::command::forward_path_mailbox(line);
+        let is_report = mailbox
+            .as_deref()
+            .is_some_and(|m| reporting.is_report_address(m));
+        match (&mut self.intake, is_report) {
+            (Some(intake), true) => {
+                intake.recipients.extend(mailbox);
+                Some(reply::report_recipient_ok())
+            }
+            (Some(_), false) => Some(reply::report_send_separately()),
+            (None, true) if self.backend_recipients > 0 => Some(reply::report_send_separately()),
+            (None, true) => {
+                let mut intake = Intake::new();
+                intake.recipients.extend(mailbox);
+                self.intake = Some(intake);
+                Some(reply::report_recipient_ok())
+            }
+            (None, false) => None,
+        }
+    }
+
+    /// The backend holds the MAIL of a transaction we took: RSET ends it there.
+    async fn close_backend_transaction(
+        &mut self,
+        backend: &mut LineReader<TcpStream>,
+    ) -> Result<(), InboundError> {
+        self.forward(b"RSET", backend).await?;
+        self.end_transaction();
+        Ok(())
     }
 
     /// EHLO to the backend; STARTTLS offered by us. A backend that only knows HELO gets HELO,

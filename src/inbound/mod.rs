@@ -6,6 +6,7 @@
 //! `require_tls*` obliges the proxy to inspect a plaintext envelope.
 
 mod dialogue;
+mod intake;
 mod message;
 mod starttls;
 pub mod xclient;

@@ -60,6 +60,13 @@ impl<'a> Dialogue<'a> {
                 }
                 Command::Mail(_) if self.mail.is_some() => reply::nested_mail(),
                 Command::Mail(_) => {
+                    let from = self
+                        .ctx
+                        .config
+                        .tls_reporting
+                        .as_ref()
+                        .map(|r| r.from.as_str());
+                    record.mail_started(&line, from);
                     self.mail = Some(line);
                     reply::sender_ok()
                 }
@@ -102,10 +109,19 @@ impl<'a> Dialogue<'a> {
             Ok(ready) => ready,
             Err(refusal) => return Ok(refusal),
         };
-        record.policy = applied.mode.as_str();
+        record.judged_by(&applied);
+        record.domain = Some(domain.clone());
         let route = match route::route(ctx, &domain).await {
             Ok(r) => r,
             Err(e) => {
+                if let route::RouteError::Temporary(_) = e {
+                    if let Some(refused) =
+                        super::discover::bogus_mx(ctx, &applied, &domain, record).await
+                    {
+                        record.domain = Some(domain.clone());
+                        return Ok(refused.note(record, &ctx.config.hostname, false));
+                    }
+                }
                 log::warn("route_failed")
                     .field("id", &record.id)
                     .field("listener", &ctx.listener.name)
@@ -120,12 +136,16 @@ impl<'a> Dialogue<'a> {
                 return Ok(reply);
             }
         };
+        let route = match super::discover::with_dane(ctx, route, &applied, &domain, record).await {
+            Ok(route) => route,
+            Err(refused) => return Ok(refused.note(record, &ctx.config.hostname, false)),
+        };
         let (route, applied) =
             match super::discover::with_mta_sts(ctx, route, applied, &domain, record).await {
                 Ok(found) => found,
                 Err(refused) => return Ok(refused.note(record, &ctx.config.hostname, false)),
             };
-        record.policy = applied.mode.as_str();
+        record.judged_by(&applied);
         // Sessions are shared only under the same policy: a session verified for one domain's
         // MTA-STS policy is not what another domain's opportunistic delivery opened, nor back.
         let key = format!(
@@ -176,7 +196,7 @@ impl<'a> Dialogue<'a> {
     ) -> Result<Option<Reply>, OutboundError> {
         let ctx = self.ctx;
         record.domain = Some(domain.to_string());
-        record.policy = applied.mode.as_str();
+        record.judged_by(applied);
         if self.mx.as_ref().is_some_and(|m| m.key != key) {
             if let Some(old) = self.mx.take() {
                 old.conn.quit(ctx).await;
@@ -202,12 +222,15 @@ impl<'a> Dialogue<'a> {
                         return Ok(Some(refused.note(record, &ctx.config.hostname, false)))
                     }
                 };
-                establish::delivering(applied, mx.facts.as_ref());
+                establish::delivering(&mx.applied, mx.facts.as_ref());
+                record.judged_by(&mx.applied);
                 log::info("mx_session")
                     .field("id", &record.id)
                     .field("listener", &ctx.listener.name)
                     .field("domain", domain)
-                    .field("policy", applied.mode)
+                    .field("policy", mx.applied.source.as_str())
+                    .field("mode", mx.applied.mode)
+                    .field("tlsa", mx.applied.tlsa_found.unwrap_or("-"))
                     .field("mx", &mx.conn.label)
                     .field("tls", if mx.facts.is_some() { "yes" } else { "no" })
                     .field("version", mx.facts.as_ref().map_or("-", |f| f.version))

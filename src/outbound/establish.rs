@@ -30,6 +30,44 @@ pub enum Refusal {
     NoMx { domain: String, error: MxError },
     /// The domain's MTA-STS policy (`enforce`) names none of its MX hosts (RFC 8461 §4.1).
     StsNoMatchingMx { domain: String, hosts: Vec<String> },
+    /// DANE left no MX host to try (`451 4.7.5`).
+    Dane {
+        domain: String,
+        problem: DaneProblem,
+    },
+}
+
+/// Why DANE discovery left no MX host to try (RFC 7672 §2.1.1, §2.2): never plaintext instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DaneProblem {
+    /// Records DANE needs (`name`: owner and type) failed this proxy's DNSSEC validation.
+    Bogus { name: String, why: String },
+    /// A validating look-up got no verdict (SERVFAIL, time-out): it may have been blocked.
+    LookupFailed { name: String, why: String },
+    /// `dane-only`: no MX host has usable secure TLSA records (`why` says what was found).
+    Required { why: String },
+}
+
+impl DaneProblem {
+    /// What failed, for the reply (the validator's own words go to the log).
+    fn describe(&self) -> String {
+        match self {
+            DaneProblem::Bogus { name, .. } => format!("{name} does not validate (DNSSEC bogus)"),
+            DaneProblem::LookupFailed { name, .. } => {
+                format!("{name} could not be validated (DNSSEC look-up failed)")
+            }
+            DaneProblem::Required { why } => format!("no MX host qualifies: {why}"),
+        }
+    }
+
+    /// The validator's words, for the log.
+    pub fn detail(&self) -> &str {
+        match self {
+            DaneProblem::Bogus { why, .. }
+            | DaneProblem::LookupFailed { why, .. }
+            | DaneProblem::Required { why } => why,
+        }
+    }
 }
 
 impl Refusal {
@@ -48,6 +86,7 @@ impl Refusal {
                 &hosts.join(", "),
                 "MX host not named in the domain's MTA-STS policy",
             ),
+            Refusal::Dane { domain, problem } => reply::dane_failed(domain, &problem.describe()),
         }
     }
 
@@ -58,6 +97,11 @@ impl Refusal {
             Refusal::MailLoop { .. } => "mail_loop",
             Refusal::NoMx { error, .. } => error.reason(),
             Refusal::StsNoMatchingMx { .. } => "mta_sts_mx_mismatch",
+            Refusal::Dane { problem, .. } => match problem {
+                DaneProblem::Bogus { .. } => "dnssec_bogus",
+                DaneProblem::LookupFailed { .. } => "dnssec_error",
+                DaneProblem::Required { .. } => "dane_required",
+            },
         }
     }
 
@@ -66,6 +110,12 @@ impl Refusal {
         match self {
             Refusal::Policy { failure, .. } => Some(failure.result_type()),
             Refusal::StsNoMatchingMx { .. } => Some(ResultType::ValidationFailure),
+            Refusal::Dane { problem, .. } => Some(match problem {
+                DaneProblem::Bogus { .. } | DaneProblem::LookupFailed { .. } => {
+                    ResultType::DnssecInvalid
+                }
+                DaneProblem::Required { .. } => ResultType::DaneRequired,
+            }),
             Refusal::MailLoop { .. } | Refusal::NoMx { .. } => None,
         }
     }
@@ -82,7 +132,9 @@ pub enum Go {
 
 /// The one step: `decide` on what `mx` offered for `domain` under `applied`, then the metric,
 /// the log line and the session's result for this attempt. `facts`: the handshake's, if one
-/// was made (with the verdict for this domain).
+/// was made (with the verdict for this domain); `chain`: the certificates it showed, leaf first.
+// Each argument is a fact of this one attempt; bundling them would only move the list.
+#[allow(clippy::too_many_arguments)]
 pub fn conclude(
     ctx: &Context,
     applied: &Applied,
@@ -90,8 +142,21 @@ pub fn conclude(
     mx: &MxPeer,
     offer: &Offer,
     facts: Option<&TlsFacts>,
+    chain: &[rustls::pki_types::CertificateDer<'static>],
     record: &mut SessionRecord,
 ) -> Result<(Go, Option<TlsFailure>), Refusal> {
+    ctx.monitor.mx_attempt(
+        &crate::state::monitor::MxAttempt {
+            session: &record.id,
+            domain,
+            mx: &mx.host,
+            applied,
+            offer,
+            version: facts.map(|f| f.version),
+            chain,
+        },
+        ctx.config.monitoring.downgrade_window,
+    );
     let outcome = crate::policy::failure(applied.judged_as, offer)
         .map_or(Outcome::Success, |f| Outcome::Failure(f.result_type()));
     record.results.push(AttemptResult {
@@ -118,7 +183,8 @@ pub fn conclude(
                 .field("id", &record.id)
                 .field("listener", &ctx.listener.name)
                 .field("domain", domain)
-                .field("policy", applied.mode)
+                .field("policy", applied.source.as_str())
+                .field("mode", applied.mode)
                 .field("mx", &mx.label)
                 .field("reason", refusal.reason())
                 .field(
@@ -162,6 +228,8 @@ pub fn delivering(applied: &Applied, facts: Option<&TlsFacts>) {
 /// An MX session ready for MAIL: TLS as policy demands, or plaintext where it allows.
 pub struct Mx {
     pub conn: MxConn,
+    /// The policy this host was judged by (its TLSA records, or the domain's policy).
+    pub applied: Applied,
     /// Route key and policy entry: a later transaction with the same key may reuse the session.
     pub key: String,
     pub facts: Option<TlsFacts>,
@@ -184,6 +252,9 @@ impl Refused {
     /// `tls_stays`: the connection goes on with its TLS (transparent mode refuses one domain).
     pub fn note(self, record: &mut SessionRecord, hostname: &str, tls_stays: bool) -> Reply {
         let reply = self.refusal.reply(hostname);
+        if matches!(self.refusal, Refusal::Dane { .. }) {
+            record.policy = crate::policy::Source::Dane.as_str();
+        }
         record.outcome = self.refusal.reason();
         record.detail = Some(connect::summary(&reply));
         if let Some(mx) = self.mx {
@@ -201,7 +272,7 @@ impl Refused {
 pub async fn establish(
     ctx: &Context,
     route: &route::Route,
-    applied: &Applied,
+    domain_applied: &Applied,
     domain: &str,
     key: String,
     record: &mut SessionRecord,
@@ -210,6 +281,16 @@ pub async fn establish(
     let mut last_error = MxError::Unreachable(String::from("no address to try"));
     let mut last_addr = None;
     for host in &route.hosts {
+        // DANE judges a host with secure TLSA records by them (RFC 7672 §3), whatever else
+        // applies to the domain.
+        let host_applied;
+        let applied = match &host.tlsa {
+            Some(tlsa) => {
+                host_applied = domain_applied.clone().under_dane(tlsa);
+                &host_applied
+            }
+            None => domain_applied,
+        };
         for ip in &host.addrs {
             let addr = SocketAddr::new(*ip, route.port);
             last_addr = Some(addr);
@@ -256,6 +337,7 @@ pub async fn establish(
                 });
                 return Ok(Mx {
                     conn,
+                    applied: applied.clone(),
                     key,
                     facts: None,
                     relaxed: None,
@@ -270,6 +352,7 @@ pub async fn establish(
                 &attempt.peer,
                 &attempt.offer,
                 attempt.facts.as_ref(),
+                &attempt.chain,
                 record,
             );
             match judged {
@@ -277,6 +360,7 @@ pub async fn establish(
                     Some(conn) => {
                         return Ok(Mx {
                             conn,
+                            applied: applied.clone(),
                             key,
                             facts: attempt.facts,
                             relaxed,
@@ -289,6 +373,7 @@ pub async fn establish(
                         Ok(conn) => {
                             return Ok(Mx {
                                 conn,
+                                applied: applied.clone(),
                                 key,
                                 facts: None,
                                 relaxed,
@@ -301,6 +386,7 @@ pub async fn establish(
                     if let Some(conn) = attempt.conn {
                         conn.quit(ctx).await;
                     }
+                    record.judged_by(applied);
                     refused = Some(Refused {
                         refusal,
                         mx: Some(addr),

@@ -43,6 +43,11 @@ pub struct Context {
     pub results: crate::state::results::ResultsLog,
     /// MTA-STS discovery (`None`: `mta_sts = false`, or no usable WebPKI anchors).
     pub sts: Option<Arc<discover::StsDiscovery>>,
+    /// Partner certificate inventory and MX TLS memory: every MX attempt goes there.
+    pub monitor: crate::state::monitor::Monitor,
+    /// The validating resolver for DANE (`None`: no domain wants DANE, or it could not be
+    /// built: DANE unavailable).
+    pub secure: Option<Arc<dyn crate::resolver::dnssec::ResolveSecure>>,
 }
 
 /// Why a session ended early. Variants say who failed: the MTA, the MX, or us.

@@ -3,11 +3,10 @@
 //! §5.1), and null MX (RFC 7505) as a permanent refusal.
 
 use super::Context;
-use crate::config::{Config, NextHop, Outbound, OutboundMode};
+use crate::config::{NextHop, Outbound};
 use crate::resolver::{DnsError, Resolve};
 use crate::smtp::{reply, Reply};
 use std::net::IpAddr;
-use std::net::SocketAddr;
 
 /// One host to try, with its addresses in the order to try them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +14,8 @@ pub struct MxHost {
     /// The MX host name (SNI and the name `verify` checks), or the next hop's host or address.
     pub name: String,
     pub addrs: Vec<IpAddr>,
+    /// The host's secure TLSA records, when DANE discovery found them (`discover::with_dane`).
+    pub tlsa: Option<crate::policy::dane::SecureTlsa>,
 }
 
 /// Where mail for a domain goes.
@@ -25,6 +26,17 @@ pub struct Route {
     pub port: u16,
     /// Identity of the destination: equal keys may share one MX session.
     pub key: String,
+}
+
+impl Route {
+    /// No hosts: for look-ups that need a route's shape but not its hosts.
+    pub fn empty() -> Route {
+        Route {
+            hosts: Vec::new(),
+            port: 0,
+            key: String::new(),
+        }
+    }
 }
 
 /// Why a domain has no route; each maps to the contract's reply.
@@ -88,6 +100,7 @@ pub async fn route_for(
                 hosts: vec![MxHost {
                     name: ip.to_string(),
                     addrs: vec![ip],
+                    tlsa: None,
                 }],
                 port: listener.mx_port,
                 key: format!("literal {ip}:{}", listener.mx_port),
@@ -107,94 +120,6 @@ pub fn address_literal(domain: &str) -> Option<IpAddr> {
     inner.parse().ok()
 }
 
-/// What `starttls-proxy policy DOMAIN` found.
-pub struct Explained {
-    /// The report printed on stdout.
-    pub text: String,
-    /// Listeners with no route for the domain, with the reply the MTA would get.
-    pub unrouted: Vec<(String, String)>,
-}
-
-/// What `starttls-proxy policy DOMAIN` prints: the policy in force and, per outbound listener,
-/// the route (hosts and addresses), without connecting anywhere.
-pub async fn explain(config: &Config, resolver: &dyn Resolve, domain: &str) -> Explained {
-    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let applied = config.outbound_policy.lookup(&domain, now);
-    let mut out = format!("domain: {domain}\n");
-    let entry = match applied.entry {
-        Some(_) => format!("[[outbound_policy.domain]] {}", applied.label),
-        None => "outbound_policy.default".to_string(),
-    };
-    out += &format!("policy: {} (from {entry})\n", applied.mode);
-    if applied.mode == crate::policy::Mode::Verify {
-        out += &format!(
-            "  trust anchors: {} ({} CAs)\n",
-            applied.trust_anchors.label, applied.trust_anchors.count
-        );
-        let mut names = vec!["the MX host name".to_string()];
-        names.extend(applied.match_names.iter().cloned());
-        out += &format!("  certificate names accepted: {}\n", names.join(", "));
-    }
-    match applied.relax_until {
-        Some(until) if applied.relaxed => {
-            out += &format!(
-                "  relaxed until {}: failures fall back to opportunistic\n",
-                crate::log::format_unix(until)
-            )
-        }
-        Some(until) => {
-            out += &format!(
-                "  relax_until {} has passed\n",
-                crate::log::format_unix(until)
-            )
-        }
-        None => {}
-    }
-    let default_listener = Outbound {
-        name: "(none configured)".into(),
-        listen: SocketAddr::from(([0, 0, 0, 0], 0)),
-        mode: OutboundMode::Relay,
-        next_hop: None,
-        mx_port: 25,
-        proxy_protocol_from: Default::default(),
-        interception: Default::default(),
-    };
-    let listeners: Vec<&Outbound> = if config.outbound.is_empty() {
-        vec![&default_listener]
-    } else {
-        config.outbound.iter().map(|l| l.as_ref()).collect()
-    };
-    let mut unrouted = Vec::new();
-    for listener in listeners {
-        out += &format!("route via outbound {}:\n", listener.name);
-        match route_for(resolver, listener, &domain).await {
-            Ok(route) => {
-                for (i, host) in route.hosts.iter().enumerate() {
-                    let addrs: Vec<String> = host.addrs.iter().map(|a| a.to_string()).collect();
-                    out += &format!(
-                        "  {}. {} port {}: {}\n",
-                        i + 1,
-                        host.name,
-                        route.port,
-                        addrs.join(", ")
-                    );
-                }
-            }
-            Err(e) => {
-                let reply = e.reply(&domain);
-                let text = format!("{} {}", reply.code, reply.first_text());
-                out += &format!("  no route: {text}\n");
-                unrouted.push((listener.name.clone(), text));
-            }
-        }
-    }
-    Explained {
-        text: out,
-        unrouted,
-    }
-}
-
 async fn next_hop(resolver: &dyn Resolve, hop: &NextHop) -> Result<Route, RouteError> {
     let addrs = match hop.host.parse::<IpAddr>() {
         Ok(ip) => vec![ip],
@@ -207,6 +132,7 @@ async fn next_hop(resolver: &dyn Resolve, hop: &NextHop) -> Result<Route, RouteE
         hosts: vec![MxHost {
             name: hop.host.clone(),
             addrs,
+            tlsa: None,
         }],
         port: hop.port,
         key: format!("next-hop {hop}"),
@@ -240,7 +166,11 @@ pub async fn mx_route(
     let mut temporary = None;
     for name in names {
         match resolver.addrs(&name).await {
-            Ok(addrs) if !addrs.is_empty() => hosts.push(MxHost { name, addrs }),
+            Ok(addrs) if !addrs.is_empty() => hosts.push(MxHost {
+                name,
+                addrs,
+                tlsa: None,
+            }),
             Ok(_) | Err(DnsError::NoSuchName | DnsError::NoRecords) => {}
             Err(DnsError::Temporary(e)) => temporary = Some(e),
         }
@@ -282,7 +212,7 @@ pub fn order_mx(records: Vec<(u16, String)>, mut random: impl FnMut() -> u32) ->
     out
 }
 
-fn random_u32() -> u32 {
+pub(super) fn random_u32() -> u32 {
     let mut bytes = [0u8; 4];
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
     u32::from_le_bytes(bytes)

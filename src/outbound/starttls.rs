@@ -110,8 +110,17 @@ pub async fn attempt(ctx: &Context, mut conn: MxConn, applied: &Applied, id: &st
             }
         },
     };
-    let (config, verifier) =
-        tls::client_config(applied.trust_anchors.clone(), applied.match_names.clone());
+    let (config, verifier) = match &applied.tlsa {
+        Some(records) => {
+            let (config, recorder) = tls::dane_client_config(records.as_ref().clone());
+            (config, Recorder::Dane(recorder))
+        }
+        None => {
+            let (config, verifier) =
+                tls::client_config(applied.trust_anchors.clone(), applied.match_names.clone());
+            (config, Recorder::WebPki(verifier))
+        }
+    };
     let timeout = ctx.config.limits.handshake_timeout;
     let connected = tokio::time::timeout(
         timeout,
@@ -141,7 +150,7 @@ pub async fn attempt(ctx: &Context, mut conn: MxConn, applied: &Applied, id: &st
         .peer_certificates()
         .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
         .unwrap_or_default();
-    let verdict = verifier.verdict().unwrap_or(tls::CertVerdict::Invalid);
+    let verdict = verifier.verdict();
     let facts = TlsFacts {
         version: tls::version_name(connection.protocol_version()),
         cipher: tls::cipher_name(connection.negotiated_cipher_suite().map(|s| s.suite())),
@@ -175,5 +184,22 @@ pub async fn attempt(ctx: &Context, mut conn: MxConn, applied: &Applied, id: &st
         conn: Some(conn),
         facts: Some(facts),
         chain,
+    }
+}
+
+/// The verifier of one handshake: trust anchors, or the MX host's TLSA records.
+enum Recorder {
+    WebPki(std::sync::Arc<tls::RecordingVerifier>),
+    Dane(std::sync::Arc<tls::dane::DaneRecorder>),
+}
+
+impl Recorder {
+    /// The verdict on the chain the host sent (`Invalid` if the handshake never showed one).
+    fn verdict(&self) -> tls::CertVerdict {
+        let verdict = match self {
+            Recorder::WebPki(v) => v.verdict(),
+            Recorder::Dane(d) => d.verdict().map(|v| v.cert_verdict()),
+        };
+        verdict.unwrap_or(tls::CertVerdict::Invalid)
     }
 }

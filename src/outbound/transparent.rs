@@ -182,6 +182,13 @@ impl Transparent<'_> {
                 Command::StartTls { .. } | Command::Bdat { .. } => reply::not_implemented(),
                 Command::Mail(_) if self.mail.is_some() => reply::nested_mail(),
                 Command::Mail(_) => {
+                    let from = self
+                        .ctx
+                        .config
+                        .tls_reporting
+                        .as_ref()
+                        .map(|r| r.from.as_str());
+                    record.mail_started(&line, from);
                     self.mail = Some(line);
                     reply::sender_ok()
                 }
@@ -239,10 +246,28 @@ impl Transparent<'_> {
             Err(refusal) => return Ok(refusal),
         };
         record.domain = Some(domain.clone());
-        record.policy = applied.mode.as_str();
+        record.judged_by(&applied);
+        let (applied, dane_host) = match super::discover::dane_for_connected(
+            ctx, &applied, &domain, mx.addr, record,
+        )
+        .await
+        {
+            Ok(Some((host, tlsa))) => (applied.under_dane(&tlsa), Some(host)),
+            Ok(None) => (applied, None),
+            Err(mut refused) => {
+                // The connection keeps its TLS: the log line keeps its facts.
+                refused.mx = Some(mx.addr);
+                refused.facts.clone_from(&record.tls);
+                return Ok(refused.note(record, &ctx.config.hostname, true));
+            }
+        };
+        record.judged_by(&applied);
         if applied.mode != crate::policy::Mode::None {
             let offer = match &state.offer {
-                Offer::Tls(_) => Offer::Tls(self.verdict(&domain, &applied, state).await),
+                Offer::Tls(_) => Offer::Tls(match (&applied.tlsa, &dane_host) {
+                    (Some(records), Some(host)) => dane_verdict(records, host, state),
+                    _ => self.verdict(&domain, &applied, state).await,
+                }),
                 other => other.clone(),
             };
             // The facts with the verdict for this domain, not the handshake's placeholder.
@@ -250,7 +275,11 @@ impl Transparent<'_> {
             if let (Some(f), Offer::Tls(verdict)) = (facts.as_mut(), &offer) {
                 f.verdict = crate::tls::Verdict::Cert(*verdict);
             }
-            let peer = mx.peer();
+            let mut peer = mx.peer();
+            // DANE found which MX host this address is: results name it.
+            if let Some(host) = &dane_host {
+                peer.host.clone_from(host);
+            }
             match establish::conclude(
                 ctx,
                 &applied,
@@ -258,6 +287,7 @@ impl Transparent<'_> {
                 &peer,
                 &offer,
                 facts.as_ref(),
+                &state.chain,
                 record,
             ) {
                 Err(refusal) => {
@@ -319,6 +349,30 @@ impl Transparent<'_> {
         self.mail_sent = false;
         Ok(())
     }
+}
+
+/// The certificate's verdict by the connected MX host's TLSA records (RFC 7672 §3; DANE-TA
+/// checks the chain for `host`).
+fn dane_verdict(
+    records: &[crate::policy::dane::Tlsa],
+    host: &str,
+    state: &TlsState,
+) -> CertVerdict {
+    let Some((leaf, intermediates)) = state.chain.split_first() else {
+        return CertVerdict::Invalid;
+    };
+    let Ok(name) = ServerName::try_from(host.to_string()) else {
+        return CertVerdict::Invalid;
+    };
+    crate::tls::dane::verify(
+        records,
+        leaf,
+        intermediates,
+        &name,
+        UnixTime::now(),
+        &crate::tls::provider(),
+    )
+    .cert_verdict()
 }
 
 async fn send(

@@ -14,6 +14,17 @@ pub struct Tlsa {
     pub data: Vec<u8>,
 }
 
+impl From<crate::resolver::dnssec::Tlsa> for Tlsa {
+    fn from(t: crate::resolver::dnssec::Tlsa) -> Tlsa {
+        Tlsa {
+            usage: t.usage,
+            selector: t.selector,
+            matching: t.matching,
+            data: t.data,
+        }
+    }
+}
+
 /// RFC 7672 §3.1: the two certificate usages an SMTP client uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Usage {
@@ -94,6 +105,40 @@ impl Tlsa {
 
     fn label(&self) -> String {
         format!("{} {} {}", self.usage, self.selector, self.matching)
+    }
+}
+
+/// A secure, non-empty TLSA RRset of one MX host, as discovery found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecureTlsa {
+    pub set: TlsaSet,
+    /// Every record in presentation form (`3 1 1 ab12…`): a TLS report's policy strings.
+    pub strings: Vec<String>,
+}
+
+impl SecureTlsa {
+    pub fn new(records: Vec<Tlsa>) -> SecureTlsa {
+        let strings = records.iter().map(Tlsa::presentation).collect();
+        SecureTlsa {
+            set: classify(records),
+            strings,
+        }
+    }
+
+    /// The log's `tlsa=` field.
+    pub fn as_str(&self) -> &'static str {
+        match self.set {
+            TlsaSet::Usable(_) => "usable",
+            TlsaSet::Unusable => "unusable",
+        }
+    }
+}
+
+impl Tlsa {
+    /// RFC 6698 §2.2 presentation form, the association data in lowercase hex.
+    pub fn presentation(&self) -> String {
+        let hex: String = self.data.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{} {} {} {hex}", self.usage, self.selector, self.matching)
     }
 }
 

@@ -21,6 +21,13 @@ use std::sync::Arc;
 pub enum Mode {
     None,
     Opportunistic,
+    /// DANE where the MX host publishes usable secure TLSA records, else MTA-STS if the domain
+    /// publishes it, else opportunistic (Postfix's `dane`). Until discovery replaces it, a
+    /// session under `dane` is judged as opportunistic.
+    Dane,
+    /// Only MX hosts with usable secure TLSA records are used.
+    #[serde(rename = "dane-only")]
+    DaneOnly,
     Encrypt,
     Verify,
 }
@@ -31,14 +38,22 @@ impl Mode {
         match self {
             Mode::None => "none",
             Mode::Opportunistic => "opportunistic",
+            Mode::Dane => "dane",
+            Mode::DaneOnly => "dane-only",
             Mode::Encrypt => "encrypt",
             Mode::Verify => "verify",
         }
     }
 
-    /// Whether mail under this mode may never leave in plaintext.
+    /// Whether mail under this mode may never leave in plaintext. (`dane-only` never reaches a
+    /// host without DANE, which is then judged as `verify`.)
     pub fn is_tls_required(self) -> bool {
-        matches!(self, Mode::Encrypt | Mode::Verify)
+        matches!(self, Mode::Encrypt | Mode::Verify | Mode::DaneOnly)
+    }
+
+    /// Whether DANE discovery applies to a domain under this mode.
+    pub fn wants_dane(self) -> bool {
+        matches!(self, Mode::Dane | Mode::DaneOnly)
     }
 }
 
@@ -89,6 +104,8 @@ pub struct OutboundPolicy {
 pub enum Source {
     /// An `[[outbound_policy.domain]]` entry.
     Configured,
+    /// The MX host's secure TLSA records (DANE).
+    Dane,
     /// The domain's published MTA-STS policy.
     MtaSts,
     /// Neither: the default mode.
@@ -98,6 +115,7 @@ pub enum Source {
 impl Source {
     pub fn as_str(self) -> &'static str {
         match self {
+            Source::Dane => "dane",
             Source::Configured => "configured",
             Source::MtaSts => "mta-sts",
             Source::None => "none",
@@ -125,9 +143,37 @@ pub struct Applied {
     /// What a TLS report names as the policy (RFC 8460 §4.3).
     pub policy_type: PolicyType,
     pub policy_strings: Vec<String>,
+    /// The MX host's usable secure TLSA records: its certificate is judged by them, not by
+    /// `trust_anchors` (set only by [`Applied::under_dane`]).
+    pub tlsa: Option<Arc<Vec<dane::Tlsa>>>,
+    /// What DANE found for the MX host (the log's `tlsa=`: `usable`, `unusable`).
+    pub tlsa_found: Option<&'static str>,
+    /// The MTA-STS policy's mode when one applies (the log's `sts_mode=`).
+    pub sts_mode: Option<mta_sts::StsMode>,
 }
 
 impl Applied {
+    /// One MX host with a secure TLSA RRset (RFC 7672 §2.2, §3): usable records → TLS
+    /// authenticated by them (judged as `verify`); records that are all unusable → TLS required
+    /// without authentication (`encrypt`). `relax_until` keeps working.
+    pub fn under_dane(mut self, tlsa: &dane::SecureTlsa) -> Applied {
+        let mode = match &tlsa.set {
+            dane::TlsaSet::Usable(records) => {
+                self.tlsa = Some(Arc::new(records.clone()));
+                Mode::Verify
+            }
+            dane::TlsaSet::Unusable => Mode::Encrypt,
+        };
+        self.mode = mode;
+        self.judged_as = mode;
+        self.match_names = Vec::new();
+        self.tlsa_found = Some(tlsa.as_str());
+        self.source = Source::Dane;
+        self.policy_type = PolicyType::Tlsa;
+        self.policy_strings = tlsa.strings.clone();
+        self
+    }
+
     /// A domain without an entry, under its published MTA-STS `policy` (RFC 8461 §4–5):
     /// `enforce` requires TLS with a certificate valid to the WebPKI `anchors` for the MX host
     /// name (the MX patterns are applied to the route by the caller); `testing` delivers as
@@ -148,6 +194,7 @@ impl Applied {
         self.trust_anchors = anchors;
         self.match_names = Vec::new();
         self.source = Source::MtaSts;
+        self.sts_mode = Some(mode);
         self.policy_type = PolicyType::Sts;
         self.policy_strings = strings;
         self
@@ -188,6 +235,9 @@ impl OutboundPolicy {
                     judged_as: d.mode,
                     policy_type: PolicyType::NoPolicyFound,
                     policy_strings: Vec::new(),
+                    tlsa: None,
+                    tlsa_found: None,
+                    sts_mode: None,
                 }
             }
             None => Applied {
@@ -202,6 +252,9 @@ impl OutboundPolicy {
                 judged_as: self.default,
                 policy_type: PolicyType::NoPolicyFound,
                 policy_strings: Vec::new(),
+                tlsa: None,
+                tlsa_found: None,
+                sts_mode: None,
             },
         }
     }
@@ -361,7 +414,9 @@ impl TlsFailure {
                 CertVerdict::NameMismatch => ResultType::CertificateHostMismatch,
                 CertVerdict::Expired => ResultType::CertificateExpired,
                 CertVerdict::Untrusted => ResultType::CertificateNotTrusted,
-                CertVerdict::Verified(_) | CertVerdict::Invalid => ResultType::ValidationFailure,
+                CertVerdict::Verified(_) | CertVerdict::Invalid | CertVerdict::DaneNoMatch => {
+                    ResultType::ValidationFailure
+                }
             },
         }
     }

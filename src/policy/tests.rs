@@ -335,3 +335,58 @@ mod verdicts {
         );
     }
 }
+
+#[test]
+fn dane_modes_judge_as_opportunistic_until_discovery_and_tlsa_makes_verify() {
+    use dane::{SecureTlsa, Tlsa};
+    let mut p = policy();
+    p.default = Mode::Dane;
+    let applied = p.lookup("elsewhere.test", 0);
+    assert_eq!((applied.mode, applied.source), (Mode::Dane, Source::None));
+    // No TLSA, no MTA-STS: a `dane` domain is delivered as opportunistic.
+    for offer in [Offer::NotOffered, Offer::Tls(CertVerdict::Untrusted)] {
+        assert_eq!(
+            decide(Mode::Dane, false, &offer),
+            Decision::Proceed { relaxed: None }
+        );
+    }
+    let ee = Tlsa {
+        usage: 3,
+        selector: 1,
+        matching: 1,
+        data: vec![7; 32],
+    };
+    let usable = applied
+        .clone()
+        .under_dane(&SecureTlsa::new(vec![ee.clone()]));
+    assert_eq!(
+        (usable.mode, usable.source, usable.policy_type),
+        (Mode::Verify, Source::Dane, PolicyType::Tlsa)
+    );
+    assert_eq!(usable.tlsa.as_deref(), Some(&vec![ee]));
+    assert_eq!(
+        usable.policy_strings,
+        vec![format!("3 1 1 {}", "07".repeat(32))]
+    );
+    assert_eq!(
+        decide(usable.mode, false, &Offer::Tls(CertVerdict::DaneNoMatch)),
+        Decision::Refuse(TlsFailure::Certificate(CertVerdict::DaneNoMatch))
+    );
+    // PKIX usages only: TLS without authentication (RFC 7672 §2.2).
+    let pkix = Tlsa {
+        usage: 1,
+        selector: 1,
+        matching: 1,
+        data: vec![7; 32],
+    };
+    let unusable = applied.under_dane(&SecureTlsa::new(vec![pkix]));
+    assert_eq!(
+        (unusable.mode, unusable.tlsa_found),
+        (Mode::Encrypt, Some("unusable"))
+    );
+    assert!(unusable.tlsa.is_none());
+    assert!(matches!(
+        decide(unusable.mode, false, &Offer::NotOffered),
+        Decision::Refuse(_)
+    ));
+}

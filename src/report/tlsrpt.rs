@@ -168,8 +168,28 @@ pub struct PolicyDescription {
     pub policy_string: Vec<String>,
     #[serde(rename = "policy-domain")]
     pub policy_domain: String,
-    #[serde(rename = "mx-host", default, skip_serializing_if = "Vec::is_empty")]
+    /// An array (erratum 6241); a single string, as RFC 8460's field description has it and
+    /// some senders write it, reads as one entry.
+    #[serde(
+        rename = "mx-host",
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "one_or_many"
+    )]
     pub mx_host: Vec<String>,
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(one) => vec![one],
+        OneOrMany::Many(many) => many,
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,7 +244,7 @@ pub fn build<'a>(
     day: &str,
     results: impl IntoIterator<Item = &'a SessionResult>,
 ) -> Option<Report> {
-    let mut policies: BTreeMap<PolicyKey, Tally> = BTreeMap::new();
+    let mut tally = DayTally::default();
     for r in results {
         if r.direction != Direction::Outbound
             || r.report_delivery
@@ -233,6 +253,23 @@ pub fn build<'a>(
         {
             continue;
         }
+        tally.add(r);
+    }
+    tally.into_report(reporter, domain, day)
+}
+
+/// The counts a report of one domain and day is made of, added one result at a time: memory
+/// grows with the policies and failure kinds seen, not with the sessions.
+#[derive(Default)]
+pub struct DayTally {
+    policies: BTreeMap<PolicyKey, Tally>,
+}
+
+impl DayTally {
+    /// Counts `r` (the caller has chosen it: outbound, the domain and day, not a report
+    /// delivery).
+    pub fn add(&mut self, r: &SessionResult) {
+        let policies = &mut self.policies;
         let key = PolicyKey {
             policy_type: r.policy_type,
             policy_strings: r.policy_strings.clone(),
@@ -254,61 +291,66 @@ pub fn build<'a>(
             }
         }
     }
-    if policies.is_empty() {
-        return None;
-    }
-    let policies = policies
-        .into_iter()
-        .map(|(key, tally)| {
-            let policy_type = key.policy_type;
-            // STS: the policy's own patterns; DANE: the host; none: the hosts tried.
-            let mx_host = match policy_type {
-                PolicyType::Sts => key
-                    .policy_strings
-                    .iter()
-                    .filter_map(|l| l.strip_prefix("mx:"))
-                    .map(|p| p.trim().to_string())
-                    .collect(),
-                _ => tally.mx_hosts.iter().cloned().collect(),
-            };
-            let failure_details: Vec<FailureDetail> = tally
-                .failures
-                .into_iter()
-                .map(|((result_type, sending, host, ip), n)| FailureDetail {
-                    result_type,
-                    sending_mta_ip: sending,
-                    receiving_mx_hostname: host,
-                    receiving_ip: ip,
-                    failed_session_count: n,
-                })
-                .collect();
-            PolicyReport {
-                summary: Summary {
-                    successful: tally.successful,
-                    failed: failure_details.iter().map(|f| f.failed_session_count).sum(),
-                },
-                policy: PolicyDescription {
-                    policy_type,
-                    policy_string: key.policy_strings,
-                    policy_domain: domain.to_string(),
-                    mx_host,
-                },
-                failure_details,
-            }
+
+    /// The report (`None`: nothing was counted).
+    pub fn into_report(self, reporter: &Reporter, domain: &str, day: &str) -> Option<Report> {
+        let policies = self.policies;
+        if policies.is_empty() {
+            return None;
+        }
+        let policies = policies
+            .into_iter()
+            .map(|(key, tally)| {
+                let policy_type = key.policy_type;
+                // STS: the policy's own patterns; DANE: the host; none: the hosts tried.
+                let mx_host = match policy_type {
+                    PolicyType::Sts => key
+                        .policy_strings
+                        .iter()
+                        .filter_map(|l| l.strip_prefix("mx:"))
+                        .map(|p| p.trim().to_string())
+                        .collect(),
+                    _ => tally.mx_hosts.iter().cloned().collect(),
+                };
+                let failure_details: Vec<FailureDetail> = tally
+                    .failures
+                    .into_iter()
+                    .map(|((result_type, sending, host, ip), n)| FailureDetail {
+                        result_type,
+                        sending_mta_ip: sending,
+                        receiving_mx_hostname: host,
+                        receiving_ip: ip,
+                        failed_session_count: n,
+                    })
+                    .collect();
+                PolicyReport {
+                    summary: Summary {
+                        successful: tally.successful,
+                        failed: failure_details.iter().map(|f| f.failed_session_count).sum(),
+                    },
+                    policy: PolicyDescription {
+                        policy_type,
+                        policy_string: key.policy_strings,
+                        policy_domain: domain.to_string(),
+                        mx_host,
+                    },
+                    failure_details,
+                }
+            })
+            .collect();
+        Some(Report {
+            organization_name: reporter.organization.clone(),
+            date_range: DateRange {
+                start: format!("{day}T00:00:00Z"),
+                end: format!("{day}T23:59:59Z"),
+            },
+            contact_info: reporter.contact.clone(),
+            // The same for every node and every rebuild: a delivery ledger keyed by it never
+            // sends one report twice.
+            report_id: format!("{day}_{domain}_{}", reporter.submitter),
+            policies,
         })
-        .collect();
-    Some(Report {
-        organization_name: reporter.organization.clone(),
-        date_range: DateRange {
-            start: format!("{day}T00:00:00Z"),
-            end: format!("{day}T23:59:59Z"),
-        },
-        contact_info: reporter.contact.clone(),
-        // The same for every node and every rebuild: a delivery ledger keyed by it never
-        // sends one report twice.
-        report_id: format!("{day}_{domain}_{}", reporter.submitter),
-        policies,
-    })
+    }
 }
 
 impl Report {

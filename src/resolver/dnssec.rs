@@ -552,6 +552,11 @@ fn describe<T>(v: &Validated<T>) -> String {
     }
 }
 
+/// Whether `path` is a usable trust anchor file (for configuration checks).
+pub fn check_trust_anchor(path: &Path) -> Result<(), DnssecError> {
+    load_anchor(path).map(|_| ())
+}
+
 /// Reads a trust anchor file; the zones are the owners of its DNSKEY lines (hickory keeps them
 /// private), for the self-test.
 fn load_anchor(path: &Path) -> Result<(TrustAnchors, Vec<Name>), DnssecError> {

@@ -102,6 +102,35 @@ impl Command {
     }
 }
 
+/// The mailbox of a `MAIL FROM:` line (source route dropped, lowercased); `None` for another
+/// command, the null path or a path that cannot be read.
+pub fn reverse_path_mailbox(line: &[u8]) -> Option<String> {
+    path_mailbox(line, b"MAIL", b"FROM:")
+}
+
+/// The mailbox of a `RCPT TO:` line, as [`reverse_path_mailbox`] reads it.
+pub fn forward_path_mailbox(line: &[u8]) -> Option<String> {
+    path_mailbox(line, b"RCPT", b"TO:")
+}
+
+fn path_mailbox(line: &[u8], verb: &[u8], keyword: &[u8]) -> Option<String> {
+    let (found, rest) = split_verb(line);
+    if !found.eq_ignore_ascii_case(verb) {
+        return None;
+    }
+    let after = rest
+        .get(..keyword.len())
+        .filter(|k| k.eq_ignore_ascii_case(keyword))
+        .map(|_| &rest[keyword.len()..])?;
+    let start = after
+        .iter()
+        .position(|&b| !is_blank(b))
+        .unwrap_or(after.len());
+    let address = clean_address(&after[start..])?;
+    let mailbox = address.rsplit(':').next().unwrap_or_default();
+    (!mailbox.is_empty()).then(|| mailbox.to_ascii_lowercase())
+}
+
 fn is_blank(b: u8) -> bool {
     b == b' ' || b == b'\t'
 }

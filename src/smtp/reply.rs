@@ -306,6 +306,14 @@ pub fn tls_failed(domain: &str, host: &str, what: &str) -> Reply {
     )
 }
 
+/// DANE stopped delivery before any connection (RFC 7672 §2.1.1: never plaintext instead).
+pub fn dane_failed(domain: &str, what: &str) -> Reply {
+    Reply::new(
+        451,
+        format!("4.7.5 DANE authentication is required for domain {domain}, but {what}"),
+    )
+}
+
 pub fn dns_temporary(domain: &str, why: &str) -> Reply {
     Reply::new(
         451,
@@ -363,5 +371,51 @@ pub fn mail_loops(domain: &str, hostname: &str) -> Reply {
     Reply::new(
         554,
         format!("5.4.6 mail for {domain} loops back to myself ({hostname})"),
+    )
+}
+
+/// A TLS report address (`tls_reporting.receive`): the proxy takes the message itself.
+pub fn report_recipient_ok() -> Reply {
+    Reply::new(250, "2.1.5 Ok (TLS report address, taken by this host)")
+}
+
+/// A report address and other recipients in one transaction: the report is ours, the rest the
+/// backend's, so the client sends them in separate transactions (RFC 5321 §3.3: 452 is "too
+/// many recipients", which every client retries in a new transaction).
+pub fn report_send_separately() -> Reply {
+    Reply::new(
+        452,
+        "4.5.3 Error: TLS reports and other mail must go in separate transactions",
+    )
+}
+
+/// DATA for a report transaction.
+pub fn report_start_input() -> Reply {
+    Reply::new(354, "End data with <CR><LF>.<CR><LF>")
+}
+
+/// A report chunk (BDAT, not the last) taken.
+pub fn report_chunk_ok(size: u64) -> Reply {
+    Reply::new(250, format!("2.0.0 {size} octets received"))
+}
+
+/// The report is on disk (fsynced): only now may the client forget it.
+pub fn report_received(name: &str) -> Reply {
+    Reply::new(250, format!("2.0.0 Ok: TLS report kept as {name}"))
+}
+
+/// A report message over the size bound (RFC 5321 §4.5.3.1.10; RFC 3463 5.3.4).
+pub fn report_too_large(limit: usize) -> Reply {
+    Reply::new(
+        552,
+        format!("5.3.4 Error: message too big for a TLS report (limit {limit} bytes)"),
+    )
+}
+
+/// The report could not be stored: the client keeps it and tries again.
+pub fn report_not_stored() -> Reply {
+    Reply::new(
+        451,
+        "4.3.0 Error: cannot store the TLS report now, try again later",
     )
 }

@@ -433,3 +433,46 @@ fn bare_lf_in_body_is_refused() {
     assert_eq!(EndOfData::default().scan(b"line\n.\n"), Scan::BareLf(4));
     assert_eq!(EndOfData::default().scan(b"ok\r\nthen\n"), Scan::BareLf(8));
 }
+
+#[test]
+fn the_reverse_path_mailbox_is_read_as_the_mta_would() {
+    use crate::smtp::command::reverse_path_mailbox;
+    let table: &[(&[u8], Option<&str>)] = &[
+        (
+            b"MAIL FROM:<TLSRPT@Example.org>",
+            Some("tlsrpt@example.org"),
+        ),
+        (
+            b"mail from: <tlsrpt@example.org> SIZE=100",
+            Some("tlsrpt@example.org"),
+        ),
+        (
+            b"MAIL FROM:<@relay.example:tlsrpt@example.org>",
+            Some("tlsrpt@example.org"),
+        ),
+        (
+            b"MAIL FROM:<\"tlsrpt\"@example.org>",
+            Some("tlsrpt@example.org"),
+        ),
+        (b"MAIL FROM:<>", None),
+        (b"RCPT TO:<tlsrpt@example.org>", None),
+        (b"MAIL FROM:<tlsrpt@example.org", None),
+    ];
+    assert_eq!(
+        crate::smtp::command::forward_path_mailbox(b"rcpt to: <TLSRPT@example.org> NOTIFY=NEVER")
+            .as_deref(),
+        Some("tlsrpt@example.org")
+    );
+    assert_eq!(
+        crate::smtp::command::forward_path_mailbox(b"MAIL FROM:<a@b.example>"),
+        None
+    );
+    for (line, want) in table {
+        assert_eq!(
+            reverse_path_mailbox(line).as_deref(),
+            *want,
+            "{}",
+            String::from_utf8_lossy(line)
+        );
+    }
+}

@@ -32,6 +32,19 @@ impl DaneVerdict {
         matches!(self, DaneVerdict::Matched(_))
     }
 
+    /// What the policy judges: a match is the proof of verification, the failures keep the
+    /// certificate result types a TLS report tells apart.
+    pub fn cert_verdict(&self) -> super::CertVerdict {
+        use super::CertVerdict;
+        match self {
+            DaneVerdict::Matched(_) => CertVerdict::Verified(super::Verified(())),
+            DaneVerdict::NoMatch => CertVerdict::DaneNoMatch,
+            DaneVerdict::NameMismatch => CertVerdict::NameMismatch,
+            DaneVerdict::Expired => CertVerdict::Expired,
+            DaneVerdict::Invalid => CertVerdict::Invalid,
+        }
+    }
+
     /// The log's `verdict` field.
     pub fn as_str(&self) -> &'static str {
         match self {

@@ -33,6 +33,8 @@ pub struct ServerTls {
     /// notAfter of the leaf, seconds since the epoch.
     pub not_after: Option<i64>,
     pub subject: String,
+    /// The lowest version served (`evidence` reports it).
+    pub min_version: MinVersion,
 }
 
 impl ServerTls {
@@ -89,6 +91,31 @@ impl TlsLoadError {
     }
 }
 
+/// The versions served from `min` up, as the metric labels spell them (newest first).
+pub fn versions_from(min: MinVersion) -> &'static [&'static str] {
+    match min {
+        MinVersion::Tls12 => &["TLSv1.3", "TLSv1.2"],
+        MinVersion::Tls13 => &["TLSv1.3"],
+    }
+}
+
+/// The IANA names of the suites offered for `versions` (both directions use the ring
+/// provider's suites, all forward secret), in preference order.
+pub fn suite_names(versions: &[&str]) -> Vec<&'static str> {
+    provider()
+        .cipher_suites
+        .iter()
+        .filter(|s| {
+            let version = match s {
+                rustls::SupportedCipherSuite::Tls13(_) => "TLSv1.3",
+                rustls::SupportedCipherSuite::Tls12(_) => "TLSv1.2",
+            };
+            versions.contains(&version)
+        })
+        .map(|s| cipher_name(Some(s.suite())))
+        .collect()
+}
+
 /// The ring provider; all its suites are forward secret.
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -135,6 +162,7 @@ pub fn load_server(
         label: cert_path.display().to_string(),
         not_after: Some(not_after),
         subject,
+        min_version: min,
     })
 }
 
@@ -164,6 +192,7 @@ pub fn self_signed(hostname: &str, min: MinVersion) -> ServerTls {
         label: "self-signed".to_string(),
         not_after: Some(not_after),
         subject,
+        min_version: min,
     }
 }
 
@@ -286,6 +315,8 @@ pub enum CertVerdict {
     Expired,
     /// Anything else the verifier refused (bad encoding, bad signature, revoked).
     Invalid,
+    /// DANE: no TLSA record of the MX host matches the presented chain.
+    DaneNoMatch,
 }
 
 impl CertVerdict {
@@ -301,6 +332,7 @@ impl CertVerdict {
             CertVerdict::Untrusted => "untrusted",
             CertVerdict::Expired => "expired",
             CertVerdict::Invalid => "invalid",
+            CertVerdict::DaneNoMatch => "dane_no_match",
         }
     }
 
@@ -312,6 +344,7 @@ impl CertVerdict {
             CertVerdict::Untrusted => "certificate not signed by a trusted CA",
             CertVerdict::Expired => "certificate expired or not yet valid",
             CertVerdict::Invalid => "certificate invalid",
+            CertVerdict::DaneNoMatch => "no TLSA record matches the certificate chain",
         }
     }
 
@@ -563,13 +596,29 @@ pub fn client_config(
         verdict: std::sync::Mutex::new(None),
         signatures: HandshakeSignatures(provider.clone()),
     });
+    (with_verifier(provider, verifier.clone()), verifier)
+}
+
+/// The client configuration for an MX host with usable secure TLSA records: its certificate is
+/// judged by them ([`dane::DaneRecorder`]) instead of trust anchors.
+pub fn dane_client_config(
+    records: Vec<crate::policy::dane::Tlsa>,
+) -> (Arc<rustls::ClientConfig>, Arc<dane::DaneRecorder>) {
+    let recorder = dane::DaneRecorder::new(records);
+    (with_verifier(provider(), recorder.clone()), recorder)
+}
+
+fn with_verifier(
+    provider: Arc<CryptoProvider>,
+    verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
+) -> Arc<rustls::ClientConfig> {
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .expect("ring supports TLS 1.2 and 1.3")
         .dangerous()
-        .with_custom_certificate_verifier(verifier.clone())
+        .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
-    (Arc::new(config), verifier)
+    Arc::new(config)
 }
 
 /// Fixed-set reason for a failed client handshake, for the failures metric.

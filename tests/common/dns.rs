@@ -1,4 +1,4 @@
-//! dnsmasq as the test zone's name server: MX and A records for test domains, on a loopback
+//! dnsmasq as the test zone's name server: MX, A and TXT records for test domains, on a loopback
 //! address of the test's own, `.test` answered locally (NXDOMAIN for unknown names), and one
 //! domain forwarded to a dead server so its questions fail temporarily.
 
@@ -14,6 +14,9 @@ pub const TEMPFAIL_DOMAIN: &str = "tempfail.test";
 #[derive(Default)]
 pub struct Zone {
     args: Vec<String>,
+    /// Lines of a configuration file: only there does dnsmasq read a quoted TXT text with
+    /// commas as one string (on the command line a comma always splits).
+    conf: Vec<String>,
 }
 
 impl Zone {
@@ -35,6 +38,13 @@ impl Zone {
         self
     }
 
+    /// `name` TXT `text`, one character-string (under 255 bytes).
+    pub fn txt(mut self, name: &str, text: &str) -> Self {
+        assert!(!text.contains('"') && text.len() < 255, "{text}");
+        self.conf.push(format!("txt-record={name},\"{text}\""));
+        self
+    }
+
     /// `host` A `ip`.
     pub fn a(mut self, host: &str, ip: Ipv4Addr) -> Self {
         self.args.push(format!("--host-record={host},{ip}"));
@@ -46,6 +56,7 @@ impl Zone {
 pub struct Dns {
     pub addr: SocketAddr,
     child: Child,
+    conf: Option<std::path::PathBuf>,
 }
 
 impl Dns {
@@ -54,10 +65,19 @@ impl Dns {
         let ip = unique_ip();
         let addr = SocketAddr::from((ip, 53));
         let dead = unique_ip();
+        let conf = (!zone.conf.is_empty()).then(|| {
+            let path = std::env::temp_dir().join(format!("stp-dnsmasq-{ip}.conf"));
+            std::fs::write(&path, zone.conf.join("\n") + "\n").expect("write dnsmasq conf");
+            path
+        });
+        let conf_arg = match &conf {
+            Some(path) => format!("--conf-file={}", path.display()),
+            None => "--conf-file=/dev/null".to_string(),
+        };
         let child = Command::new(dnsmasq)
+            .arg(conf_arg)
             .args([
                 "--keep-in-foreground",
-                "--conf-file=/dev/null",
                 "--no-resolv",
                 "--no-hosts",
                 "--no-poll",
@@ -75,7 +95,7 @@ impl Dns {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn dnsmasq");
-        let dns = Dns { addr, child };
+        let dns = Dns { addr, child, conf };
         // Ready when it answers a question (any answer).
         eventually("dnsmasq to answer", || dns.answers().then_some(()));
         dns
@@ -105,5 +125,8 @@ impl Drop for Dns {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(conf) = &self.conf {
+            let _ = std::fs::remove_file(conf);
+        }
     }
 }

@@ -147,6 +147,7 @@ pub fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
 const PROGRAMS: &[(&str, &str)] = &[
     ("postfix", "postfix"),
     ("postqueue", "postfix"),
+    ("postconf", "postfix"),
     ("smtp-sink", "postfix"),
     ("swaks", "swaks"),
     ("openssl", "openssl"),
@@ -163,6 +164,8 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("dig", "bind9-dnsutils"),
     ("curl", "curl"),
     ("haproxy", "haproxy"),
+    ("prometheus", "prometheus"),
+    ("promtool", "prometheus"),
 ];
 
 /// The absolute path of a peer program; panics (never skips) when it is not installed.

@@ -337,6 +337,28 @@ impl Postfix {
         c.cmd("QUIT");
     }
 
+    /// Changes `main.cf` settings (`postconf -e`) and reloads: new sessions see them (an MX
+    /// whose certificate changes, or that stops offering STARTTLS).
+    pub fn reconfigure(&self, settings: &[(&str, &str)]) {
+        for (key, value) in settings {
+            let out = Command::new(require_program("postconf"))
+                .arg("-c")
+                .arg(&self.conf)
+                .arg("-e")
+                .arg(format!("{key}={value}"))
+                .output()
+                .expect("run postconf");
+            assert!(out.status.success(), "postconf -e {key}={value}: {out:?}");
+        }
+        let out = Command::new(require_program("postfix"))
+            .arg("-c")
+            .arg(&self.conf)
+            .arg("reload")
+            .output()
+            .expect("run postfix reload");
+        assert!(out.status.success(), "postfix reload: {out:?}");
+    }
+
     /// Waits for a line in the maillog containing `needle`.
     pub fn wait_maillog(&self, needle: &str) -> String {
         let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
