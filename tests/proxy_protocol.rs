@@ -77,6 +77,7 @@ fn haproxy_v1_and_v2_headers_name_the_real_client_to_logs_and_results() {
         vec![Node {
             smtp: listen,
             admin: None,
+            check_smtp: false,
         }]
     };
     let balancers = [
@@ -362,4 +363,47 @@ fn proxy_line_from_an_untrusted_address_is_500_and_the_session_goes_on() {
         &[("listener", "mx"), ("reason", "missing")],
         0.0,
     );
+}
+
+#[test]
+fn haproxy_health_checks_with_check_send_proxy_are_v2_local_not_errors() {
+    let (dir, _ca, leaf) = setup("pp-haproxy-check");
+    let backend = FakeBackend::start(EhloMode::Extensions(vec!["PIPELINING".into()]));
+    let listen = SocketAddr::from((unique_ip(), 2525));
+    let balancer = unique_ip();
+    let proxy = ProxyBuilder::new(dir.path(), &leaf, backend.addr)
+        .listen_on(listen)
+        .listener_key("proxy_protocol_from", &format!("[\"{balancer}\"]"))
+        .start();
+    let _haproxy = Haproxy::start(
+        dir.path(),
+        "send-proxy-v2",
+        balancer,
+        &[Node {
+            smtp: listen,
+            admin: None,
+            check_smtp: true,
+        }],
+    );
+    // Each check is a connection with a LOCAL header: a session whose client is the balancer.
+    let sessions = proxy.wait_sessions(2);
+    for session in &sessions {
+        assert_eq!(session["client"], session["peer"], "{session:?}");
+        assert_eq!(ip_of(&session["peer"]), balancer.to_string(), "{session:?}");
+    }
+    let metrics = proxy.metrics();
+    for reason in [
+        "missing",
+        "timeout",
+        "invalid_v1",
+        "invalid_v2",
+        "truncated",
+    ] {
+        assert_metric(
+            &metrics,
+            "starttls_proxy_proxy_protocol_errors_total",
+            &[("listener", "mx"), ("reason", reason)],
+            0.0,
+        );
+    }
 }

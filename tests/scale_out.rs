@@ -36,6 +36,7 @@ fn sigterm_on_one_of_two_nodes_behind_haproxy_delivers_every_message_exactly_onc
         &[&first, &second].map(|p| Node {
             smtp: p.addr(),
             admin: p.admin,
+            check_smtp: false,
         }),
     );
     let sender_ip = unique_ip();

@@ -13,6 +13,9 @@ pub struct Node {
     pub smtp: SocketAddr,
     /// The node's admin endpoint: when set, HAProxy checks `GET /healthz` there.
     pub admin: Option<SocketAddr>,
+    /// Without `admin`: a TCP check on the SMTP port itself, with `check-send-proxy` (a v2
+    /// `LOCAL` header under `send-proxy-v2`).
+    pub check_smtp: bool,
 }
 
 /// A running `haproxy -db -f CFG`; killed on drop.
@@ -47,6 +50,8 @@ impl Haproxy {
                     admin.ip(),
                     admin.port()
                 );
+            } else if node.check_smtp {
+                servers += " check check-send-proxy inter 200ms";
             }
             servers += "\n";
         }
