@@ -407,3 +407,31 @@ fn haproxy_health_checks_with_check_send_proxy_are_v2_local_not_errors() {
         );
     }
 }
+
+#[test]
+fn v2_header_from_an_untrusted_address_is_500_and_never_reaches_the_backend() {
+    let (dir, _ca, leaf) = setup("pp-untrusted-v2");
+    let backend = FakeBackend::start(EhloMode::Extensions(vec!["PIPELINING".into()]));
+    let proxy = ProxyBuilder::new(dir.path(), &leaf, backend.addr).start();
+    let stranger = unique_ip();
+    let mut stream = connect_from(stranger, proxy.addr());
+    // As HAProxy's send-proxy-v2 would send it, with a TLV, before the greeting.
+    let body = [v4_addresses(), vec![0x05, 0x00, 0x02, b'i', b'd']].concat();
+    stream.write_all(&v2_header(0x21, 0x11, &body)).unwrap();
+    let mut client = SmtpClient::from_stream(stream);
+    expect_code(client.reply(), 220);
+    client.reply().assert(500, "5.5.2");
+    expect_code(client.cmd("EHLO client.test"), 250);
+    client.cmd("QUIT").assert(221, "2.0.0");
+    drop(client);
+    let session = proxy.wait_sessions(1).swap_remove(0);
+    assert_eq!(
+        ip_of(&session["client"]),
+        stranger.to_string(),
+        "{session:?}"
+    );
+    assert_eq!(
+        backend.lines(),
+        vec!["EHLO client.test".to_string(), "QUIT".to_string()]
+    );
+}

@@ -4,6 +4,7 @@
 use super::intake::{self, Intake};
 use super::xclient::{self, Introduction};
 use super::{message, Context, InboundError};
+use crate::net::proxy_protocol::v2_rest_after_empty_line;
 use crate::session::{CommandReader, SessionRecord};
 use crate::smtp::command::Path;
 use crate::smtp::{ehlo, reply, Command, LineError, LineReader, Reply};
@@ -91,6 +92,17 @@ impl<'a> Dialogue<'a> {
                 .commands
                 .next(client, &self.ctx.config.limits, record)
                 .await?;
+            // A binary PROXY v2 header where none is expected: as bad a command as a v1 line,
+            // and not to be spliced to the backend (its signature holds a QUIT).
+            if line.is_empty() {
+                let rest = v2_rest_after_empty_line(client.buffered());
+                if let Some(rest) = rest.filter(|&n| client.skip_buffered(n)) {
+                    record.bytes_from_peer += rest as u64;
+                    self.send(client, &reply::proxy_header_refused(), record)
+                        .await?;
+                    continue;
+                }
+            }
             let command = Command::parse(&line);
             // The envelope is still ours (so STARTTLS inside a transaction gets our 503); the
             // body and anything we do not know are the backend's business.

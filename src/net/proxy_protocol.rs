@@ -200,6 +200,22 @@ fn scan_v1(buf: &[u8]) -> Scan {
     }
 }
 
+/// Where no header is expected, a line reader sees a v2 header as an empty line (the
+/// signature's first CRLF) followed by `after_empty_line`: how many of those bytes are the
+/// rest of the header, when they begin like one and its length is already there.
+pub fn v2_rest_after_empty_line(after_empty_line: &[u8]) -> Option<usize> {
+    let signature_rest = &V2_SIGNATURE[2..];
+    let fixed_rest = V2_FIXED_LEN - 2;
+    if after_empty_line.len() < fixed_rest || !after_empty_line.starts_with(signature_rest) {
+        return None;
+    }
+    let len = u16::from_be_bytes([
+        after_empty_line[fixed_rest - 2],
+        after_empty_line[fixed_rest - 1],
+    ]);
+    Some(fixed_rest + usize::from(len))
+}
+
 /// The v1 line telling a backend about `client`, which reached us at `local` (`TCP4` or
 /// `TCP6`; a mixed pair is written as IPv6 with the IPv4 one mapped, as the format needs one
 /// family).

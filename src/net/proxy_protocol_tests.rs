@@ -245,3 +245,15 @@ fn trusted_balancers_match_networks_and_mapped_addresses() {
     assert!(!trusted.trusts("10.0.1.9".parse().unwrap()));
     assert!(!TrustedBalancers::default().trusts("10.0.0.9".parse().unwrap()));
 }
+
+#[test]
+fn a_v2_header_read_as_lines_is_recognised_after_its_empty_line() {
+    let header = v2(0x21, 0x11, &v4_body());
+    let mut after = header[2..].to_vec();
+    assert_eq!(v2_rest_after_empty_line(&after), Some(header.len() - 2));
+    after.extend_from_slice(b"EHLO x\r\n");
+    assert_eq!(v2_rest_after_empty_line(&after), Some(header.len() - 2));
+    assert_eq!(v2_rest_after_empty_line(&header[2..10]), None);
+    assert_eq!(v2_rest_after_empty_line(b"EHLO x\r\n"), None);
+    assert_eq!(v2_rest_after_empty_line(b""), None);
+}
