@@ -16,6 +16,7 @@ pub mod dns;
 pub mod dnssec;
 pub mod https;
 pub mod mx;
+pub mod netns;
 pub mod peers;
 pub mod pki;
 pub mod postfix;
