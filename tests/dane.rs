@@ -237,7 +237,7 @@ mode = "dane-only"
         "{strings:?}"
     );
     let bad = results_for(&proxy, "dane-bad.test");
-    assert_eq!(bad[0]["result"], "validation-failure", "{bad:?}");
+    assert_eq!(bad[0]["result"], "tlsa-invalid", "{bad:?}");
     let bogus = results_for(&proxy, "dane-bogus.test");
     assert_eq!(bogus[0]["result"], "dnssec-invalid", "{bogus:?}");
     let only = results_for(&proxy, "only-none.test");
@@ -466,6 +466,6 @@ mode = "dane-only"
     assert_eq!(ee["mx_host"], "mx.dane-ee.test", "{ee}");
     assert_eq!(
         results_for(&proxy, "dane-bad.test")[0]["result"],
-        "validation-failure"
+        "tlsa-invalid"
     );
 }
