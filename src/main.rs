@@ -122,12 +122,9 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config: path } => {
-            let config = match Config::load(&path) {
+            let config = match load(&path) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("starttls-proxy: {e}");
-                    return ExitCode::from(e.exit_code());
-                }
+                Err(exit) => return exit,
             };
             runtime().block_on(async {
                 match server::run(&path, config).await {
@@ -140,12 +137,9 @@ fn main() -> ExitCode {
             })
         }
         Command::Policy { domain, config } => {
-            let config = match Config::load(&config) {
+            let config = match load(&config) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("starttls-proxy: {e}");
-                    return ExitCode::from(e.exit_code());
-                }
+                Err(exit) => return exit,
             };
             runtime().block_on(async {
                 use starttls_proxy::cli::policy;
@@ -195,12 +189,9 @@ fn main() -> ExitCode {
             days,
             format,
         } => {
-            let config = match Config::load(&config) {
+            let config = match load(&config) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("starttls-proxy: {e}");
-                    return ExitCode::from(e.exit_code());
-                }
+                Err(exit) => return exit,
             };
             let rfc3339 = |t: time::OffsetDateTime| {
                 t.format(&time::format_description::well_known::Rfc3339)
@@ -228,12 +219,9 @@ fn main() -> ExitCode {
             days,
             format,
         } => {
-            let config = match Config::load(&config) {
+            let config = match load(&config) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("starttls-proxy: {e}");
-                    return ExitCode::from(e.exit_code());
-                }
+                Err(exit) => return exit,
             };
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
             match evidence::build(&config, days, now) {
@@ -261,12 +249,9 @@ fn main() -> ExitCode {
                 Some(TlsReportAction::Import { config, .. }) => config,
                 None => &config,
             };
-            let config = match Config::load(path) {
+            let config = match load(path) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("starttls-proxy: {e}");
-                    return ExitCode::from(e.exit_code());
-                }
+                Err(exit) => return exit,
             };
             let exit = match action {
                 Some(TlsReportAction::Import { path, .. }) => tls_report::import(&config, &path),
@@ -285,6 +270,15 @@ fn main() -> ExitCode {
             }
         }),
     }
+}
+
+/// The configuration at `path`, or the exit code after saying what is wrong (2 for a
+/// configuration error, 1 for what only the running system can fail).
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("starttls-proxy: {e}");
+        ExitCode::from(e.exit_code())
+    })
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -6,6 +6,7 @@
 mod common;
 
 use common::dnssec::{self, Delegation, SignedZone};
+use common::netns;
 use common::proxy::run_cli;
 use common::*;
 use std::collections::HashMap;
@@ -236,7 +237,7 @@ mode = "dane-only"
         "{strings:?}"
     );
     let bad = results_for(&proxy, "dane-bad.test");
-    assert_eq!(bad[0]["result"], "validation-failure", "{bad:?}");
+    assert_eq!(bad[0]["result"], "tlsa-invalid", "{bad:?}");
     let bogus = results_for(&proxy, "dane-bogus.test");
     assert_eq!(bogus[0]["result"], "dnssec-invalid", "{bogus:?}");
     let only = results_for(&proxy, "only-none.test");
@@ -374,48 +375,24 @@ mode = "dane-only"
     );
 }
 
-/// Set in the copy of the transparent test that runs inside its network namespace.
-const NETNS_MARKER: &str = "STARTTLS_PROXY_TEST_NETNS";
 const TRANSPARENT_PORT: u16 = 10026;
 
 /// Transparent mode: the MTA chose the MX and the proxy reached it before any recipient was
 /// known; at each RCPT the connected address is matched to the domain's secure MX hosts and
 /// their TLSA records judge the certificate already presented. Needs a network namespace of its
-/// own (nft rule, fixed port): the test re-runs itself under `unshare --net`.
+/// own (nft rule, fixed port).
 #[test]
 fn transparent_mode_judges_each_recipient_domain_by_the_connected_hosts_tlsa() {
-    if std::env::var_os(NETNS_MARKER).is_some() {
+    if netns::inside() {
         return transparent_scenario();
     }
-    let unshare = require_program("unshare");
-    require_program("nft");
-    require_program("ip");
-    let out = std::process::Command::new(unshare)
-        .args(["--net", "--"])
-        .arg(std::env::current_exe().expect("test binary path"))
-        .args([
-            "--exact",
-            "transparent_mode_judges_each_recipient_domain_by_the_connected_hosts_tlsa",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(NETNS_MARKER, "1")
-        .output()
-        .expect("run the namespace half");
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "namespace half failed:\n{all}");
-    assert!(
-        all.contains("1 passed"),
-        "namespace half did not run:\n{all}"
+    netns::rerun_inside(
+        "transparent_mode_judges_each_recipient_domain_by_the_connected_hosts_tlsa",
     );
 }
 
 fn transparent_scenario() {
-    run_ok("ip", &["link", "set", "lo", "up"]);
+    netns::loopback_up();
     let domains = [
         "dane-ee.test",
         "dane-bad.test",
@@ -449,18 +426,10 @@ mode = "dane-only"
     let proxy = Proxy::start_text(w.dir.path(), &config);
     wait_available(&proxy, 1.0);
     let sender_ip = unique_ip();
-    let rules = w.dir.join("rules.nft");
-    std::fs::write(
-        &rules,
-        format!(
-            "table ip starttls_test {{\n  chain output {{\n    type nat hook output priority -100; policy accept;\n    ip saddr {sender_ip} tcp dport 25 redirect to :{TRANSPARENT_PORT}\n  }}\n}}\n"
-        ),
-    )
-    .unwrap();
-    run_ok("nft", &["-f", rules.to_str().unwrap()]);
+    netns::redirect_port_25(sender_ip, TRANSPARENT_PORT, w.dir.path());
 
     let mx_addr = w.mx.addr;
-    let mut c = connect_from(sender_ip, mx_addr);
+    let mut c = netns::connect_from(sender_ip, mx_addr);
     assert_eq!(c.cmd("EHLO legacy.sender.test").code, 250);
     c.cmd("MAIL FROM:<alice@sender.test>").assert(250, "2.1.0");
     for (domain, reason) in [
@@ -497,31 +466,6 @@ mode = "dane-only"
     assert_eq!(ee["mx_host"], "mx.dane-ee.test", "{ee}");
     assert_eq!(
         results_for(&proxy, "dane-bad.test")[0]["result"],
-        "validation-failure"
+        "tlsa-invalid"
     );
-}
-
-fn run_ok(program: &str, args: &[&str]) {
-    let out = std::process::Command::new(require_program(program))
-        .args(args)
-        .output()
-        .expect("run program");
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Connects from `source` (so the nft rule for the MTA's address applies).
-fn connect_from(source: Ipv4Addr, to: std::net::SocketAddr) -> SmtpClient {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket
-        .bind(&std::net::SocketAddr::from((source, 0)).into())
-        .expect("bind source address");
-    socket.connect(&to.into()).expect("connect (intercepted)");
-    let mut client = SmtpClient::from_stream(socket.into());
-    let greeting = client.reply();
-    assert_eq!(greeting.code, 220, "{greeting:?}");
-    client
 }

@@ -317,6 +317,7 @@ fn the_relay_applies_published_policies_to_domains_without_an_entry() {
             "stsentry.test",
             Response::policy(&enforce("mx.stsentry.test")),
         )
+        .policy("sts404.test", Response::status(404))
         .start();
     let domains = [
         "stsok.test",
@@ -324,6 +325,7 @@ fn the_relay_applies_published_policies_to_domains_without_an_entry() {
         "stswrong.test",
         "ststesting.test",
         "stsentry.test",
+        "sts404.test",
     ];
     let mut zone = SignedZone::new("test");
     for d in domains {
@@ -384,13 +386,15 @@ mode = "opportunistic"
         .last()
         .unwrap()
         .assert(250, "2.0.0");
-    let delivered = mx.wait_delivered(3);
-    assert_eq!(delivered.len(), 3, "{delivered:?}");
+    // A policy host that answers 404: delivered as before, the failure recorded.
+    send("bob@sts404.test").last().unwrap().assert(250, "2.0.0");
+    let delivered = mx.wait_delivered(4);
+    assert_eq!(delivered.len(), 4, "{delivered:?}");
     assert!(!delivered
         .iter()
         .any(|m| m.contains("stsbadmx") || m.contains("stswrong")));
 
-    proxy.wait_sessions(5);
+    proxy.wait_sessions(6);
     let results = proxy.results();
     let result = |domain: &str| {
         results
@@ -421,6 +425,11 @@ mode = "opportunistic"
     assert_eq!(
         (&testing["policy_type"], &testing["result"]),
         (&"sts".into(), &"certificate-host-mismatch".into())
+    );
+    let unfetched = result("sts404.test");
+    assert_eq!(
+        (&unfetched["policy_type"], &unfetched["result"]),
+        (&"sts".into(), &"sts-policy-fetch-error".into())
     );
     let entry = result("stsentry.test");
     assert_eq!(

@@ -10,6 +10,7 @@ mod common;
 
 use common::dns::TEMPFAIL_DOMAIN;
 use common::mx;
+use common::netns;
 use common::pki;
 use common::postfix::Role;
 use common::proxy::run_cli;
@@ -566,49 +567,20 @@ fn policy_subcommand_prints_route_and_policy() {
     assert_eq!(code, 2, "{err}");
 }
 
-/// Set in the copy of this test that runs inside the namespace.
-const NETNS_MARKER: &str = "STARTTLS_PROXY_TEST_NETNS";
-
-/// Transparent mode needs a network namespace of its own (nft rules, fixed port): the test
-/// re-runs itself under `unshare --net`, where the marker makes it play the scenario.
+/// Transparent mode needs a network namespace of its own (nft rules, fixed port).
 #[test]
 fn transparent_mode_intercepts_port_25_in_a_network_namespace() {
-    if std::env::var_os(NETNS_MARKER).is_some() {
+    if netns::inside() {
         return transparent_mode_scenario();
     }
-    let unshare = require_program("unshare");
-    require_program("nft");
-    require_program("ip");
-    let exe = std::env::current_exe().expect("test binary path");
-    let out = std::process::Command::new(unshare)
-        .args(["--net", "--"])
-        .arg(exe)
-        .args([
-            "--exact",
-            "transparent_mode_intercepts_port_25_in_a_network_namespace",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(NETNS_MARKER, "1")
-        .output()
-        .expect("run the namespace half");
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "namespace half failed:\n{all}");
-    assert!(
-        all.contains("1 passed"),
-        "namespace half did not run:\n{all}"
-    );
+    netns::rerun_inside("transparent_mode_intercepts_port_25_in_a_network_namespace");
 }
 
 const TRANSPARENT_PORT: u16 = 10026;
 
 /// The namespace half: only ever called with the marker set, inside `unshare --net`.
 fn transparent_mode_scenario() {
-    run_ok("ip", &["link", "set", "lo", "up"]);
+    netns::loopback_up();
     let dir = TempDir::new("transparent");
     let ca = Ca::new(dir.path(), "test-ca");
     let mx_ip = unique_ip();
@@ -651,19 +623,11 @@ trust_anchors = "{ca}"
     let proxy = Proxy::start_text(dir.path(), &config);
     // The legacy MTA's port-25 traffic (from its own address) goes to the proxy; the proxy's
     // own connections (from 127.0.0.1) are left alone.
-    let rules = dir.join("rules.nft");
-    std::fs::write(
-        &rules,
-        format!(
-            "table ip starttls_test {{\n  chain output {{\n    type nat hook output priority -100; policy accept;\n    ip saddr {sender_ip} tcp dport 25 redirect to :{TRANSPARENT_PORT}\n  }}\n}}\n"
-        ),
-    )
-    .unwrap();
-    run_ok("nft", &["-f", rules.to_str().unwrap()]);
+    netns::redirect_port_25(sender_ip, TRANSPARENT_PORT, dir.path());
 
     // A raw MTA connection to the MX is intercepted: STARTTLS is gone from the EHLO reply, the
     // strict domain (certificate names another host) is refused before its RCPT leaves.
-    let mut c = connect_from(sender_ip, SocketAddr::from((mx_ip, 25)));
+    let mut c = netns::connect_from(sender_ip, SocketAddr::from((mx_ip, 25)));
     let ehlo = c.cmd("EHLO legacy.sender.test");
     assert_eq!(ehlo.code, 250, "{ehlo:?}");
     assert!(!ehlo.text().contains("STARTTLS"), "{ehlo:?}");
@@ -726,31 +690,6 @@ trust_anchors = "{ca}"
     let _ = direct.try_reply();
     proxy.wait_event("loop_guard", &[]);
     drop(sender);
-}
-
-fn run_ok(program: &str, args: &[&str]) {
-    let out = std::process::Command::new(require_program(program))
-        .args(args)
-        .output()
-        .expect("run program");
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Connects from `source` (so the nft rule for the MTA's address applies).
-fn connect_from(source: Ipv4Addr, to: SocketAddr) -> SmtpClient {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket
-        .bind(&SocketAddr::from((source, 0)).into())
-        .expect("bind source address");
-    socket.connect(&to.into()).expect("connect (intercepted)");
-    let mut client = SmtpClient::from_stream(socket.into());
-    let greeting = client.reply();
-    assert_eq!(greeting.code, 220, "{greeting:?}");
-    client
 }
 
 #[test]

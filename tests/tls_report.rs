@@ -299,17 +299,28 @@ fn offline(tag: &str, rua: &str, send_via: SocketAddr) -> Offline {
 
 /// [`offline`] with `extra` lines in `[tls_reporting]`.
 fn offline_with(tag: &str, rua: &str, send_via: SocketAddr, extra: &str) -> Offline {
+    offline_in(tag, rua, send_via, extra, |zone| zone)
+}
+
+/// [`offline_with`] with records of the test's own in the zone.
+fn offline_in(
+    tag: &str,
+    rua: &str,
+    send_via: SocketAddr,
+    extra: &str,
+    records: impl FnOnce(Zone) -> Zone,
+) -> Offline {
     let dir = TempDir::new(tag);
     let ca = Ca::new(dir.path(), "test-ca");
     let web = PolicyHost::builder(&ca)
         .route("tlsrpt.rpt.test", "/report", Response::status(500))
         .start();
-    let dns = Dns::start(
+    let dns = Dns::start(records(
         Zone::default()
             .a("tlsrpt.rpt.test", web.ip)
             .txt("_smtp._tls.partner.test", &format!("v=TLSRPTv1; rua={rua}"))
             .txt("_smtp._tls.broken.test", "v=TLSRPTv1; nothing=here"),
-    );
+    ));
     let text = format!(
         "state_directory = {:?}\n{}{extra}",
         dir.join("state").display().to_string(),
@@ -393,6 +404,42 @@ fn a_relay_that_does_not_answer_is_a_failed_mailto_delivery() {
     assert_eq!(code, 1, "stdout: {out} stderr: {err}");
     assert!(
         out.contains("mailto:tlsrpt@rpt.test: FAILED: relay"),
+        "{out}"
+    );
+    let ledger_dir = w.dir.join("state/reports/ledger");
+    let ledger: String = std::fs::read_dir(&ledger_dir)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(ledger.contains("\"result\":\"failed\""), "{ledger}");
+}
+
+/// A report endpoint that takes the connection and never answers: the attempt ends at its
+/// bound (60 s), is recorded as failed, and the run exits 1; nothing hangs.
+#[test]
+fn an_endpoint_that_never_answers_is_a_failed_delivery_at_the_bound() {
+    let silent_ip = unique_ip();
+    // Bound and listening but never accepting: the kernel completes the TCP handshake, nobody
+    // ever speaks TLS.
+    let _silent = std::net::TcpListener::bind((silent_ip, 443)).expect("bind the silent endpoint");
+    let w = offline_in(
+        "tls-report-silent",
+        "https://silent.rpt.test/report",
+        dead_addr(),
+        "",
+        |zone| zone.a("silent.rpt.test", silent_ip),
+    );
+    let day = "2026-11-30";
+    write_results(
+        &w.dir.join("state"),
+        "mx1.test",
+        day,
+        &[foreign_result(day, "partner.test", "success", "a")],
+    );
+    let (code, out, err) = tls_report(&w.config, &["--day", day, "--send"]);
+    assert_eq!(code, 1, "stdout: {out} stderr: {err}");
+    assert!(
+        out.contains("https://silent.rpt.test/report: FAILED"),
         "{out}"
     );
     let ledger_dir = w.dir.join("state/reports/ledger");

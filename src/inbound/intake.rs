@@ -4,11 +4,12 @@
 //! is not on disk. It is parsed after that, for the log and the metrics; a report that does not
 //! parse is kept all the same (the sender cannot fix it, an operator may want to see it).
 
+use super::message::read_client;
 use super::{Context, InboundError};
 use crate::report::received::{self, MAX_MESSAGE_BYTES};
 use crate::session::SessionRecord;
 use crate::smtp::data::{EndOfData, Scan};
-use crate::smtp::{reply, LineError, LineReader, Reply};
+use crate::smtp::{reply, LineReader, Reply};
 use crate::state::received::{Form, ReceivedStore};
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -189,17 +190,4 @@ fn unstuff(body: &[u8]) -> Vec<u8> {
         out.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
     }
     out
-}
-
-async fn read_client<'c, S: AsyncRead + AsyncWrite + Unpin>(
-    ctx: &Context,
-    client: &'c mut LineReader<S>,
-) -> Result<&'c [u8], InboundError> {
-    let idle = ctx.config.limits.idle_timeout;
-    match tokio::time::timeout(idle, client.fill_buf()).await {
-        Err(_) => Err(InboundError::ClientIdle(idle)),
-        Ok(Ok(chunk)) => Ok(chunk),
-        Ok(Err(LineError::Io(e))) => Err(InboundError::ClientIo(e)),
-        Ok(Err(_)) => Err(InboundError::ClientClosed),
-    }
 }

@@ -55,7 +55,8 @@ pub async fn relay_chunk<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(size)
 }
 
-async fn read_client<'c, S: AsyncRead + AsyncWrite + Unpin>(
+/// What the client sent next, within the idle timeout (the body readers' one read).
+pub(super) async fn read_client<'c, S: AsyncRead + AsyncWrite + Unpin>(
     ctx: &Context,
     client: &'c mut LineReader<S>,
 ) -> Result<&'c [u8], InboundError> {

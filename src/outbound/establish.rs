@@ -157,8 +157,12 @@ pub fn conclude(
         },
         ctx.config.monitoring.downgrade_window,
     );
-    let outcome = crate::policy::failure(applied.judged_as, offer)
-        .map_or(Outcome::Success, |f| Outcome::Failure(f.result_type()));
+    let outcome = match crate::policy::failure(applied.judged_as, offer) {
+        Some(f) => Outcome::Failure(f.result_type()),
+        None => applied
+            .sts_failure
+            .map_or(Outcome::Success, Outcome::Failure),
+    };
     record.results.push(AttemptResult {
         domain: Some(domain.to_string()),
         mx_host: Some(mx.host.clone()),

@@ -150,6 +150,9 @@ pub struct Applied {
     pub tlsa_found: Option<&'static str>,
     /// The MTA-STS policy's mode when one applies (the log's `sts_mode=`).
     pub sts_mode: Option<mta_sts::StsMode>,
+    /// The domain's MTA-STS policy could not be fetched or read (and none was cached): what a
+    /// session otherwise successful is recorded as.
+    pub sts_failure: Option<ResultType>,
 }
 
 impl Applied {
@@ -168,6 +171,8 @@ impl Applied {
         self.judged_as = mode;
         self.match_names = Vec::new();
         self.tlsa_found = Some(tlsa.as_str());
+        self.sts_mode = None;
+        self.sts_failure = None;
         self.source = Source::Dane;
         self.policy_type = PolicyType::Tlsa;
         self.policy_strings = tlsa.strings.clone();
@@ -238,6 +243,7 @@ impl OutboundPolicy {
                     tlsa: None,
                     tlsa_found: None,
                     sts_mode: None,
+                    sts_failure: None,
                 }
             }
             None => Applied {
@@ -255,6 +261,7 @@ impl OutboundPolicy {
                 tlsa: None,
                 tlsa_found: None,
                 sts_mode: None,
+                sts_failure: None,
             },
         }
     }
@@ -414,9 +421,9 @@ impl TlsFailure {
                 CertVerdict::NameMismatch => ResultType::CertificateHostMismatch,
                 CertVerdict::Expired => ResultType::CertificateExpired,
                 CertVerdict::Untrusted => ResultType::CertificateNotTrusted,
-                CertVerdict::Verified(_) | CertVerdict::Invalid | CertVerdict::DaneNoMatch => {
-                    ResultType::ValidationFailure
-                }
+                // RFC 8460 §4.3.2.2: none of the TLSA records was found valid for the chain.
+                CertVerdict::DaneNoMatch => ResultType::TlsaInvalid,
+                CertVerdict::Verified(_) | CertVerdict::Invalid => ResultType::ValidationFailure,
             },
         }
     }

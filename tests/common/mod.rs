@@ -17,6 +17,7 @@ pub mod dnssec;
 pub mod haproxy;
 pub mod https;
 pub mod mx;
+pub mod netns;
 pub mod peers;
 pub mod pki;
 pub mod postfix;

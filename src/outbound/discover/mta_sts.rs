@@ -325,6 +325,13 @@ pub async fn with_mta_sts(
         }
     }
     let Some(policy) = finding.in_force() else {
+        // A policy may be published but could not be had: delivery goes on as before, and the
+        // results (so the domain's TLS reports) say why (RFC 8460 §4.3.2.3).
+        let mut applied = applied;
+        if let Some(failure) = finding.fetch.and_then(FetchResult::result_type) {
+            applied.sts_failure = Some(failure);
+            applied.policy_type = crate::policy::PolicyType::Sts;
+        }
         return Ok((route, applied));
     };
     let applied = applied.under_mta_sts(
