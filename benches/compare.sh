@@ -5,7 +5,7 @@
 #   benches/compare.sh            full run (several minutes)
 #   benches/compare.sh --quick    proves the benches build and run (well under a minute once built)
 #   benches/compare.sh --rounds 5 --idle 10000
-#   benches/compare.sh --only idle   (sessions | latency | bulk | idle | relay)
+#   benches/compare.sh --only idle   (sessions | latency | bulk | idle | relay | client_address)
 #
 # Pinning: the proxy under test on the last core, load generator and sink on the first.
 # CPU figures come from the proxy process's own accounting (/proc/PID/stat utime+stime of the
@@ -24,7 +24,7 @@ while [ $# -gt 0 ]; do
     --quick) quick=1 ;;
     --rounds) rounds="$2"; shift ;;
     --idle) idle="$2"; shift ;;
-    --only) only="$2"; shift ;; # sessions | latency | bulk | idle | relay
+    --only) only="$2"; shift ;; # sessions | latency | bulk | idle | relay | client_address
     *) echo "usage: $0 [--quick] [--rounds N] [--idle SESSIONS] [--only SCENARIO]" >&2; exit 2 ;;
   esac
   shift
@@ -41,7 +41,9 @@ have_peers() {
   command -v nginx >/dev/null && [ -f /usr/lib/nginx/modules/ngx_mail_module.so ] &&
     command -v stunnel4 >/dev/null
 }
-if ! have_peers; then
+# The product-only scenarios need no peers.
+case "$only" in relay | client_address) peers_wanted=0 ;; *) peers_wanted=1 ;; esac
+if [ "$peers_wanted" = 1 ] && ! have_peers; then
   if [ "$(id -u)" = 0 ]; then
     # Keep the packages from starting system services: we run our own instances.
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
@@ -51,7 +53,7 @@ if ! have_peers; then
   fi
 fi
 systems=(starttls-proxy)
-if have_peers; then systems+=(nginx stunnel); else echo "compare.sh: nginx/stunnel missing, measuring starttls-proxy alone" >&2; fi
+if [ "$peers_wanted" = 0 ]; then :; elif have_peers; then systems+=(nginx stunnel); else echo "compare.sh: nginx/stunnel missing, measuring starttls-proxy alone" >&2; fi
 
 # --- build -------------------------------------------------------------------------------------
 cargo build --release -q
@@ -245,6 +247,59 @@ for cert in ecdsa rsa; do
   unset pid_of
 done
 
+# --- client_address modes: what telling the backend who the client is costs (issue 13) ----------
+# The same proxy, one instance per mode, each in front of the sink (proxy-v2: a sink that reads
+# the header), interleaved rounds of full TLS 1.3 sessions. transparent binds the client's own
+# address with IP_TRANSPARENT (on loopback that address is local, so no routing is involved).
+if want client_address; then
+  ca_sink_port=$((base + 7))
+  taskset -c "$load_cpu" "$bench_bin" sink --listen "127.0.0.1:$ca_sink_port" --proxy-header \
+    2>>"$work/sink.log" &
+  pids+=($!)
+  wait_port "$ca_sink_port"
+  modes=(none proxy-v2 transparent)
+  declare -A ca_pid=() ca_port=()
+  for k in 0 1 2; do
+    mode=${modes[$k]}
+    ca_port[$mode]=$((base + 8 + k))
+    backend=$sink_port
+    [ "$mode" = proxy-v2 ] && backend=$ca_sink_port
+    cat > "$work/ca-$mode.toml" <<EOF
+hostname = "mx.bench.example"
+state_directory = "${BENCH_STATE_DIR:-$work/state}"
+[tls]
+certificate = "$work/ecdsa.crt"
+private_key = "$work/ecdsa.key"
+[limits]
+max_connections = 30000
+[[inbound]]
+name = "ca-$mode"
+listen = "127.0.0.1:${ca_port[$mode]}"
+backend = "127.0.0.1:$backend"
+client_address = "$mode"
+EOF
+    taskset -c "$proxy_cpu" "$proxy_bin" run --config "$work/ca-$mode.toml" >/dev/null \
+      2>>"$work/proxy-ca.log" &
+    ca_pid[$mode]=$!
+    pids+=($!)
+    wait_port "${ca_port[$mode]}"
+    taskset -c "$load_cpu" "$bench_bin" load --target "127.0.0.1:${ca_port[$mode]}" \
+      --scenario sessions --count 20 --concurrency 4 >/dev/null || true
+  done
+  for round in $(seq 1 "$rounds"); do
+    for k in 0 1 2; do
+      mode=${modes[$(((k + round - 1) % 3))]}
+      echo "== client_address round $round: $mode" >&2
+      taskset -c "$load_cpu" timeout 300 "$bench_bin" load --target "127.0.0.1:${ca_port[$mode]}" \
+        --pid "${ca_pid[$mode]}" --scenario sessions --tls 1.3 --count "$sessions" \
+        --concurrency 16 --max-seconds "$max_s" --tag "system=ca-$mode cert=ecdsa round=$round" |
+        tee -a "$results" ||
+        echo "system=ca-$mode cert=ecdsa round=$round scenario=sessions tls=1.3 errors=failed" >> "$results"
+    done
+  done
+  for mode in "${modes[@]}"; do kill "${ca_pid[$mode]}" 2>/dev/null || true; done
+fi
+
 # --- the product's relay alone: relay_tcp (splice) vs relay (buffered), plaintext ---------------
 for round in $(seq 1 "$rounds"); do
   want relay || break
@@ -286,7 +341,7 @@ if [ -n "${BENCH_KEEP:-}" ]; then cp "$results" "$ceil" "$BENCH_KEEP"/ ; fi
 # --quick is CI's smoke test: the figures are not judged there, but starttls-proxy must have
 # carried every session it was given.
 if [ "$quick" = 1 ]; then
-  bad=$(grep 'system=starttls-proxy' "$results" | grep -E 'scenario=(sessions|latency)' | grep -v 'errors=0' || true)
+  bad=$(grep -E 'system=(starttls-proxy|ca-)' "$results" | grep -E 'scenario=(sessions|latency)' | grep -v 'errors=0' || true)
   bad+=$(grep 'system=starttls-proxy' "$results" | grep 'scenario=idle' | grep -v 'probe=ok' || true)
   if [ -n "$bad" ]; then
     echo "compare.sh: starttls-proxy failed sessions in the smoke run:" >&2

@@ -39,6 +39,10 @@ enum Command {
     Sink {
         #[arg(long)]
         listen: SocketAddr,
+        /// Every connection begins with a PROXY v1 or v2 header (read and dropped), as from a
+        /// proxy with `client_address = "proxy-v2"`.
+        #[arg(long)]
+        proxy_header: bool,
     },
     /// nginx mail `auth_http` responder that sends every session to `backend`.
     Auth {
@@ -136,7 +140,10 @@ fn main() {
         .build()
         .expect("tokio runtime");
     let result = match cli.command {
-        Command::Sink { listen } => rt.block_on(sink(listen)),
+        Command::Sink {
+            listen,
+            proxy_header,
+        } => rt.block_on(sink(listen, proxy_header)),
         Command::Auth { listen, backend } => rt.block_on(auth(listen, backend)),
         Command::Forward {
             listen,
@@ -155,15 +162,38 @@ fn main() {
 // ---------------------------------------------------------------------------------------------
 // Sink
 
-async fn sink(listen: SocketAddr) -> io::Result<()> {
+async fn sink(listen: SocketAddr, proxy_header: bool) -> io::Result<()> {
     let listener = TcpListener::bind(listen).await?;
     eprintln!("event=listening role=sink addr={}", listener.local_addr()?);
     loop {
-        let (stream, _) = listener.accept().await?;
+        let (mut stream, _) = listener.accept().await?;
         tokio::spawn(async move {
+            if proxy_header && skip_proxy_header(&mut stream).await.is_err() {
+                return;
+            }
             let _ = sink_session(stream).await;
         });
     }
+}
+
+/// Reads a PROXY v2 header (16 bytes and the length they announce) or a v1 line, exactly.
+async fn skip_proxy_header(stream: &mut TcpStream) -> io::Result<()> {
+    let mut first = [0u8; 16];
+    stream.read_exact(&mut first[..1]).await?;
+    if first[0] == b'P' {
+        let mut byte = [0u8; 1];
+        for _ in 0..107 {
+            stream.read_exact(&mut byte).await?;
+            if byte[0] == b'\n' {
+                return Ok(());
+            }
+        }
+        return Err(io::Error::other("PROXY v1 line too long"));
+    }
+    stream.read_exact(&mut first[1..]).await?;
+    let len = u16::from_be_bytes([first[14], first[15]]) as usize;
+    let mut rest = vec![0u8; len];
+    stream.read_exact(&mut rest).await.map(drop)
 }
 
 /// Replies without pipelining tricks; DATA bodies are scanned with memmem and never stored.
@@ -1044,6 +1074,22 @@ fn report(results: &std::path::Path, ceilings: Option<&std::path::Path>) -> io::
                 println!(
                     "  AES-256-GCM (16 KiB)   {gcm:>10.0} MB/s = {:.3} ms per MB",
                     1000.0 / gcm
+                );
+            }
+        }
+    }
+    // compare.sh --only client_address: the same proxy in each `client_address` mode.
+    let base = value("ca-none", "ecdsa", "sessions", "1.3", "cpu_us_per_session");
+    if let Some((none, n)) = base {
+        println!();
+        println!("client_address modes (CPU per session, TLS 1.3, ECDSA; medians of {n} rounds):");
+        for mode in ["none", "proxy-v2", "transparent", "xclient"] {
+            let system = format!("ca-{mode}");
+            if let Some((cpu, _)) = value(&system, "ecdsa", "sessions", "1.3", "cpu_us_per_session")
+            {
+                println!(
+                    "  {mode:<12} {cpu:>8.0} µs  {:>+6.1}% over none",
+                    (cpu / none - 1.0) * 100.0
                 );
             }
         }

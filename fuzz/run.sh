@@ -16,7 +16,7 @@ for arg in "$@"; do
     *) secs=$arg ;;
   esac
 done
-targets=(${FUZZ_TARGETS:-line_reader command mail_rcpt_spellings reply ehlo end_of_data mta_sts_policy txt_records tlsa tls_report})
+targets=(${FUZZ_TARGETS:-line_reader command mail_rcpt_spellings reply ehlo end_of_data mta_sts_policy txt_records tlsa tls_report proxy_header})
 
 # cargo-fuzz drives libFuzzer, which needs a nightly compiler for its instrumentation flags.
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal

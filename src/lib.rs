@@ -1,9 +1,9 @@
 //! starttls-proxy: STARTTLS in front of plaintext MTAs.
 //!
 //! Bytes flow one way through the modules.
-//! Inbound: `server` (accept, limits) → `inbound` (greeting → EHLO → STARTTLS → EHLO → envelope
-//! checks; a transaction to a TLS report address ends in `inbound::intake`, which keeps it
-//! under `state`) → `splice`.
+//! Inbound: `server` (accept, limits) → `net` (a trusted balancer's PROXY header) →
+//! `inbound` (greeting → EHLO → STARTTLS → EHLO → envelope checks; a transaction to a TLS report
+//! address ends in `inbound::intake`, which keeps it under `state`) → `splice`.
 //! Outbound: `server` → `outbound` (the MTA's dialogue → at RCPT: `route` → `connect` →
 //! `starttls` → `establish`, the one verdict step, which also hands each MX attempt to
 //! `state::monitor` (certificate inventory, downgrade memory) → envelope replayed) → `splice`;
@@ -24,6 +24,7 @@ pub mod https;
 pub mod inbound;
 pub mod log;
 pub mod metrics;
+pub mod net;
 pub mod outbound;
 pub mod policy;
 pub mod report;

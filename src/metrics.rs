@@ -46,6 +46,12 @@ pub const CONFIG_LOADED_TIMESTAMP_SECONDS: &str = "starttls_proxy_config_loaded_
 pub const DNSSEC_AVAILABLE: &str = "starttls_proxy_dnssec_available";
 /// DANE's validated look-ups (MX, A/AAAA, TLSA), by `result`: secure | insecure | bogus | error.
 pub const DNSSEC_LOOKUPS_TOTAL: &str = "starttls_proxy_dnssec_lookups_total";
+/// Connections from `proxy_protocol_from` closed for their PROXY header, by `listener` and
+/// `reason` (DESIGN: missing | timeout | invalid_v1 | invalid_v2 | truncated).
+pub const PROXY_PROTOCOL_ERRORS_TOTAL: &str = "starttls_proxy_proxy_protocol_errors_total";
+/// Sessions of a `client_address = "xclient"` listener that went on as `none`: the backend did
+/// not offer XCLIENT, or refused it.
+pub const XCLIENT_UNAVAILABLE_TOTAL: &str = "starttls_proxy_xclient_unavailable_total";
 
 /// TLS report deliveries, one per attempt at one destination, by `transport` (https | mailto)
 /// and `result` (sent | failed).
@@ -159,6 +165,14 @@ fn describe() {
     describe_gauge!(
         DNSSEC_AVAILABLE,
         "Whether DNSSEC validation works through the configured resolver (self-test); 0: DANE unavailable"
+    );
+    describe_counter!(
+        XCLIENT_UNAVAILABLE_TOTAL,
+        "Sessions whose backend did not offer or refused XCLIENT (they went on as client_address none)"
+    );
+    describe_counter!(
+        PROXY_PROTOCOL_ERRORS_TOTAL,
+        "Connections from trusted balancers closed because of their PROXY header, by reason"
     );
     describe_counter!(
         DNSSEC_LOOKUPS_TOTAL,
@@ -332,6 +346,31 @@ pub fn dnssec_lookup(result: &'static str) {
 pub fn downgrade_suspected(direction: &'static str, domain: &str) {
     counter!(DOWNGRADE_SUSPECTED_TOTAL, "direction" => direction, "domain" => domain.to_string())
         .increment(1);
+}
+
+/// Makes a listener's PROXY header error series visible at zero (listeners that trust a
+/// balancer only).
+pub fn proxy_protocol_errors_register(listener: &str) {
+    for reason in crate::net::proxy_protocol::Rejected::REASONS {
+        counter!(PROXY_PROTOCOL_ERRORS_TOTAL, "listener" => listener.to_string(), "reason" => reason)
+            .increment(0);
+    }
+}
+
+/// A trusted balancer's connection closed for its PROXY header.
+pub fn proxy_protocol_error(listener: &str, reason: &'static str) {
+    counter!(PROXY_PROTOCOL_ERRORS_TOTAL, "listener" => listener.to_string(), "reason" => reason)
+        .increment(1);
+}
+
+/// Makes a `client_address = "xclient"` listener's series visible at zero.
+pub fn xclient_unavailable_register(listener: &str) {
+    counter!(XCLIENT_UNAVAILABLE_TOTAL, "listener" => listener.to_string()).increment(0);
+}
+
+/// A session's backend did not offer XCLIENT or refused it.
+pub fn xclient_unavailable(listener: &str) {
+    counter!(XCLIENT_UNAVAILABLE_TOTAL, "listener" => listener.to_string()).increment(1);
 }
 
 /// The notAfter of the certificate `mx` showed last for the policy domain `domain`.

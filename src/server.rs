@@ -4,6 +4,9 @@ use crate::config::{Config, Inbound, Outbound};
 use crate::https::HttpsClient;
 use crate::inbound::{self, Observer};
 use crate::metrics::{self, ListenerMetrics};
+use crate::net::client::{self as net_client, Origin};
+use crate::net::original_dst::Interception;
+use crate::net::proxy_protocol::TrustedBalancers;
 use crate::outbound::discover::{StsDiscovery, FETCH_TIMEOUT};
 use crate::policy::mta_sts::MAX_POLICY_BYTES;
 use crate::report::day::Reporting;
@@ -38,6 +41,16 @@ pub enum ServerError {
         "{0} (state_directory must be a directory the proxy can write; systemd: StateDirectory=)"
     )]
     State(#[from] crate::state::results::ResultsError),
+    /// `client_address = "transparent"` or `interception = "tproxy"` (`what`) without the
+    /// capability IP_TRANSPARENT needs.
+    #[error(
+        "listener {listener}: {what} needs the CAP_NET_ADMIN capability (or CAP_NET_RAW) for transparent sockets (IP_TRANSPARENT): {error} (systemd: add CAP_NET_ADMIN to CapabilityBoundingSet= and AmbientCapabilities=; or run as root)"
+    )]
+    Capability {
+        listener: String,
+        what: &'static str,
+        error: std::io::Error,
+    },
     /// `listener`: the listener's name, or `admin`.
     #[error("listener {listener}: cannot listen on {addr}: {error}{}", bind_hint(.addr, .error))]
     Bind {
@@ -53,15 +66,40 @@ fn bind_new(
     outbound: &Listeners<outbound::Context>,
     config: &Config,
 ) -> Result<Fresh, ServerError> {
-    let inbound_addrs: Vec<(SocketAddr, &str)> = config
+    let inbound_addrs: Vec<(SocketAddr, &str, bool)> = config
         .inbound
         .iter()
-        .map(|l| (l.listen, l.name.as_str()))
+        .map(|l| {
+            (
+                l.listen,
+                l.name.as_str(),
+                l.interception == Interception::Tproxy,
+            )
+        })
         .collect();
-    let outbound_addrs: Vec<(SocketAddr, &str)> = config
+    for listener in &config.inbound {
+        if listener.client_address == crate::net::backend::ClientAddress::Transparent {
+            for &backend in &listener.backend_addrs {
+                crate::net::backend::check_transparent(backend).map_err(|error| {
+                    ServerError::Capability {
+                        listener: listener.name.clone(),
+                        what: "client_address = \"transparent\"",
+                        error,
+                    }
+                })?;
+            }
+        }
+    }
+    let outbound_addrs: Vec<(SocketAddr, &str, bool)> = config
         .outbound
         .iter()
-        .map(|l| (l.listen, l.name.as_str()))
+        .map(|l| {
+            (
+                l.listen,
+                l.name.as_str(),
+                l.interception == Interception::Tproxy,
+            )
+        })
         .collect();
     Ok(Fresh {
         inbound: inbound.bind_missing(&inbound_addrs)?,
@@ -166,12 +204,9 @@ trait SessionContext: Clone + Send + Sync + 'static {
     fn listener_name(&self) -> &str;
     fn config(&self) -> &Config;
     fn metrics(&self) -> &ListenerMetrics;
-    fn run(
-        self,
-        stream: TcpStream,
-        peer: SocketAddr,
-        slot: Slot,
-    ) -> impl Future<Output = ()> + Send;
+    /// `proxy_protocol_from`: peers whose connections begin with a PROXY header.
+    fn trusted_balancers(&self) -> &TrustedBalancers;
+    fn run(self, stream: TcpStream, origin: Origin, slot: Slot) -> impl Future<Output = ()> + Send;
 }
 
 impl SessionContext for inbound::Context {
@@ -185,13 +220,11 @@ impl SessionContext for inbound::Context {
     fn metrics(&self) -> &ListenerMetrics {
         &self.metrics
     }
-    fn run(
-        self,
-        stream: TcpStream,
-        peer: SocketAddr,
-        slot: Slot,
-    ) -> impl Future<Output = ()> + Send {
-        inbound::run(self, stream, peer, slot)
+    fn trusted_balancers(&self) -> &TrustedBalancers {
+        &self.listener.proxy_protocol_from
+    }
+    fn run(self, stream: TcpStream, origin: Origin, slot: Slot) -> impl Future<Output = ()> + Send {
+        inbound::run(self, stream, origin, slot)
     }
 }
 
@@ -206,13 +239,11 @@ impl SessionContext for outbound::Context {
     fn metrics(&self) -> &ListenerMetrics {
         &self.metrics
     }
-    fn run(
-        self,
-        stream: TcpStream,
-        peer: SocketAddr,
-        slot: Slot,
-    ) -> impl Future<Output = ()> + Send {
-        outbound::run(self, stream, peer, slot)
+    fn trusted_balancers(&self) -> &TrustedBalancers {
+        &self.listener.proxy_protocol_from
+    }
+    fn run(self, stream: TcpStream, origin: Origin, slot: Slot) -> impl Future<Output = ()> + Send {
+        outbound::run(self, stream, origin, slot)
     }
 }
 
@@ -235,14 +266,16 @@ impl<C: SessionContext> Listeners<C> {
     }
 
     /// Binds the addresses not bound yet; nothing else changes, so a failure leaves all as is.
+    /// `wanted`: address, listener name, and whether it takes intercepted connections
+    /// (TPROXY: a transparent socket).
     fn bind_missing(
         &self,
-        wanted: &[(SocketAddr, &str)],
+        wanted: &[(SocketAddr, &str, bool)],
     ) -> Result<HashMap<SocketAddr, TcpListener>, ServerError> {
         let mut fresh = HashMap::new();
-        for (addr, name) in wanted {
-            if !self.bound.contains_key(addr) {
-                fresh.insert(*addr, bind(*addr, name)?);
+        for &(addr, name, intercepting) in wanted {
+            if !self.bound.contains_key(&addr) {
+                fresh.insert(addr, bind(addr, name, intercepting)?);
             }
         }
         Ok(fresh)
@@ -490,6 +523,12 @@ impl Server {
     fn inbound_context(&self, config: &Arc<Config>, entry: &Arc<Inbound>) -> inbound::Context {
         let metrics = ListenerMetrics::new(&entry.name, "inbound");
         metrics.register();
+        if !entry.proxy_protocol_from.is_empty() {
+            metrics::proxy_protocol_errors_register(&entry.name);
+        }
+        if entry.client_address == crate::net::backend::ClientAddress::Xclient {
+            metrics::xclient_unavailable_register(&entry.name);
+        }
         inbound::Context {
             config: config.clone(),
             listener: entry.clone(),
@@ -510,6 +549,9 @@ impl Server {
     ) -> outbound::Context {
         let metrics = ListenerMetrics::new(&entry.name, "outbound");
         metrics.register();
+        if !entry.proxy_protocol_from.is_empty() {
+            metrics::proxy_protocol_errors_register(&entry.name);
+        }
         outbound::Context {
             config: config.clone(),
             listener: entry.clone(),
@@ -632,7 +674,7 @@ fn log_policy_changes(old: &Config, new: &Config) {
     }
 }
 
-fn bind(addr: SocketAddr, listener: &str) -> Result<TcpListener, ServerError> {
+fn bind(addr: SocketAddr, listener: &str, intercepting: bool) -> Result<TcpListener, ServerError> {
     let fail = |error| ServerError::Bind {
         listener: listener.to_string(),
         addr,
@@ -640,6 +682,16 @@ fn bind(addr: SocketAddr, listener: &str) -> Result<TcpListener, ServerError> {
     };
     let socket =
         Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
+    if intercepting {
+        // TPROXY hands over connections addressed to other hosts only to a transparent socket.
+        socket
+            .set_ip_transparent(true)
+            .map_err(|error| ServerError::Capability {
+                listener: listener.to_string(),
+                what: "interception = \"tproxy\"",
+                error,
+            })?;
+    }
     socket.set_reuse_address(true).map_err(fail)?;
     socket.set_nodelay(true).map_err(fail)?;
     socket.bind(&addr.into()).map_err(fail)?;
@@ -690,9 +742,36 @@ async fn accept_loop<C: SessionContext>(
         // Held until the task ends, log line included: the drain waits for it.
         let drain = sessions.clone();
         tokio::spawn(async move {
-            ctx.run(stream, peer, slot).await;
+            if let Some((stream, origin)) = identify(&ctx, stream, peer).await {
+                ctx.run(stream, origin, slot).await;
+            }
             drop(drain);
         });
+    }
+}
+
+/// Who the connection speaks for; `None`: a trusted balancer's PROXY header was missing or
+/// bad, and the connection is closed without a reply (DESIGN: the client's address), counted
+/// and logged.
+async fn identify<C: SessionContext>(
+    ctx: &C,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<(TcpStream, Origin)> {
+    let timeout = ctx.config().limits.handshake_timeout;
+    match net_client::identify(&mut stream, peer, ctx.trusted_balancers(), timeout).await {
+        Ok(origin) => Some((stream, origin)),
+        Err(rejected) => {
+            metrics::proxy_protocol_error(ctx.listener_name(), rejected.reason());
+            log::warn("proxy_protocol_error")
+                .field("listener", ctx.listener_name())
+                .field("direction", C::DIRECTION)
+                .field("peer", net_client::canonical(peer))
+                .field("reason", rejected.reason())
+                .field("detail", &rejected)
+                .emit();
+            None
+        }
     }
 }
 

@@ -49,7 +49,13 @@ pub struct SessionRecord {
     pub id: String,
     pub listener: String,
     pub direction: &'static str,
+    /// The TCP peer: the client, or the balancer in front of it.
     pub peer: SocketAddr,
+    /// The real client: the peer, or what a trusted balancer's PROXY header named.
+    pub client: SocketAddr,
+    /// Inbound: how the backend was told about the client, as it turned out (`xclient`
+    /// becomes `none` where the backend would not take it); `None` until that is known.
+    pub client_address: Option<&'static str>,
     pub next_hop: SocketAddr,
     /// Our local address towards the next hop (lets the demo sink match its peer to a session).
     pub next_hop_local: Option<SocketAddr>,
@@ -103,6 +109,8 @@ impl SessionRecord {
             listener: listener.to_string(),
             direction,
             peer,
+            client: peer,
+            client_address: None,
             next_hop,
             next_hop_local: None,
             tls: None,
@@ -202,6 +210,7 @@ impl SessionRecord {
             .field("id", &self.id)
             .field("listener", &self.listener)
             .field("direction", self.direction)
+            .field("client", self.client)
             .field("peer", self.peer)
             // No next hop was reached (a route that failed in DNS): say so, not 0.0.0.0:0.
             .field(
@@ -211,6 +220,7 @@ impl SessionRecord {
                     _ => self.next_hop.to_string(),
                 },
             )
+            .field("client_address", self.client_address.unwrap_or("-"))
             .field("tls", if tls.is_some() { "yes" } else { "no" })
             .field("version", tls.map_or("-", |t| t.version))
             .field("cipher", tls.map_or("-", |t| t.cipher))

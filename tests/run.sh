@@ -10,10 +10,11 @@ cd "$(dirname "$0")/.."
 # DANE/MTA-STS fixtures (tests/common/dnssec.rs, https.rs): knot serves the signed test zone,
 # unbound validates it, bind9-utils signs it (dnssec-keygen, dnssec-signzone, dnssec-dsfromkey),
 # bind9-dnsutils (dig) and curl judge the fixtures in tests/fixtures_selftest.rs.
+# haproxy: the L4 balancer sending PROXY headers (tests/proxy_protocol.rs, the scale-out test).
 # prometheus: promtool checks and unit-tests config/prometheus/, and a real Prometheus scrapes
 # the proxy in tests/prometheus.rs.
 need=(postfix swaks libnet-ssleay-perl openssl procps dnsmasq-base nftables iproute2 util-linux
-      knot unbound bind9-utils bind9-dnsutils curl prometheus)
+      knot unbound bind9-utils bind9-dnsutils curl haproxy prometheus)
 missing=()
 for pkg in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -94,6 +94,8 @@ pub async fn explain(config: &Config, lookups: &Lookups<'_>, domain: &str) -> Ex
         mode: OutboundMode::Relay,
         next_hop: None,
         mx_port: 25,
+        proxy_protocol_from: Default::default(),
+        interception: Default::default(),
     };
     let listeners: Vec<&Outbound> = if config.outbound.is_empty() {
         vec![&default_listener]

@@ -2,6 +2,9 @@
 //! internet) and `[admin]`; their addresses, names and what each relays to.
 
 use super::{is_valid_hostname, ConfigError, Ctx};
+use crate::net::backend::ClientAddress;
+use crate::net::original_dst::Interception;
+use crate::net::proxy_protocol::TrustedBalancers;
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::fmt;
@@ -46,6 +49,11 @@ pub struct Outbound {
     pub next_hop: Option<NextHop>,
     /// Port of MX hosts (25 on the internet; tests use others).
     pub mx_port: u16,
+    /// Balancers whose connections begin with a PROXY header naming the MTA.
+    pub proxy_protocol_from: TrustedBalancers,
+    /// Transparent mode: how the MTA's connections are steered here (`tproxy`: TPROXY, else
+    /// REDIRECT and SO_ORIGINAL_DST).
+    pub interception: Interception,
 }
 
 /// The admin HTTP endpoint.
@@ -72,6 +80,24 @@ pub struct Inbound {
     pub require_tls_senders: DomainSet,
     /// Recipient domains that must be reached over TLS (`450 4.7.1` otherwise).
     pub require_tls_recipients: DomainSet,
+    /// Balancers whose connections begin with a PROXY header naming the client (and must).
+    pub proxy_protocol_from: TrustedBalancers,
+    /// How the backend learns the client's address.
+    pub client_address: ClientAddress,
+    /// How connections reach the listener (`tproxy`: addressed to other hosts).
+    pub interception: Interception,
+    /// Where sessions go: `backend_addrs`, or each connection's original destination.
+    pub backend_target: BackendTarget,
+}
+
+/// Where an inbound listener relays its sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendTarget {
+    /// The configured `backend` (its `backend_addrs`).
+    Configured,
+    /// `backend = "original-destination"` (with `interception = "tproxy"`): the address each
+    /// intercepted connection was sent to.
+    OriginalDestination,
 }
 
 impl Inbound {
@@ -143,6 +169,12 @@ pub(super) struct RawInbound {
     require_tls_senders: Vec<Spanned<String>>,
     #[serde(default)]
     require_tls_recipients: Vec<Spanned<String>>,
+    #[serde(default)]
+    proxy_protocol_from: Vec<Spanned<String>>,
+    #[serde(default)]
+    client_address: ClientAddress,
+    #[serde(default)]
+    interception: Interception,
 }
 
 impl RawAdmin {
@@ -172,12 +204,33 @@ impl RawInbound {
             ));
         }
         let (listen, name) = listener_identity(ctx, &key, &self.listen, self.name, names, addrs)?;
-        let backend_addrs =
-            resolve_address(ctx, &format!("{key}.backend"), &self.backend, Some(25))?;
+        let interception = self.interception;
+        let backend_target = match self.backend.get_ref().trim() {
+            "original-destination" if interception == Interception::Tproxy => {
+                BackendTarget::OriginalDestination
+            }
+            "original-destination" => {
+                return Err(ctx.error(
+                    &format!("{key}.backend"),
+                    self.backend.span(),
+                    "\"original-destination\" needs interception = \"tproxy\" (connections addressed to other hosts)",
+                ))
+            }
+            _ => BackendTarget::Configured,
+        };
+        let backend_addrs = match backend_target {
+            BackendTarget::Configured => {
+                resolve_address(ctx, &format!("{key}.backend"), &self.backend, Some(25))?
+            }
+            BackendTarget::OriginalDestination => Vec::new(),
+        };
         Ok(Inbound {
             name,
             listen,
-            backend: backend_addrs[0],
+            backend: backend_addrs
+                .first()
+                .copied()
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
             backend_name: self.backend.get_ref().clone(),
             backend_addrs,
             require_tls: self.require_tls,
@@ -191,6 +244,14 @@ impl RawInbound {
                 &format!("{key}.require_tls_recipients"),
                 self.require_tls_recipients,
             )?,
+            proxy_protocol_from: trusted_balancers(
+                ctx,
+                &format!("{key}.proxy_protocol_from"),
+                self.proxy_protocol_from,
+            )?,
+            client_address: self.client_address,
+            interception,
+            backend_target,
         })
     }
 }
@@ -204,6 +265,9 @@ pub(super) struct RawOutbound {
     mode: OutboundMode,
     next_hop: Option<Spanned<String>>,
     mx_port: Option<Spanned<u16>>,
+    #[serde(default)]
+    proxy_protocol_from: Vec<Spanned<String>>,
+    interception: Option<Spanned<Interception>>,
 }
 
 impl RawOutbound {
@@ -249,12 +313,29 @@ impl RawOutbound {
             Some(p) => *p.get_ref(),
             None => 25,
         };
+        let interception = match self.interception {
+            Some(i) if *i.get_ref() == Interception::Tproxy && mode != OutboundMode::Transparent => {
+                return Err(ctx.error(
+                    &format!("{key}.interception"),
+                    i.span(),
+                    "interception = \"tproxy\" is for mode = \"transparent\" (a relayhost is connected to directly)",
+                ))
+            }
+            Some(i) => *i.get_ref(),
+            None => Interception::None,
+        };
         Ok(Outbound {
             name,
             listen,
             mode,
             next_hop,
             mx_port,
+            interception,
+            proxy_protocol_from: trusted_balancers(
+                ctx,
+                &format!("{key}.proxy_protocol_from"),
+                self.proxy_protocol_from,
+            )?,
         })
     }
 }
@@ -433,4 +514,30 @@ fn domain_set(
         }
     }
     Ok(set)
+}
+
+/// `proxy_protocol_from`: CIDRs (`10.0.0.0/24`, `2001:db8::/64`) or single addresses.
+fn trusted_balancers(
+    ctx: &Ctx,
+    key: &str,
+    entries: Vec<Spanned<String>>,
+) -> Result<TrustedBalancers, ConfigError> {
+    use ipnet::IpNet;
+    let mut networks = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let text = entry.get_ref().trim();
+        let network = text
+            .parse::<IpNet>()
+            .map(|n| n.trunc())
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+            .map_err(|_| {
+                ctx.error(
+                    key,
+                    entry.span(),
+                    format!("{text:?} is not a network: use a CIDR like \"10.0.0.0/24\" or \"2001:db8::/64\", or one address"),
+                )
+            })?;
+        networks.push(network);
+    }
+    Ok(TrustedBalancers::new(networks))
 }

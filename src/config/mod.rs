@@ -13,7 +13,7 @@ mod state;
 mod tls;
 
 pub use limits::Limits;
-pub use listeners::{Admin, DomainSet, Inbound, NextHop, Outbound, OutboundMode};
+pub use listeners::{Admin, BackendTarget, DomainSet, Inbound, NextHop, Outbound, OutboundMode};
 pub use monitoring::Monitoring;
 pub use reporting::TlsReporting;
 pub use resolver::ResolverConfig;
@@ -177,18 +177,37 @@ impl Config {
         for l in &self.inbound {
             let backend = match l.backend_name.parse::<SocketAddr>() {
                 Ok(_) => l.backend_name.clone(),
+                Err(_) if l.backend_addrs.is_empty() => l.backend_name.clone(),
                 Err(_) => {
                     let addrs: Vec<String> =
                         l.backend_addrs.iter().map(|a| a.to_string()).collect();
                     format!("{} ({})", l.backend_name, addrs.join(", "))
                 }
             };
-            out += &format!(
-                "  inbound {}: {} -> {backend}{}\n",
-                l.name,
-                l.listen,
-                if l.require_tls { " (require_tls)" } else { "" }
-            );
+            let mut notes = Vec::new();
+            if l.require_tls {
+                notes.push("require_tls".to_string());
+            }
+            if l.client_address != crate::net::backend::ClientAddress::None {
+                notes.push(format!("client_address {}", l.client_address.as_str()));
+            }
+            if l.interception == crate::net::original_dst::Interception::Tproxy {
+                notes.push("interception tproxy".to_string());
+            }
+            if !l.proxy_protocol_from.is_empty() {
+                let nets: Vec<String> = l
+                    .proxy_protocol_from
+                    .networks()
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect();
+                notes.push(format!("PROXY header from {}", nets.join(", ")));
+            }
+            let notes = match notes.is_empty() {
+                true => String::new(),
+                false => format!(" ({})", notes.join("; ")),
+            };
+            out += &format!("  inbound {}: {} -> {backend}{notes}\n", l.name, l.listen);
         }
         for l in &self.outbound {
             let route = match &l.next_hop {

@@ -472,6 +472,93 @@ fn the_sha256_is_of_the_configuration_text() {
 }
 
 #[test]
+fn proxy_protocol_from_takes_cidrs_and_addresses() {
+    let text = MINIMAL.to_string()
+        + "proxy_protocol_from = [\"10.0.0.9/24\", \"2001:db8::1\", \"192.0.2.1\"]\n";
+    let config = parse(&text).unwrap();
+    let trusted = &config.inbound[0].proxy_protocol_from;
+    assert!(trusted.trusts("10.0.0.200".parse().unwrap()));
+    assert!(trusted.trusts("2001:db8::1".parse().unwrap()));
+    assert!(!trusted.trusts("2001:db8::2".parse().unwrap()));
+    assert!(trusted.trusts("192.0.2.1".parse().unwrap()));
+    assert!(!trusted.trusts("192.0.2.2".parse().unwrap()));
+    let summary = config.summary();
+    assert!(
+        summary.contains("(PROXY header from 10.0.0.0/24, 2001:db8::1/128, 192.0.2.1/32)"),
+        "{summary}"
+    );
+    assert!(parse(MINIMAL).unwrap().inbound[0]
+        .proxy_protocol_from
+        .is_empty());
+}
+
+#[test]
+fn bad_proxy_protocol_from_names_the_key() {
+    let e = error(&(MINIMAL.to_string() + "proxy_protocol_from = [\"10.0.0.0/33\"]\n"));
+    assert!(
+        e.contains("key `inbound[0].proxy_protocol_from`") && e.contains("is not a network"),
+        "{e}"
+    );
+}
+
+#[test]
+fn client_address_modes_parse_and_unknown_ones_are_refused() {
+    use crate::net::backend::ClientAddress;
+    assert_eq!(
+        parse(MINIMAL).unwrap().inbound[0].client_address,
+        ClientAddress::None
+    );
+    for (text, mode) in [
+        ("none", ClientAddress::None),
+        ("proxy-v1", ClientAddress::ProxyV1),
+        ("proxy-v2", ClientAddress::ProxyV2),
+        ("xclient", ClientAddress::Xclient),
+        ("transparent", ClientAddress::Transparent),
+    ] {
+        let config = parse(&format!("{MINIMAL}client_address = {text:?}\n")).unwrap();
+        assert_eq!(config.inbound[0].client_address, mode);
+    }
+    let e = error(&format!("{MINIMAL}client_address = \"proxy-v3\"\n"));
+    assert!(e.contains("inbound") && e.contains("client_address"), "{e}");
+}
+
+#[test]
+fn original_destination_needs_tproxy_interception() {
+    use crate::net::original_dst::Interception;
+    let base = "hostname = \"mx.example.org\"\n[tls]\nself_signed = true\n[[inbound]]\nlisten = \"0.0.0.0:10025\"\nbackend = \"original-destination\"\n";
+    let e = error(base);
+    assert!(
+        e.contains("key `inbound[0].backend`") && e.contains("interception = \"tproxy\""),
+        "{e}"
+    );
+    let config = parse(&format!("{base}interception = \"tproxy\"\n")).unwrap();
+    let l = &config.inbound[0];
+    assert_eq!(l.interception, Interception::Tproxy);
+    assert_eq!(l.backend_target, BackendTarget::OriginalDestination);
+    assert!(l.backend_addrs.is_empty());
+    assert!(
+        config.summary().contains("original-destination"),
+        "{}",
+        config.summary()
+    );
+    let e = error(&format!("{MINIMAL}interception = \"redirect\"\n"));
+    assert!(e.contains("interception"), "{e}");
+}
+
+#[test]
+fn outbound_tproxy_is_for_transparent_mode() {
+    use crate::net::original_dst::Interception;
+    let base = "[[outbound]]\nlisten = \"0.0.0.0:10027\"\ninterception = \"tproxy\"\n";
+    let e = error(base);
+    assert!(
+        e.contains("key `outbound[0].interception`") && e.contains("mode = \"transparent\""),
+        "{e}"
+    );
+    let config = parse(&format!("{base}mode = \"transparent\"\n")).unwrap();
+    assert_eq!(config.outbound[0].interception, Interception::Tproxy);
+}
+
+#[test]
 fn dane_is_the_default_and_both_dane_modes_parse() {
     let config = parse(OUTBOUND).unwrap();
     assert_eq!(config.resolver.dnssec_trust_anchor, None);

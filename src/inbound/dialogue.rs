@@ -2,7 +2,9 @@
 //! `require_tls*` applies to a plaintext session, envelope inspection.
 
 use super::intake::{self, Intake};
+use super::xclient::{self, Introduction};
 use super::{message, Context, InboundError};
+use crate::net::proxy_protocol::v2_rest_after_empty_line;
 use crate::session::{CommandReader, SessionRecord};
 use crate::smtp::command::Path;
 use crate::smtp::{ehlo, reply, Command, LineError, LineReader, Reply};
@@ -90,6 +92,17 @@ impl<'a> Dialogue<'a> {
                 .commands
                 .next(client, &self.ctx.config.limits, record)
                 .await?;
+            // A binary PROXY v2 header where none is expected: as bad a command as a v1 line,
+            // and not to be spliced to the backend (its signature holds a QUIT).
+            if line.is_empty() {
+                let rest = v2_rest_after_empty_line(client.buffered());
+                if let Some(rest) = rest.filter(|&n| client.skip_buffered(n)) {
+                    record.bytes_from_peer += rest as u64;
+                    self.send(client, &reply::proxy_header_refused(), record)
+                        .await?;
+                    continue;
+                }
+            }
             let command = Command::parse(&line);
             // The envelope is still ours (so STARTTLS inside a transaction gets our 503); the
             // body and anything we do not know are the backend's business.
@@ -100,6 +113,7 @@ impl<'a> Dialogue<'a> {
             }
             match command {
                 Command::Ehlo => {
+                    self.introduce_client(&line, true, backend, record).await?;
                     let reply = self.ehlo(&line, backend).await?;
                     self.end_transaction();
                     self.send(client, &reply, record).await?;
@@ -123,6 +137,10 @@ impl<'a> Dialogue<'a> {
                     self.send(client, &reply::ready_to_start_tls(), record)
                         .await?;
                     return Ok(Step::StartTls);
+                }
+                Command::Proxy => {
+                    self.send(client, &reply::proxy_header_refused(), record)
+                        .await?
                 }
                 Command::Quit => {
                     let reply = self.forward(&line, backend).await?;
@@ -210,7 +228,14 @@ impl<'a> Dialogue<'a> {
                     }
                     self.send(client, &reply, record).await?;
                 }
-                Command::Rset | Command::Helo => {
+                Command::Xclient => self.send(client, &reply::xclient_refused(), record).await?,
+                Command::Helo => {
+                    self.introduce_client(&line, false, backend, record).await?;
+                    let reply = self.forward(&line, backend).await?;
+                    self.end_transaction();
+                    self.send(client, &reply, record).await?;
+                }
+                Command::Rset => {
                     let reply = self.forward(&line, backend).await?;
                     self.end_transaction();
                     self.send(client, &reply, record).await?;
@@ -279,6 +304,8 @@ impl<'a> Dialogue<'a> {
         let reply = self.forward(line, backend).await?;
         let offer = !self.tls_active;
         if reply.code == 250 {
+            // XCLIENT and XFORWARD are the proxy's to use, never the client's.
+            let reply = ehlo::without(&reply, &[b"XCLIENT", b"XFORWARD"]);
             return Ok(ehlo::rewrite(&reply, offer));
         }
         // 500/502: command unrecognised or not implemented (RFC 5321 §4.2.4); not for 421 etc.
@@ -292,6 +319,53 @@ impl<'a> Dialogue<'a> {
             return Ok(helo_reply);
         }
         Ok(reply)
+    }
+
+    /// `client_address = "xclient"`, at the client's first EHLO or HELO (`line`, `esmtp`), before
+    /// it is forwarded: introduces the client to the backend (see `xclient`), or settles that
+    /// the session goes on as `none`, counted and logged. Does nothing once that is decided.
+    async fn introduce_client(
+        &self,
+        line: &[u8],
+        esmtp: bool,
+        backend: &mut LineReader<TcpStream>,
+        record: &mut SessionRecord,
+    ) -> Result<(), InboundError> {
+        if record.client_address.is_some() {
+            return Ok(());
+        }
+        let ours = format!("EHLO {}", self.ctx.config.hostname);
+        let offer = self.forward(ours.as_bytes(), backend).await?;
+        let helo = line.get(4..).unwrap_or_default();
+        let introduction = match xclient::command(&offer, record.client, helo, esmtp) {
+            None => Introduction::NotOffered,
+            Some(command) => match self.forward(&command, backend).await? {
+                // The backend's new greeting: the client's own EHLO, next, answers it.
+                greeting if greeting.code == 220 => Introduction::Accepted,
+                refusal => Introduction::Refused(refusal),
+            },
+        };
+        if introduction == Introduction::Accepted {
+            record.client_address = Some("xclient");
+            return Ok(());
+        }
+        record.client_address = Some("none");
+        let listener = &self.ctx.listener.name;
+        crate::metrics::xclient_unavailable(listener);
+        let mut event = crate::log::warn("xclient_unavailable")
+            .field("id", &record.id)
+            .field("listener", listener)
+            .field("client", record.client)
+            .field("peer", record.peer)
+            .field("reason", introduction.reason());
+        if let Introduction::Refused(refusal) = &introduction {
+            event = event.field(
+                "reply",
+                format!("{} {}", refusal.code, refusal.first_text()),
+            );
+        }
+        event.emit();
+        Ok(())
     }
 
     /// The policy refusal for a MAIL (`is_sender`) or RCPT path, if one applies; `None` for the
@@ -335,6 +409,7 @@ impl<'a> Dialogue<'a> {
                 .field("listener", &listener.name)
                 .field("direction", "inbound")
                 .field("domain", entry)
+                .field("client", record.client)
                 .field("peer", record.peer)
                 .emit();
         }

@@ -9,9 +9,13 @@ mod dialogue;
 mod intake;
 mod message;
 mod starttls;
+pub mod xclient;
 
-use crate::config::{Config, Inbound};
+use crate::config::{BackendTarget, Config, Inbound};
 use crate::metrics::ListenerMetrics;
+use crate::net::backend::{self, ClientAddress};
+use crate::net::client::{canonical, Origin};
+use crate::net::original_dst;
 use crate::policy::{PolicyType, ResultType};
 use crate::session::{AttemptResult, CommandError, SessionRecord, Slot};
 use crate::smtp::{reply, LineReader, Reply};
@@ -65,6 +69,9 @@ pub enum InboundError {
     Handshake(&'static str, String),
     #[error("proxy is shutting down")]
     Draining,
+    /// Interception: the connection was addressed to one of our own listeners.
+    #[error("original destination {0} is this proxy (loop guard)")]
+    LoopGuard(SocketAddr),
 }
 
 impl InboundError {
@@ -81,6 +88,7 @@ impl InboundError {
             Self::BackendProtocol(_) => "backend_protocol",
             Self::Handshake(..) => "tls_handshake",
             Self::Draining => "shutdown",
+            Self::LoopGuard(_) => "loop_guard",
         }
     }
 
@@ -95,6 +103,8 @@ impl InboundError {
             Self::BackendUnreachable(..) => Some(reply::backend_unavailable(hostname)),
             Self::BackendLost(_) | Self::BackendProtocol(_) => Some(reply::backend_lost(hostname)),
             Self::Draining => Some(reply::shutting_down(hostname)),
+            // Relaying it would connect to ourselves, again and again.
+            Self::LoopGuard(_) => Some(reply::loop_detected(hostname)),
         }
     }
 }
@@ -112,8 +122,19 @@ impl From<CommandError> for InboundError {
 }
 
 /// Runs one session to its end and records it.
-pub async fn run(ctx: Context, client: TcpStream, peer: SocketAddr, mut slot: Slot) {
-    let mut record = SessionRecord::new(&ctx.listener.name, "inbound", peer, ctx.listener.backend);
+pub async fn run(ctx: Context, client: TcpStream, origin: Origin, mut slot: Slot) {
+    let mut record = SessionRecord::new(
+        &ctx.listener.name,
+        "inbound",
+        origin.peer,
+        ctx.listener.backend,
+    );
+    record.client = origin.client;
+    // XCLIENT is decided at the client's first EHLO; the other modes hold from the connect.
+    record.client_address = match ctx.listener.client_address {
+        ClientAddress::Xclient => None,
+        mode => Some(mode.as_str()),
+    };
     record.policy = if ctx.listener.require_tls {
         "require_tls"
     } else if ctx.listener.enforces_tls() {
@@ -121,7 +142,7 @@ pub async fn run(ctx: Context, client: TcpStream, peer: SocketAddr, mut slot: Sl
     } else {
         "opportunistic"
     };
-    let result = session(&ctx, client, &mut record).await;
+    let result = session(&ctx, client, &origin, &mut record).await;
     if let Err(e) = &result {
         record.outcome = e.reason();
         record.detail = Some(e.to_string());
@@ -140,7 +161,7 @@ pub async fn run(ctx: Context, client: TcpStream, peer: SocketAddr, mut slot: Sl
     record.results.push(AttemptResult {
         domain: record.mail_from_domain.clone(),
         mx_host: None,
-        remote: peer,
+        remote: record.client,
         local: None,
         tls: record.tls.clone(),
         outcome: match record.tls {
@@ -159,16 +180,30 @@ pub async fn run(ctx: Context, client: TcpStream, peer: SocketAddr, mut slot: Sl
 async fn session(
     ctx: &Context,
     client: TcpStream,
+    origin: &Origin,
     record: &mut SessionRecord,
 ) -> Result<(), InboundError> {
     let _ = client.set_nodelay(true);
+    let connected = connect_backend(ctx, &client, origin).await;
     let mut client = LineReader::new(client);
-    let backend = match connect_backend(ctx).await {
+    let backend = match connected {
         Ok((b, addr)) => {
             record.next_hop = addr;
             b
         }
-        Err(e) => return refuse(&mut client, e, ctx, record).await,
+        Err(e) => {
+            if let InboundError::LoopGuard(to) = e {
+                ctx.metrics.policy_rejection("loop_guard");
+                crate::log::warn("loop_guard")
+                    .field("id", &record.id)
+                    .field("listener", &ctx.listener.name)
+                    .field("client", record.client)
+                    .field("peer", record.peer)
+                    .field("original", to)
+                    .emit();
+            }
+            return refuse(&mut client, e, ctx, record).await;
+        }
     };
     // Only an observer (the demo) reads it: no getsockname(2) per session otherwise.
     if ctx.observer.is_some() {
@@ -210,22 +245,50 @@ async fn session(
     }
 }
 
-/// Connects to the backend's addresses in order (a host name may have several).
-async fn connect_backend(ctx: &Context) -> Result<(TcpStream, SocketAddr), InboundError> {
-    let timeout = ctx.config.limits.connect_timeout;
-    let mut failure = None;
-    for &addr in &ctx.listener.backend_addrs {
-        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
-                return Ok((stream, addr));
-            }
-            Ok(Err(e)) => failure = Some((addr, e.to_string())),
-            Err(_) => failure = Some((addr, "connect timed out".into())),
+/// Connects to the backend (the configured one, or where an intercepted connection was
+/// going), telling it who the client is as `client_address` says.
+async fn connect_backend(
+    ctx: &Context,
+    client: &TcpStream,
+    origin: &Origin,
+) -> Result<(TcpStream, SocketAddr), InboundError> {
+    let listener = &ctx.listener;
+    // Only interception and a PROXY header need it: no getsockname(2) per session otherwise.
+    let local = match (listener.backend_target, listener.client_address) {
+        (BackendTarget::OriginalDestination, _)
+        | (_, ClientAddress::ProxyV1 | ClientAddress::ProxyV2) => {
+            client.local_addr().ok().map(canonical)
         }
-    }
-    let (addr, why) = failure.unwrap_or((ctx.listener.backend, "no address".into()));
-    Err(InboundError::BackendUnreachable(addr, why))
+        _ => None,
+    };
+    let original;
+    let addrs = match listener.backend_target {
+        BackendTarget::Configured => listener.backend_addrs.as_slice(),
+        BackendTarget::OriginalDestination => {
+            // TPROXY leaves the address the client connected to as the socket's own.
+            let Some(to) = local else {
+                return Err(InboundError::BackendUnreachable(
+                    listener.backend,
+                    "no original destination".into(),
+                ));
+            };
+            if original_dst::loops_back(&ctx.config, to) {
+                return Err(InboundError::LoopGuard(to));
+            }
+            original = [to];
+            &original[..]
+        }
+    };
+    let reached = origin.destination().or(local).unwrap_or(listener.listen);
+    backend::connect(
+        addrs,
+        ctx.config.limits.connect_timeout,
+        listener.client_address,
+        origin,
+        reached,
+    )
+    .await
+    .map_err(|u| InboundError::BackendUnreachable(u.addr, u.why))
 }
 
 /// Sends the error's reply (if the client can take one), closes, and passes the error on.

@@ -20,6 +20,7 @@ pub async fn handshake(
         log::warn("pipelined_after_starttls")
             .field("id", &record.id)
             .field("listener", &ctx.listener.name)
+            .field("client", record.client)
             .field("peer", record.peer)
             .field("discarded_bytes", discarded)
             .emit();

@@ -90,7 +90,8 @@ impl<'a> Dialogue<'a> {
                 Command::StartTls { .. } | Command::Bdat { .. } => reply::not_implemented(),
                 // Never replayed: the MX might read the path otherwise than the policy did.
                 Command::BadEnvelope => reply::unreadable_path(),
-                Command::Other => reply::not_recognized(),
+                Command::Proxy => reply::proxy_header_refused(),
+                Command::Xclient | Command::Other => reply::not_recognized(),
             };
             self.send(mta, &answer, record).await?;
         }

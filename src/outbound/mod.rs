@@ -18,6 +18,7 @@ mod transparent;
 use crate::config::{Config, Outbound, OutboundMode};
 use crate::log;
 use crate::metrics::ListenerMetrics;
+use crate::net::client::Origin;
 use crate::resolver::Resolve;
 use crate::session::{CommandError, SessionRecord, Slot};
 use crate::smtp::{reply, LineReader, Reply};
@@ -123,9 +124,11 @@ fn rcpt_preconditions(
 }
 
 /// Runs one session to its end and records it.
-pub async fn run(ctx: Context, mta: TcpStream, peer: SocketAddr, mut slot: Slot) {
+pub async fn run(ctx: Context, mta: TcpStream, origin: Origin, mut slot: Slot) {
     let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+    let peer = origin.peer;
     let mut record = SessionRecord::new(&ctx.listener.name, "outbound", peer, unspecified);
+    record.client = origin.client;
     let _ = mta.set_nodelay(true);
     let transparent = ctx.listener.mode == OutboundMode::Transparent;
     let original = if transparent {
@@ -142,6 +145,7 @@ pub async fn run(ctx: Context, mta: TcpStream, peer: SocketAddr, mut slot: Slot)
             log::warn("loop_guard")
                 .field("id", &record.id)
                 .field("listener", &ctx.listener.name)
+                .field("client", origin.client)
                 .field("peer", peer)
                 .field("reply", refusal.first_text())
                 .emit();

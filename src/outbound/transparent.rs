@@ -14,6 +14,7 @@ use super::establish;
 use super::starttls::{self, Attempt};
 use super::{Context, OutboundError};
 use crate::log;
+use crate::net::original_dst::Interception;
 use crate::policy::{Applied, Offer};
 use crate::session::{CommandReader, SessionRecord};
 use crate::smtp::{ehlo, reply, Command, LineReader, Reply};
@@ -27,6 +28,16 @@ use tokio::net::TcpStream;
 pub fn original_destination(ctx: &Context, mta: &TcpStream) -> Result<SocketAddr, Reply> {
     let sock = socket2::SockRef::from(mta);
     let local = mta.local_addr().ok();
+    if ctx.listener.interception == Interception::Tproxy {
+        // TPROXY leaves the address the MTA connected to as the socket's own.
+        let Some(original) = local.map(crate::net::client::canonical) else {
+            return Err(reply::no_original_destination(&ctx.config.hostname));
+        };
+        if crate::net::original_dst::loops_back(&ctx.config, original) {
+            return Err(reply::loop_detected(&ctx.config.hostname));
+        }
+        return Ok(original);
+    }
     let original = match local {
         Some(SocketAddr::V6(_)) => sock.original_dst_ipv6(),
         _ => sock.original_dst(),
@@ -45,23 +56,7 @@ pub fn original_destination(ctx: &Context, mta: &TcpStream) -> Result<SocketAddr
 /// The loop guard: a connection made to the proxy itself (not redirected: the original
 /// destination is our own address) or redirected to one of our listeners would loop.
 fn is_self(ctx: &Context, original: SocketAddr, local: Option<SocketAddr>) -> bool {
-    if Some(original) == local {
-        return true;
-    }
-    let listens = ctx
-        .config
-        .inbound
-        .iter()
-        .map(|l| l.listen)
-        .chain(ctx.config.outbound.iter().map(|l| l.listen));
-    for listen in listens {
-        if listen.port() == original.port()
-            && (listen.ip() == original.ip() || listen.ip().is_unspecified())
-        {
-            return true;
-        }
-    }
-    false
+    Some(original) == local || crate::net::original_dst::loops_back(&ctx.config, original)
 }
 
 /// The TLS state of the MX session, against which every RCPT is checked.
@@ -226,8 +221,9 @@ impl Transparent<'_> {
                 }
                 // Never forwarded: the MX might read the path otherwise than the policy did.
                 Command::BadEnvelope => reply::unreadable_path(),
+                Command::Proxy => reply::proxy_header_refused(),
                 // VRFY, EXPN, HELP...: the MX's business.
-                Command::Other => mx
+                Command::Xclient | Command::Other => mx
                     .command(ctx, &line)
                     .await
                     .map_err(OutboundError::MxLost)?,

@@ -35,6 +35,13 @@ pub enum Command {
     Rset,
     Noop,
     Quit,
+    /// A PROXY protocol v1 line where none is expected (a peer not in `proxy_protocol_from`,
+    /// or one inside a session): a bad command the proxy answers itself, never passed on, so
+    /// a backend that trusts PROXY headers from us is not told a client-chosen address.
+    Proxy,
+    /// XCLIENT or XFORWARD (Postfix): attributes a trusted proxy sets for its client. A backend
+    /// that trusts our address for them would believe a client that sent them through us.
+    Xclient,
     /// Anything else: the next hop judges those.
     Other,
 }
@@ -79,6 +86,8 @@ impl Command {
             b"RSET" => Command::Rset,
             b"NOOP" => Command::Noop,
             b"QUIT" => Command::Quit,
+            b"PROXY" => Command::Proxy,
+            b"XCLIENT" | b"XFORWARD" => Command::Xclient,
             // `MAILFROM:<x>` and the like: no MTA we know takes them, but one that did would
             // start a transaction we never checked.
             v if v.starts_with(b"MAIL") || v.starts_with(b"RCPT") => Command::BadEnvelope,

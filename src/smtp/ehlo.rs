@@ -32,6 +32,41 @@ pub fn synthesise(helo_reply: &Reply, offer_starttls: bool) -> Reply {
     Reply { code: 250, lines }
 }
 
+/// The parameters of `keyword` in a positive EHLO reply (`XCLIENT NAME ADDR PORT` →
+/// `["NAME", "ADDR", "PORT"]`, upper-cased), or `None` when it is not offered.
+pub fn offered(reply: &Reply, keyword: &[u8]) -> Option<Vec<Vec<u8>>> {
+    if reply.code != 250 {
+        return None;
+    }
+    let line = reply
+        .lines
+        .iter()
+        .skip(1)
+        .find(|line| is_keyword(line, keyword))?;
+    let params = line.trim_ascii_start()[keyword.len()..]
+        .split(|b| b.is_ascii_whitespace() || *b == b'=')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.to_ascii_uppercase())
+        .collect();
+    Some(params)
+}
+
+/// The reply without the lines offering any of `keywords` (extensions meant for the proxy, such
+/// as XCLIENT, which a client must not be shown).
+pub fn without(reply: &Reply, keywords: &[&[u8]]) -> Reply {
+    let lines = reply
+        .lines
+        .iter()
+        .enumerate()
+        .filter(|(i, line)| *i == 0 || !keywords.iter().any(|k| is_keyword(line, k)))
+        .map(|(_, line)| line.clone())
+        .collect();
+    Reply {
+        code: reply.code,
+        lines,
+    }
+}
+
 /// Whether an EHLO line offers `keyword` as a client may read it: clients differ in what ends
 /// the keyword (Postfix splits on SP, HTAB and `=` and drops trailing blanks and CR; Exim
 /// matches `STARTTLS` followed by any whitespace), so any of those after it counts, and so do

@@ -80,6 +80,17 @@ impl<S: AsyncRead + Unpin> LineReader<S> {
         n
     }
 
+    /// Drops the first `n` received bytes if they are all here (a binary PROXY v2 header that
+    /// arrived where lines were expected); `false`, and nothing dropped, otherwise.
+    pub fn skip_buffered(&mut self, n: usize) -> bool {
+        if self.buf.len() - self.pos < n {
+            return false;
+        }
+        self.pos += n;
+        self.scanned = 0;
+        true
+    }
+
     /// Gives back the stream and whatever was read ahead of the last line.
     pub fn into_parts(mut self) -> (S, Vec<u8>) {
         self.buf.drain(..self.pos);

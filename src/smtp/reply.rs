@@ -148,6 +148,21 @@ pub fn unreadable_path() -> Reply {
     )
 }
 
+/// A PROXY header from a peer not in `proxy_protocol_from`, or after the session began
+/// (DESIGN: the client's address): a bad command, and the session goes on.
+pub fn proxy_header_refused() -> Reply {
+    Reply::new(500, "5.5.2 Error: PROXY header not accepted here")
+}
+
+/// XCLIENT/XFORWARD from a client: only the proxy speaks for clients (Postfix's own answer to
+/// an unauthorized XCLIENT is this code).
+pub fn xclient_refused() -> Reply {
+    Reply::new(
+        550,
+        "5.7.0 Error: XCLIENT and XFORWARD are reserved to the proxy",
+    )
+}
+
 /// RFC 5321 §4.5.3.1.4: command line over the limit.
 pub fn line_too_long() -> Reply {
     Reply::new(500, "5.5.2 Error: line too long")

@@ -22,33 +22,53 @@ pub struct FakeBackend {
     pub addr: SocketAddr,
     /// Every command line received, across all connections, in order.
     lines: Arc<Mutex<Vec<String>>>,
+    /// The TCP peer of every connection, in order (what the backend sees as the client).
+    peers: Arc<Mutex<Vec<SocketAddr>>>,
     stop: Arc<AtomicBool>,
 }
 
 impl FakeBackend {
     pub fn start(mode: EhloMode) -> FakeBackend {
-        let listener = TcpListener::bind((unique_ip(), 0)).expect("bind fake backend");
+        Self::start_at(SocketAddr::from((unique_ip(), 0)), mode)
+    }
+
+    /// Listens on `addr` (port 0: any).
+    pub fn start_at(addr: SocketAddr, mode: EhloMode) -> FakeBackend {
+        let listener = TcpListener::bind(addr).expect("bind fake backend");
         let addr = listener.local_addr().unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
+        let peers = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (rec, stopping) = (lines.clone(), stop.clone());
+        let (rec, stopping, seen) = (lines.clone(), stop.clone(), peers.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 if stopping.load(Ordering::Relaxed) {
                     break;
                 }
                 let Ok(stream) = stream else { continue };
+                if let Ok(peer) = stream.peer_addr() {
+                    seen.lock().unwrap().push(peer);
+                }
                 let (rec, mode) = (rec.clone(), mode.clone());
                 std::thread::spawn(move || {
                     let _ = serve(stream, rec, mode);
                 });
             }
         });
-        FakeBackend { addr, lines, stop }
+        FakeBackend {
+            addr,
+            lines,
+            peers,
+            stop,
+        }
     }
 
     pub fn lines(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
+    }
+
+    pub fn peers(&self) -> Vec<SocketAddr> {
+        self.peers.lock().unwrap().clone()
     }
 }
 

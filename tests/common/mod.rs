@@ -14,6 +14,7 @@ pub mod backend;
 pub mod client;
 pub mod dns;
 pub mod dnssec;
+pub mod haproxy;
 pub mod https;
 pub mod mx;
 pub mod netns;
@@ -155,6 +156,7 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("nft", "nftables"),
     ("ip", "iproute2"),
     ("unshare", "util-linux"),
+    ("setpriv", "util-linux"),
     ("knotd", "knot"),
     ("unbound", "unbound"),
     ("dnssec-keygen", "bind9-utils"),
@@ -162,6 +164,7 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("dnssec-dsfromkey", "bind9-utils"),
     ("dig", "bind9-dnsutils"),
     ("curl", "curl"),
+    ("haproxy", "haproxy"),
     ("prometheus", "prometheus"),
     ("promtool", "prometheus"),
 ];

@@ -104,8 +104,31 @@ impl Postfix {
         Self::start_on(parent, name, ip, Role::Mx { domains, tls })
     }
 
+    /// A legacy MTA behind the proxy (no TLS) with `main_cf` appended to its main.cf (e.g.
+    /// `smtpd_upstream_proxy_protocol = haproxy`).
+    pub fn backend_with(parent: &Path, name: &str, main_cf: &str) -> Postfix {
+        Self::start_configured(
+            parent,
+            name,
+            unique_ip(),
+            Role::Backend { tls: None },
+            main_cf,
+        )
+    }
+
     /// Starts with smtpd on `ip` (port 25 for an MX, 2525 otherwise).
     pub fn start_on(parent: &Path, name: &str, ip: Ipv4Addr, role: Role) -> Postfix {
+        Self::start_configured(parent, name, ip, role, "")
+    }
+
+    /// Starts with smtpd on `ip` and `main_cf` appended to main.cf (later lines win).
+    pub fn start_configured(
+        parent: &Path,
+        name: &str,
+        ip: Ipv4Addr,
+        role: Role,
+        main_cf: &str,
+    ) -> Postfix {
         let postfix = require_program("postfix");
         let dir = parent.join(format!("postfix-{name}"));
         let conf = dir.join("conf");
@@ -195,6 +218,7 @@ impl Postfix {
                 );
             }
         }
+        main += main_cf;
         std::fs::write(conf.join("main.cf"), main).expect("main.cf");
         let master = format!("{addr} inet n - n - - smtpd\n{MASTER_SERVICES}");
         std::fs::write(conf.join("master.cf"), master).expect("master.cf");

@@ -37,6 +37,8 @@ pub struct ListenerSpec {
     pub require_tls: bool,
     pub senders: Vec<String>,
     pub recipients: Vec<String>,
+    /// Further `key = value` lines (TOML values), e.g. `proxy_protocol_from`.
+    pub extra: Vec<(String, String)>,
 }
 
 /// Writes a configuration file and starts the proxy on it.
@@ -72,6 +74,7 @@ impl ProxyBuilder {
                 require_tls: false,
                 senders: Vec::new(),
                 recipients: Vec::new(),
+                extra: Vec::new(),
             }],
             json_logs: false,
         }
@@ -114,6 +117,18 @@ impl ProxyBuilder {
         self
     }
 
+    /// Listens on `addr` instead of a fresh address with port 0.
+    pub fn listen_on(mut self, addr: SocketAddr) -> Self {
+        self.listeners[0].listen = addr;
+        self
+    }
+
+    /// Sets `key = value` on the listener (`value` is TOML, e.g. `"[\"127.0.0.1\"]"`).
+    pub fn listener_key(mut self, key: &str, value: &str) -> Self {
+        self.listeners[0].extra.push((key.into(), value.into()));
+        self
+    }
+
     pub fn json_logs(mut self) -> Self {
         self.json_logs = true;
         self
@@ -144,6 +159,11 @@ impl ProxyBuilder {
                  require_tls_senders = {:?}\nrequire_tls_recipients = {:?}\n\n",
                 l.name, l.listen, l.backend, l.require_tls, l.senders, l.recipients
             );
+            text.truncate(text.len() - 1);
+            for (k, v) in &l.extra {
+                text += &format!("{k} = {v}\n");
+            }
+            text += "\n";
         }
         text
     }
@@ -197,7 +217,19 @@ impl Proxy {
 
     /// Starts `run --config PATH` and waits for `event=ready`.
     pub fn start_with(config: &Path, json_logs: bool) -> Proxy {
-        let mut command = Command::new(binary());
+        Proxy::start_wrapped(&[], config, json_logs)
+    }
+
+    /// Starts `WRAPPER... starttls-proxy run --config PATH` (e.g. `ip netns exec NS`).
+    pub fn start_wrapped(wrapper: &[&str], config: &Path, json_logs: bool) -> Proxy {
+        let mut command = match wrapper.split_first() {
+            None => Command::new(binary()),
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary());
+                command
+            }
+        };
         if json_logs {
             command.args(["--log-format", "json"]);
         }
