@@ -159,6 +159,12 @@ fn bad_headers_from_a_trusted_balancer_close_without_a_reply_counted_by_reason()
         ),
         ("connect and close", Vec::new(), true, "missing"),
         (
+            "silent until handshake_timeout",
+            Vec::new(),
+            false,
+            "timeout",
+        ),
+        (
             "v1 cut short",
             b"PROXY TCP4 192.0.2.7 ".to_vec(),
             true,

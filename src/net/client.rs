@@ -85,9 +85,10 @@ async fn read_header(stream: &mut TcpStream, timeout: Duration) -> Result<Header
     let deadline = Instant::now() + timeout;
     let mut taken: Vec<u8> = Vec::new();
     let mut chunk = [0u8; PEEK_CHUNK];
+    // The contract's "not complete within handshake_timeout" includes a peer that sent nothing.
     let cut_short = |taken: &[u8], at_deadline: bool| match (taken.is_empty(), at_deadline) {
-        (true, _) => Rejected::Missing,
-        (false, true) => Rejected::Timeout,
+        (_, true) => Rejected::Timeout,
+        (true, false) => Rejected::Missing,
         (false, false) => Rejected::Truncated,
     };
     loop {
