@@ -275,7 +275,7 @@ done
 # before and after each measured run shows whether any session went to DNS.
 if want outbound || want dane; then
   out_sink=$((base + 7)); out_stats=$((base + 8)); out_proxy=$((base + 9)); out_postfix=$((base + 10))
-  out_stunnel=$((base + 11)); out_plain=$((base + 12)); out_dane=$((base + 13))
+  out_stunnel=$((base + 11)); out_plain=$((base + 12)); out_dane=$((base + 13)); out_pfdane=$((base + 14))
   dns_ip="127.53.$((RANDOM % 250 + 1)).53"
   if [ "$quick" = 1 ]; then
     out_sessions=40; out_latency=5; out_bulk_mib=4
@@ -361,8 +361,8 @@ if want outbound || want dane; then
     echo "$work/out-$1.toml"
   }
   # A Postfix relay in its own directories, as tests/common/postfix.rs runs one.
-  start_postfix() { # name port main.cf-lines → prints the master's pid
-    local d="$work/postfix-$1"
+  start_postfix() { # name port main.cf-lines [resolv.conf] → prints the master's pid
+    local d="$work/postfix-$1" ns=()
     mkdir -p "$d/conf" "$d/queue" "$d/data"
     chown postfix:postfix "$d/data"
     # mktemp made the run's directory 0700; Postfix's daemons (user postfix) must traverse it.
@@ -373,17 +373,21 @@ if want outbound || want dane; then
       "inet_protocols = ipv4" "mynetworks = 127.0.0.0/8" "mydestination =" "alias_maps =" \
       "alias_database =" "smtputf8_enable = no" \
       "smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination" \
-      "smtpd_tls_security_level = none" "message_size_limit = 1073741824" "$3" > "$d/conf/main.cf"
+      "smtpd_tls_security_level = none" "message_size_limit = 1073741824" \
+      "smtp_tls_loglevel = 1" "$3" > "$d/conf/main.cf"
     { echo "127.0.0.1:$2 inet n - n - - smtpd"
       sed -n '/^pickup /,/^postlog /p' tests/common/postfix.rs; } > "$d/conf/master.cf"
-    taskset -c "$proxy_cpu" postfix -c "$d/conf" start >&2
+    # Postfix asks the libc resolver: with a resolv.conf of its own, the master (and every daemon
+    # it starts) runs in a private mount namespace where that file is /etc/resolv.conf.
+    [ -z "${4:-}" ] || ns=(unshare --mount --propagation private sh -c 'mount --bind "$0" /etc/resolv.conf && exec "$@"' "$4")
+    "${ns[@]}" taskset -c "$proxy_cpu" postfix -c "$d/conf" start >&2
     wait_port "$2" >&2 || { cat "$d/maillog" >&2; return 1; }
     tr -d ' ' < "$d/queue/pid/master.pid"
   }
   out_port_of() {
     case "$1" in
       starttls-proxy) echo "$out_proxy" ;; postfix) echo "$out_postfix" ;; stunnel) echo "$out_stunnel" ;;
-      proxy-nodane) echo "$out_plain" ;; proxy-dane) echo "$out_dane" ;;
+      proxy-nodane) echo "$out_plain" ;; proxy-dane) echo "$out_dane" ;; postfix-dane) echo "$out_pfdane" ;;
     esac
   }
   start_out() { # system → prints its pid
@@ -406,6 +410,14 @@ if want outbound || want dane; then
         start_postfix "$1" "$out_postfix" "relayhost = [127.0.0.1]:$out_sink
 smtp_tls_security_level = may
 smtp_dns_support_level = disabled" ;;
+      postfix-dane)
+        # MX routing with DNSSEC through unbound (trust-ad: glibc passes the AD bit on);
+        # no root probe (dnssec_probe): unbound trusts only the bench zone.
+        printf '%s\n' "nameserver ${dns_ip}" "options trust-ad" > "$dns/resolv.conf"
+        start_postfix "$1" "$out_pfdane" "relayhost = bench.example:$out_sink
+smtp_tls_security_level = dane
+smtp_dns_support_level = dnssec
+dnssec_probe =" "$dns/resolv.conf" ;;
       stunnel)
         printf '%s\n' "foreground = yes" "pid =" "output = $work/stunnel-out.log" "debug = warning" \
           "[out]" "client = yes" "accept = 127.0.0.1:$out_stunnel" "connect = 127.0.0.1:$out_sink" \
@@ -426,7 +438,8 @@ smtp_dns_support_level = disabled" ;;
   }
   out_groups=()
   want outbound && out_groups+=("starttls-proxy postfix stunnel")
-  want dane && out_groups+=("proxy-nodane proxy-dane")
+  # --only outbound: both groups (the DANE comparison is part of the outbound run).
+  { want outbound || want dane; } && out_groups+=("proxy-nodane proxy-dane postfix-dane")
   for group in "${out_groups[@]}"; do
     read -r -a osys <<< "$group"
     declare -A opid=()
@@ -457,6 +470,17 @@ smtp_dns_support_level = disabled" ;;
       if [ "$dane_ok" = 0 ] || [ "$other" != 0 ]; then
         echo "compare.sh: proxy-dane did not deliver under DANE:" >&2
         grep 'event=mx_session' "$work/out-proxy-dane.log" | tail -3 >&2
+        exit 1
+      fi
+    fi
+    if [[ " ${osys[*]} " == *" postfix-dane "* ]]; then
+      pf_log="$work/postfix-postfix-dane/maillog"
+      dane_ok=$(grep -c 'Verified TLS connection established to mx.bench.example' "$pf_log" || true)
+      other=$(grep -c 'TLS connection established' "$pf_log" || true)
+      echo "postfix-dane: $dane_ok of $other TLS connections DANE-verified" >&2
+      if [ "$dane_ok" = 0 ] || [ "$dane_ok" != "$other" ]; then
+        echo "compare.sh: postfix-dane did not deliver under DANE:" >&2
+        grep -E 'TLS connection|status=' "$pf_log" | tail -3 >&2
         exit 1
       fi
     fi
