@@ -77,8 +77,8 @@ work=$(mktemp -d /tmp/starttls-bench.XXXXXX)
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for conf in "$work"/postfix-*/conf; do
-    [ -d "$conf" ] && postfix -c "$conf" stop >/dev/null 2>&1 || true
+  for pidfile in "$work"/postfix-*/queue/pid/master.pid; do
+    [ -f "$pidfile" ] && kill "$(tr -d ' ' < "$pidfile")" 2>/dev/null || true
   done
   wait 2>/dev/null || true
   rm -rf "$work"
@@ -276,11 +276,13 @@ done
 if want outbound || want dane; then
   out_sink=$((base + 7)); out_stats=$((base + 8)); out_proxy=$((base + 9)); out_postfix=$((base + 10))
   out_stunnel=$((base + 11)); out_plain=$((base + 12)); out_dane=$((base + 13)); out_pfdane=$((base + 14))
-  dns_ip="127.53.$((RANDOM % 250 + 1)).53"
+  out_sts=$((base + 15))
+  dns_net="127.53.$((RANDOM % 250 + 1))"
+  dns_ip="$dns_net.53"; sts_ip="$dns_net.44"
   if [ "$quick" = 1 ]; then
-    out_sessions=40; out_latency=5; out_bulk_mib=4
+    out_sessions=40; out_latency=5; out_bulk_mib=4; out_pairs=1
   else
-    out_sessions=2000; out_latency=60; out_bulk_mib=128
+    out_sessions=2000; out_latency=60; out_bulk_mib=128; out_pairs=$((4 * rounds))
   fi
   for tool in postfix knotd unbound unbound-control dnssec-keygen dnssec-signzone dig; do
     command -v "$tool" >/dev/null && continue
@@ -294,18 +296,29 @@ if want outbound || want dane; then
   done
   command -v stunnel4 >/dev/null || { echo "compare.sh: stunnel4 missing" >&2; exit 1; }
 
+  # A bench CA: MTA-STS judges the MX and the policy host by WebPKI (mta_sts_trust_anchors).
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=bench CA" \
+    -keyout "$work/out-ca.key" -out "$work/out-ca.crt" 2>/dev/null
+  for name in mx.bench.example mta-sts.bench.example; do
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$name" \
+      -keyout "$work/$name.key" -out "$work/$name.csr" 2>/dev/null
+    printf '%s\n' "subjectAltName = DNS:$name" "basicConstraints = CA:FALSE" \
+      "extendedKeyUsage = serverAuth" > "$work/$name.ext"
+    openssl x509 -req -in "$work/$name.csr" -CA "$work/out-ca.crt" -CAkey "$work/out-ca.key" \
+      -CAcreateserial -days 2 -extfile "$work/$name.ext" -out "$work/$name.crt" 2>/dev/null
+  done
   taskset -c "$load_cpu" "$bench_bin" sink --listen "127.0.0.1:$out_sink" \
-    --tls-cert "$work/ecdsa.crt" --tls-key "$work/ecdsa.key" --stats "127.0.0.1:$out_stats" \
+    --tls-cert "$work/mx.bench.example.crt" --tls-key "$work/mx.bench.example.key" --stats "127.0.0.1:$out_stats" \
     2>"$work/tls-sink.log" &
   pids+=($!)
-  wait_port "$out_sink"
+  wait_port "$out_sink" || { cat "$work/tls-sink.log" >&2; exit 1; }
 
   # The signed zone: bench.example MX mx.bench.example (127.0.0.1), TLSA 3 1 1 of the sink's key
   # at _<sink port>._tcp.mx.bench.example. Knot serves it, unbound validates with the zone's key
   # as its only trust anchor (as tests/common/dnssec.rs does).
   dns="$work/dns"
   mkdir -p "$dns/keys" "$dns/knot"
-  spki=$(openssl x509 -in "$work/ecdsa.crt" -noout -pubkey | openssl pkey -pubin -outform DER |
+  spki=$(openssl x509 -in "$work/mx.bench.example.crt" -noout -pubkey | openssl pkey -pubin -outform DER |
     openssl dgst -sha256 -r | cut -d' ' -f1)
   printf '%s\n' "\$TTL 3600" \
     "bench.example. IN SOA ns.bench.example. hostmaster.bench.example. 1 3600 600 86400 3600" \
@@ -313,7 +326,9 @@ if want outbound || want dane; then
     "ns.bench.example. IN A $dns_ip" \
     "bench.example. IN MX 10 mx.bench.example." \
     "mx.bench.example. IN A 127.0.0.1" \
-    "_$out_sink._tcp.mx.bench.example. IN TLSA 3 1 1 $spki" > "$dns/bench.example.zone"
+    "_$out_sink._tcp.mx.bench.example. IN TLSA 3 1 1 $spki" \
+    "_mta-sts.bench.example. IN TXT \"v=STSv1; id=bench1;\"" \
+    "mta-sts.bench.example. IN A $sts_ip" > "$dns/bench.example.zone"
   key=$(dnssec-keygen -q -K "$dns/keys" -a ECDSAP256SHA256 -f KSK -n ZONE bench.example)
   dnssec-signzone -q -S -K "$dns/keys" -z -O full -d "$dns" -o bench.example \
     -f "$dns/bench.example.zone.signed" "$dns/bench.example.zone" >/dev/null
@@ -347,6 +362,16 @@ if want outbound || want dane; then
     cat "$dns/knot.log" "$dns/unbound.log" >&2
     exit 1
   }
+  # The MTA-STS policy host (port 443, as the proxy fetches it); one log line per fetch.
+  printf 'version: STSv1\r\nmode: enforce\r\nmx: mx.bench.example\r\nmax_age: 86400\r\n' > "$work/mta-sts.txt"
+  taskset -c "$load_cpu" "$bench_bin" policy-host --listen "$sts_ip:443" \
+    --tls-cert "$work/mta-sts.bench.example.crt" --tls-key "$work/mta-sts.bench.example.key" \
+    --policy "$work/mta-sts.txt" 2>"$work/policy-host.log" &
+  pids+=($!)
+  for _ in $(seq 1 100); do grep -q event=listening "$work/policy-host.log" && break; sleep 0.1; done
+  grep -q event=listening "$work/policy-host.log" ||
+    { echo "compare.sh: the policy host did not start:" >&2; cat "$work/policy-host.log" >&2; exit 1; }
+  policy_fetches() { grep -c 'event=fetch' "$work/policy-host.log" || true; }
   dns_queries() {
     unbound-control -c "$dns/unbound.conf" stats_noreset | awk -F= '$1 == "total.num.queries" {print $2}'
   }
@@ -388,6 +413,7 @@ if want outbound || want dane; then
     case "$1" in
       starttls-proxy) echo "$out_proxy" ;; postfix) echo "$out_postfix" ;; stunnel) echo "$out_stunnel" ;;
       proxy-nodane) echo "$out_plain" ;; proxy-dane) echo "$out_dane" ;; postfix-dane) echo "$out_pfdane" ;;
+      proxy-sts) echo "$out_sts" ;;
     esac
   }
   start_out() { # system → prints its pid
@@ -410,6 +436,12 @@ if want outbound || want dane; then
         start_postfix "$1" "$out_postfix" "relayhost = [127.0.0.1]:$out_sink
 smtp_tls_security_level = may
 smtp_dns_support_level = disabled" ;;
+      proxy-sts)
+        # MTA-STS alone: opportunistic by default (DANE is not looked up), the published
+        # enforce policy judged with the bench CA as WebPKI root.
+        conf=$(out_proxy_conf "$1" "$out_sts" "mx_port = $out_sink" $'default = "opportunistic"\nmta_sts_trust_anchors = "'"$work/out-ca.crt"'"')
+        taskset -c "$proxy_cpu" "$proxy_bin" run --config "$conf" >/dev/null 2>>"$work/out-$1.log" &
+        echo $! ;;
       postfix-dane)
         # MX routing with DNSSEC through unbound (trust-ad: glibc passes the AD bit on);
         # no root probe (dnssec_probe): unbound trusts only the bench zone.
@@ -427,26 +459,36 @@ dnssec_probe =" "$dns/resolv.conf" ;;
     esac
   }
   oload() { # system round pid scenario [extra args]
-    local sys=$1 round=$2 pid=$3 scenario=$4 q0 line
+    local sys=$1 round=$2 pid=$3 scenario=$4 q0 f0 line
     shift 4
-    q0=$(dns_queries)
+    q0=$(dns_queries); f0=$(policy_fetches)
     line=$(taskset -c "$load_cpu" timeout 600 "$bench_bin" load --target "127.0.0.1:$(out_port_of "$sys")" \
       --pid "$pid" --scenario "$scenario" --tls plain --max-seconds "$max_s" \
       --await-delivered "127.0.0.1:$out_stats" --tag "system=$sys cert=outbound round=$round" "$@") ||
       line="system=$sys cert=outbound round=$round scenario=$scenario tls=plain errors=failed"
-    echo "$line dns_queries=$(($(dns_queries) - q0))" | tee -a "$results"
+    echo "$line dns_queries=$(($(dns_queries) - q0)) https_fetches=$(($(policy_fetches) - f0))" | tee -a "$results"
   }
+  # Postfix takes seconds to start: every instance starts now, in parallel, and idles until its
+  # group runs (its CPU is read around its own runs only).
   out_groups=()
   want outbound && out_groups+=("starttls-proxy postfix stunnel")
   # --only outbound: both groups (the DANE comparison is part of the outbound run).
-  { want outbound || want dane; } && out_groups+=("proxy-nodane proxy-dane postfix-dane")
+  { want outbound || want dane; } && out_groups+=("proxy-nodane proxy-dane proxy-sts postfix-dane")
+  declare -A prestart=()
+  for sys in ${out_groups[*]}; do
+    case "$sys" in postfix*) start_out "$sys" > "$work/$sys.pid" 2>"$work/$sys.start.log" & prestart[$sys]=$! ;; esac
+  done
   for group in "${out_groups[@]}"; do
     read -r -a osys <<< "$group"
     declare -A opid=()
     for sys in "${osys[@]}"; do
-      opid[$sys]=$(start_out "$sys")
-      case "$sys" in postfix*) ;; *) pids+=("${opid[$sys]}") ;; esac
-      wait_port "$(out_port_of "$sys")"
+      case "$sys" in
+        postfix*)
+          wait "${prestart[$sys]}" || { cat "$work/$sys.start.log" >&2; exit 1; }
+          opid[$sys]=$(cat "$work/$sys.pid") ;;
+        *) opid[$sys]=$(start_out "$sys"); pids+=("${opid[$sys]}") ;;
+      esac
+      wait_port "$(out_port_of "$sys")" || { tail -5 "$work/out-$sys.log" "$work/$sys.start.log" 2>/dev/null >&2; exit 1; }
       # Warm-up: lazy initialisation, and the caches (DNS, DNSSEC verdicts) the runs rely on.
       taskset -c "$load_cpu" "$bench_bin" load --target "127.0.0.1:$(out_port_of "$sys")" --tls plain \
         --scenario sessions --count 20 --concurrency 4 --await-delivered "127.0.0.1:$out_stats" >/dev/null
@@ -457,10 +499,27 @@ dnssec_probe =" "$dns/resolv.conf" ;;
         sys=${osys[$(((i + round - 1) % n))]}
         echo "== outbound round $round: $sys" >&2
         oload "$sys" "$round" "${opid[$sys]}" sessions --count "$out_sessions" --concurrency 32
+        # --quick: the DANE group's sessions prove its set-up; the other scenarios are the first
+        # group's code paths again.
+        [ "$quick" = 1 ] && [[ " ${osys[*]} " == *" proxy-dane "* ]] && continue
         oload "$sys" "$round" "${opid[$sys]}" latency --count "$out_latency"
         oload "$sys" "$round" "${opid[$sys]}" bulk --size "$out_bulk_mib"
       done
     done
+    # The few-percent question (DANE's and MTA-STS's warm cost) needs more samples than the
+    # rounds give on a shared machine: extra session runs of the starttls-proxy variants, back to
+    # back in alternating order, each pair tagged with its own round (pN) for per-pair ratios.
+    if [[ " ${osys[*]} " == *" proxy-dane "* ]]; then
+      variants=(proxy-nodane proxy-dane proxy-sts)
+      for k in $(seq 1 "$out_pairs"); do
+        order=("${variants[@]}")
+        [ $((k % 2)) = 0 ] && order=(proxy-sts proxy-dane proxy-nodane)
+        for sys in "${order[@]}"; do
+          echo "== outbound pair p$k: $sys" >&2
+          oload "$sys" "p$k" "${opid[$sys]}" sessions --count "$out_sessions" --concurrency 32
+        done
+      done
+    fi
     # The DANE variant must have judged the sink by its TLSA record, the other by nothing.
     if [[ " ${osys[*]} " == *" proxy-dane "* ]]; then
       dane_ok=$(grep -c 'event=mx_session.* policy=dane .*verdict=dane_verified\|event=mx_session.* policy=dane .*verdict=verified' "$work/out-proxy-dane.log" || true)
@@ -484,9 +543,22 @@ dnssec_probe =" "$dns/resolv.conf" ;;
         exit 1
       fi
     fi
+    if [[ " ${osys[*]} " == *" proxy-sts "* ]]; then
+      sts_ok=$(grep 'event=mx_session' "$work/out-proxy-sts.log" | grep -c ' policy=mta-sts .*verdict=verified' || true)
+      other=$(grep 'event=mx_session' "$work/out-proxy-sts.log" | grep -vc ' policy=mta-sts ' || true)
+      echo "proxy-sts: $sts_ok MX sessions under the MTA-STS policy, verified, $other otherwise; the last:" >&2
+      grep 'event=mx_session' "$work/out-proxy-sts.log" | tail -1 >&2
+      if [ "$sts_ok" = 0 ] || [ "$other" != 0 ]; then
+        echo "compare.sh: proxy-sts did not deliver under MTA-STS" >&2
+        exit 1
+      fi
+    fi
     for sys in "${osys[@]}"; do
       case "$sys" in
-        postfix*) postfix -c "$work/postfix-$sys/conf" stop >/dev/null 2>&1 || true ;;
+        postfix*)
+          # SIGTERM to the master is what `postfix stop` sends, without its script's pauses.
+          kill "${opid[$sys]}" 2>/dev/null || true
+          while kill -0 "${opid[$sys]}" 2>/dev/null; do sleep 0.05; done ;;
         *) kill "${opid[$sys]}" 2>/dev/null || true; wait "${opid[$sys]}" 2>/dev/null || true ;;
       esac
     done
@@ -504,7 +576,8 @@ ceil="$work/ceilings.txt"
     awk '/X25519/ && /op\/s|[0-9]/ {v=$NF} END {if (v) print "x25519_per_s=" v}'
   taskset -c "$proxy_cpu" openssl speed -seconds "$speed_s" rsa2048 2>/dev/null |
     awk '/^rsa 2048 bits/ {print "rsa2048_sign_per_s=" $(NF-1)}'
-  taskset -c "$proxy_cpu" openssl speed -seconds "$speed_s" -evp aes-256-gcm 2>/dev/null |
+  # 16 KiB blocks only (a TLS record), not the six sizes openssl measures by default.
+  taskset -c "$proxy_cpu" openssl speed -seconds "$speed_s" -bytes 16384 -evp aes-256-gcm 2>/dev/null |
     awk '/^AES-256-GCM|^aes-256-gcm/ {v=$NF; sub(/k$/, "", v); print "aes256gcm_mb_per_s=" v / 1000}'
 } > "$ceil" || true
 
@@ -518,7 +591,7 @@ if [ -n "${BENCH_KEEP:-}" ]; then cp "$results" "$ceil" "$BENCH_KEEP"/ ; fi
 # --quick is CI's smoke test: the figures are not judged there, but starttls-proxy must have
 # carried every session it was given.
 if [ "$quick" = 1 ]; then
-  bad=$(grep -E 'system=(starttls-proxy|proxy-nodane|proxy-dane) ' "$results" | grep -E 'scenario=(sessions|latency)' | grep -v 'errors=0' || true)
+  bad=$(grep -E 'system=(starttls-proxy|proxy-nodane|proxy-dane|proxy-sts) ' "$results" | grep -E 'scenario=(sessions|latency)' | grep -v 'errors=0' || true)
   bad+=$(grep 'system=starttls-proxy' "$results" | grep 'scenario=idle' | grep -v 'probe=ok' || true)
   if [ -n "$bad" ]; then
     echo "compare.sh: starttls-proxy failed sessions in the smoke run:" >&2

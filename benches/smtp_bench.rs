@@ -50,6 +50,19 @@ enum Command {
         #[arg(long)]
         stats: Option<SocketAddr>,
     },
+    /// MTA-STS policy host: HTTPS, `GET /.well-known/mta-sts.txt` answered with `policy`;
+    /// one `event=fetch` line on stderr per request (the bench counts them).
+    PolicyHost {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        tls_cert: std::path::PathBuf,
+        #[arg(long)]
+        tls_key: std::path::PathBuf,
+        /// The policy text (RFC 8461 §3.2).
+        #[arg(long)]
+        policy: std::path::PathBuf,
+    },
     /// nginx mail `auth_http` responder that sends every session to `backend`.
     Auth {
         #[arg(long)]
@@ -161,6 +174,15 @@ fn main() {
             }
             _ => rt.block_on(sink(listen, None, stats)),
         },
+        Command::PolicyHost {
+            listen,
+            tls_cert,
+            tls_key,
+            policy,
+        } => sink_tls(&tls_cert, &tls_key).and_then(|tls| {
+            let policy = std::fs::read(&policy)?;
+            rt.block_on(policy_host(listen, tls, policy))
+        }),
         Command::Auth { listen, backend } => rt.block_on(auth(listen, backend)),
         Command::Forward {
             listen,
@@ -373,6 +395,53 @@ impl EndOfData {
             head[head.len().saturating_sub(4)..].to_vec()
         };
         None
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// MTA-STS policy host
+
+async fn policy_host(
+    listen: SocketAddr,
+    tls: Arc<rustls::ServerConfig>,
+    policy: Vec<u8>,
+) -> io::Result<()> {
+    let listener = TcpListener::bind(listen).await?;
+    eprintln!(
+        "event=listening role=policy_host addr={}",
+        listener.local_addr()?
+    );
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let mut reply = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        policy.len()
+    )
+    .into_bytes();
+    reply.extend_from_slice(&policy);
+    let reply: Arc<[u8]> = reply.into();
+    loop {
+        let (stream, peer) = listener.accept().await?;
+        let (acceptor, reply) = (acceptor.clone(), reply.clone());
+        tokio::spawn(async move {
+            let Ok(mut stream) = acceptor.accept(stream).await else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            let mut seen = Vec::new();
+            while memchr::memmem::find(&seen, b"\r\n\r\n").is_none() {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+            let line = seen.split(|b| *b == b'\r').next().unwrap_or_default();
+            eprintln!(
+                "event=fetch peer={peer} request=\"{}\"",
+                String::from_utf8_lossy(line)
+            );
+            let _ = stream.write_all(&reply).await;
+            let _ = stream.shutdown().await;
+        });
     }
 }
 
@@ -1090,15 +1159,6 @@ fn report_outbound(rows: &[Row]) {
                 && r.get("system").map(String::as_str) == Some(system)
         })
     };
-    let dns_queries = |system: &str| -> u64 {
-        rows.iter()
-            .filter(|r| {
-                r.get("cert").map(String::as_str) == Some("outbound")
-                    && r.get("system").map(String::as_str) == Some(system)
-            })
-            .filter_map(|r| r.get("dns_queries")?.parse::<u64>().ok())
-            .sum()
-    };
     if has("starttls-proxy") || has("postfix") || has("stunnel") {
         println!();
         println!(
@@ -1133,56 +1193,99 @@ fn report_outbound(rows: &[Row]) {
     if has("proxy-nodane") || has("proxy-dane") {
         println!();
         println!(
-            "starttls-proxy routed by MX through the signed zone, caches warm: without DANE \
-             (opportunistic, MTA-STS off) and with (the defaults: dane, MTA-STS on)."
+            "starttls-proxy routed by MX through the signed zone, caches warm: without DANE or \
+             MTA-STS (opportunistic, mta_sts = false); with DANE (the defaults: dane, MTA-STS on; \
+             TLSA 3 1 1); with MTA-STS alone (opportunistic, enforce policy). Postfix: dane level."
         );
         println!();
         println!(
-            "| {:<50} | {:>12} | {:>10} | {:>9} |",
-            "metric", "without DANE", "with DANE", "with/w/o"
+            "| {:<50} | {:>12} | {:>10} | {:>10} | {:>8} | {:>8} | {:>12} |",
+            "metric", "without", "with DANE", "MTA-STS", "DANE/w/o", "STS/w/o", "postfix dane"
         );
-        println!("|{:-<52}|{:->14}|{:->12}|{:->11}|", "", "", "", "");
+        println!(
+            "|{:-<52}|{:->14}|{:->12}|{:->12}|{:->10}|{:->10}|{:->14}|",
+            "", "", "", "", "", "", ""
+        );
         for (label, scenario, key) in metrics {
             let a = outbound_value(rows, "proxy-nodane", scenario, key);
             let b = outbound_value(rows, "proxy-dane", scenario, key);
+            let c = outbound_value(rows, "proxy-sts", scenario, key);
+            let d = outbound_value(rows, "postfix-dane", scenario, key);
             println!(
-                "| {:<50} | {:>12} | {:>10} | {:>9} |",
+                "| {:<50} | {:>12} | {:>10} | {:>10} | {:>8} | {:>8} | {:>12} |",
                 label,
                 fmt_value(a),
                 fmt_value(b),
-                fmt_ratio(b, a)
+                fmt_value(c),
+                fmt_ratio(b, a),
+                fmt_ratio(c, a),
+                fmt_value(d)
             );
         }
-        // Per round: the two ran back to back, so their ratio is less exposed to the machine's
-        // load drifting between rounds than the ratio of medians.
-        let per_round: Vec<String> = rows
-            .iter()
-            .filter(|r| {
-                r.get("system").map(String::as_str) == Some("proxy-dane")
-                    && r.get("scenario").map(String::as_str) == Some("sessions")
-            })
-            .filter_map(|dane| {
-                let round = dane.get("round")?;
-                let plain = rows.iter().find(|r| {
-                    r.get("system").map(String::as_str) == Some("proxy-nodane")
+        // Per round: the variants ran back to back, so their ratio is less exposed to the
+        // machine's load drifting between rounds than the ratio of medians.
+        let per_round = |variant: &str| -> Vec<f64> {
+            let cpu = |system: &str, round: &str| -> Option<f64> {
+                rows.iter()
+                    .find(|r| {
+                        r.get("system").map(String::as_str) == Some(system)
+                            && r.get("scenario").map(String::as_str) == Some("sessions")
+                            && r.get("round").map(String::as_str) == Some(round)
+                    })?
+                    .get("cpu_us_per_session")?
+                    .parse()
+                    .ok()
+            };
+            rows.iter()
+                .filter(|r| {
+                    r.get("system").map(String::as_str) == Some(variant)
                         && r.get("scenario").map(String::as_str) == Some("sessions")
-                        && r.get("round") == Some(round)
-                })?;
-                let a: f64 = plain.get("cpu_us_per_session")?.parse().ok()?;
-                let b: f64 = dane.get("cpu_us_per_session")?.parse().ok()?;
-                Some(format!("{:.3}", b / a))
-            })
-            .collect();
+                })
+                .filter_map(|r| {
+                    let round = r.get("round")?;
+                    Some(cpu(variant, round)? / cpu("proxy-nodane", round)?)
+                })
+                .collect()
+        };
         println!();
-        println!(
-            "CPU per message with/without DANE, per round: {}",
-            per_round.join(" ")
-        );
-        println!(
-            "DNS queries reaching the resolver during the measured runs: without DANE {}, with DANE {}",
-            dns_queries("proxy-nodane"),
-            dns_queries("proxy-dane")
-        );
+        for (variant, name) in [("proxy-dane", "DANE"), ("proxy-sts", "MTA-STS")] {
+            let mut ratios = per_round(variant);
+            if ratios.is_empty() {
+                continue;
+            }
+            ratios.sort_by(f64::total_cmp);
+            println!(
+                "CPU per message with {name} / without, per run pair ({}): median {:.3}, \
+                 quartiles {:.3}–{:.3}, range {:.3}–{:.3}",
+                ratios.len(),
+                median(ratios.clone()).unwrap_or(f64::NAN),
+                percentile(&ratios, 0.25),
+                percentile(&ratios, 0.75),
+                ratios[0],
+                ratios[ratios.len() - 1]
+            );
+        }
+        let total = |system: &str, key: &str| -> u64 {
+            rows.iter()
+                .filter(|r| {
+                    r.get("cert").map(String::as_str) == Some("outbound")
+                        && r.get("system").map(String::as_str) == Some(system)
+                })
+                .filter_map(|r| r.get(key)?.parse::<u64>().ok())
+                .sum()
+        };
+        let sessions = |system: &str| total(system, "sessions");
+        for system in ["proxy-nodane", "proxy-dane", "proxy-sts", "postfix-dane"] {
+            if has(system) {
+                println!(
+                    "{system}: {} DNS queries reached the resolver and {} policy fetches the \
+                     policy host during the measured runs ({} sessions)",
+                    total(system, "dns_queries"),
+                    total(system, "https_fetches"),
+                    sessions(system)
+                );
+            }
+        }
     }
 }
 
