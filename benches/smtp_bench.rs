@@ -1195,36 +1195,46 @@ fn report_outbound(rows: &[Row]) {
         println!(
             "starttls-proxy routed by MX through the signed zone, caches warm: without DANE or \
              MTA-STS (opportunistic, mta_sts = false); with DANE (the defaults: dane, MTA-STS on; \
-             TLSA 3 1 1); with MTA-STS alone (opportunistic, enforce policy). Postfix: dane level."
+             TLSA 3 1 1); verify (WebPKI, configured); with MTA-STS alone (opportunistic, enforce \
+             policy, WebPKI). Postfix: dane level."
         );
         println!();
         println!(
-            "| {:<50} | {:>12} | {:>10} | {:>10} | {:>8} | {:>8} | {:>12} |",
-            "metric", "without", "with DANE", "MTA-STS", "DANE/w/o", "STS/w/o", "postfix dane"
+            "| {:<50} | {:>8} | {:>9} | {:>8} | {:>8} | {:>8} | {:>10} | {:>12} |",
+            "metric",
+            "without",
+            "with DANE",
+            "verify",
+            "MTA-STS",
+            "DANE/w/o",
+            "STS/verify",
+            "postfix dane"
         );
         println!(
-            "|{:-<52}|{:->14}|{:->12}|{:->12}|{:->10}|{:->10}|{:->14}|",
-            "", "", "", "", "", "", ""
+            "|{:-<52}|{:->10}|{:->11}|{:->10}|{:->10}|{:->10}|{:->12}|{:->14}|",
+            "", "", "", "", "", "", "", ""
         );
         for (label, scenario, key) in metrics {
             let a = outbound_value(rows, "proxy-nodane", scenario, key);
             let b = outbound_value(rows, "proxy-dane", scenario, key);
+            let v = outbound_value(rows, "proxy-verify", scenario, key);
             let c = outbound_value(rows, "proxy-sts", scenario, key);
             let d = outbound_value(rows, "postfix-dane", scenario, key);
             println!(
-                "| {:<50} | {:>12} | {:>10} | {:>10} | {:>8} | {:>8} | {:>12} |",
+                "| {:<50} | {:>8} | {:>9} | {:>8} | {:>8} | {:>8} | {:>10} | {:>12} |",
                 label,
                 fmt_value(a),
                 fmt_value(b),
+                fmt_value(v),
                 fmt_value(c),
                 fmt_ratio(b, a),
-                fmt_ratio(c, a),
+                fmt_ratio(c, v),
                 fmt_value(d)
             );
         }
         // Per round: the variants ran back to back, so their ratio is less exposed to the
         // machine's load drifting between rounds than the ratio of medians.
-        let per_round = |variant: &str| -> Vec<f64> {
+        let per_round = |variant: &str, base: &str| -> Vec<f64> {
             let cpu = |system: &str, round: &str| -> Option<f64> {
                 rows.iter()
                     .find(|r| {
@@ -1243,19 +1253,24 @@ fn report_outbound(rows: &[Row]) {
                 })
                 .filter_map(|r| {
                     let round = r.get("round")?;
-                    Some(cpu(variant, round)? / cpu("proxy-nodane", round)?)
+                    Some(cpu(variant, round)? / cpu(base, round)?)
                 })
                 .collect()
         };
         println!();
-        for (variant, name) in [("proxy-dane", "DANE"), ("proxy-sts", "MTA-STS")] {
-            let mut ratios = per_round(variant);
+        for (variant, base, name) in [
+            ("proxy-dane", "proxy-nodane", "DANE / without"),
+            ("proxy-verify", "proxy-nodane", "verify / without"),
+            ("proxy-sts", "proxy-nodane", "MTA-STS / without"),
+            ("proxy-sts", "proxy-verify", "MTA-STS / verify"),
+        ] {
+            let mut ratios = per_round(variant, base);
             if ratios.is_empty() {
                 continue;
             }
             ratios.sort_by(f64::total_cmp);
             println!(
-                "CPU per message with {name} / without, per run pair ({}): median {:.3}, \
+                "CPU per message, {name}, per run pair ({}): median {:.3}, \
                  quartiles {:.3}–{:.3}, range {:.3}–{:.3}",
                 ratios.len(),
                 median(ratios.clone()).unwrap_or(f64::NAN),
@@ -1275,7 +1290,13 @@ fn report_outbound(rows: &[Row]) {
                 .sum()
         };
         let sessions = |system: &str| total(system, "sessions");
-        for system in ["proxy-nodane", "proxy-dane", "proxy-sts", "postfix-dane"] {
+        for system in [
+            "proxy-nodane",
+            "proxy-dane",
+            "proxy-verify",
+            "proxy-sts",
+            "postfix-dane",
+        ] {
             if has(system) {
                 println!(
                     "{system}: {} DNS queries reached the resolver and {} policy fetches the \
