@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: starttls-proxy, nginx mail proxy and stunnel (protocol = smtp) in front
 # of the same sink, with the same certificate (generated here), in interleaved rounds.
+# Outbound (--only outbound): starttls-proxy in relay mode, a Postfix relay and stunnel in client
+# mode delivering to one STARTTLS sink; then starttls-proxy MX-routed through a signed zone (Knot +
+# unbound on 127.53.x.x) without and with DANE / MTA-STS, and Postfix at the dane level.
 #
 #   benches/compare.sh            full run (several minutes)
 #   benches/compare.sh --quick    proves the benches build and run (well under a minute once built)
@@ -10,8 +13,10 @@
 # Pinning: the proxy under test on the last core, load generator and sink on the first.
 # CPU figures come from the proxy process's own accounting (/proc/PID/stat utime+stime of the
 # process and its children), so they hold on a shared machine; wall-clock figures do not.
-# Needs root for apt-get (skipped when nginx, its mail module and stunnel4 are present) and for
-# raising the descriptor limit for the idle test. Everything listens on 127.0.0.1 only.
+# Needs root for apt-get (skipped when nginx, its mail module and stunnel4 are present; outbound:
+# Postfix, Knot, unbound, BIND tools), for raising the descriptor limit for the idle test, for
+# Postfix and for the outbound DNS and MTA-STS hosts (ports 53 and 443). Everything listens on
+# loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
