@@ -20,6 +20,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -35,7 +36,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Plaintext SMTP sink.
+    /// SMTP sink; with `--tls-cert` and `--tls-key` it offers STARTTLS (the outbound MX).
     Sink {
         #[arg(long)]
         listen: SocketAddr,
@@ -43,6 +44,28 @@ enum Command {
         /// proxy with `client_address = "proxy-v2"`.
         #[arg(long)]
         proxy_header: bool,
+        /// PEM certificate chain for STARTTLS.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<std::path::PathBuf>,
+        /// PEM private key for STARTTLS.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<std::path::PathBuf>,
+        /// Where to answer `tls_sessions=N messages=M` to every connection.
+        #[arg(long)]
+        stats: Option<SocketAddr>,
+    },
+    /// MTA-STS policy host: HTTPS, `GET /.well-known/mta-sts.txt` answered with `policy`;
+    /// one `event=fetch` line on stderr per request (the bench counts them).
+    PolicyHost {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        tls_cert: std::path::PathBuf,
+        #[arg(long)]
+        tls_key: std::path::PathBuf,
+        /// The policy text (RFC 8461 §3.2).
+        #[arg(long)]
+        policy: std::path::PathBuf,
     },
     /// nginx mail `auth_http` responder that sends every session to `backend`.
     Auth {
@@ -126,6 +149,10 @@ struct LoadArgs {
     /// Seconds to hold idle sessions before measuring RSS.
     #[arg(long, default_value_t = 2.0)]
     settle: f64,
+    /// The sink's `--stats` address: a message counts as done only once the sink has it (a
+    /// store-and-forward relay answers before delivering), and CPU is read after that.
+    #[arg(long)]
+    await_delivered: Option<SocketAddr>,
     /// Printed first on the result line (system=..., cert=..., round=...).
     #[arg(long, default_value = "")]
     tag: String,
@@ -143,7 +170,23 @@ fn main() {
         Command::Sink {
             listen,
             proxy_header,
-        } => rt.block_on(sink(listen, proxy_header)),
+            tls_cert,
+            tls_key,
+            stats,
+        } => match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => sink_tls(&cert, &key)
+                .and_then(|tls| rt.block_on(sink(listen, Some(tls), stats, proxy_header))),
+            _ => rt.block_on(sink(listen, None, stats, proxy_header)),
+        },
+        Command::PolicyHost {
+            listen,
+            tls_cert,
+            tls_key,
+            policy,
+        } => sink_tls(&tls_cert, &tls_key).and_then(|tls| {
+            let policy = std::fs::read(&policy)?;
+            rt.block_on(policy_host(listen, tls, policy))
+        }),
         Command::Auth { listen, backend } => rt.block_on(auth(listen, backend)),
         Command::Forward {
             listen,
@@ -162,16 +205,47 @@ fn main() {
 // ---------------------------------------------------------------------------------------------
 // Sink
 
-async fn sink(listen: SocketAddr, proxy_header: bool) -> io::Result<()> {
+/// What the sink has seen, for `--stats` (the outbound benches wait on `messages`).
+#[derive(Default)]
+struct SinkCounters {
+    /// Sessions that completed a TLS handshake.
+    tls_sessions: AtomicU64,
+    /// Messages accepted (`250` after the body).
+    messages: AtomicU64,
+}
+
+async fn sink(
+    listen: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    stats: Option<SocketAddr>,
+    proxy_header: bool,
+) -> io::Result<()> {
     let listener = TcpListener::bind(listen).await?;
     eprintln!("event=listening role=sink addr={}", listener.local_addr()?);
+    let counters = Arc::new(SinkCounters::default());
+    if let Some(stats) = stats {
+        let stats = TcpListener::bind(stats).await?;
+        let counters = counters.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = stats.accept().await {
+                let line = format!(
+                    "tls_sessions={} messages={}\n",
+                    counters.tls_sessions.load(Ordering::Relaxed),
+                    counters.messages.load(Ordering::Relaxed)
+                );
+                let _ = s.write_all(line.as_bytes()).await;
+            }
+        });
+    }
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
         let (mut stream, _) = listener.accept().await?;
+        let (acceptor, counters) = (acceptor.clone(), counters.clone());
         tokio::spawn(async move {
             if proxy_header && skip_proxy_header(&mut stream).await.is_err() {
                 return;
             }
-            let _ = sink_session(stream).await;
+            let _ = sink_session(stream, acceptor, &counters).await;
         });
     }
 }
@@ -196,12 +270,60 @@ async fn skip_proxy_header(stream: &mut TcpStream) -> io::Result<()> {
     stream.read_exact(&mut rest).await.map(drop)
 }
 
-/// Replies without pipelining tricks; DATA bodies are scanned with memmem and never stored.
-async fn sink_session(mut stream: TcpStream) -> io::Result<()> {
+/// The sink's certificate for `STARTTLS`, without session resumption (no session cache, no
+/// tickets): every system under test pays a full handshake per TLS session, as a first
+/// contact with an MX does.
+fn sink_tls(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> io::Result<Arc<rustls::ServerConfig>> {
+    let loaded =
+        starttls_proxy::tls::load_server(cert, key, starttls_proxy::tls::MinVersion::Tls12)
+            .map_err(io::Error::other)?;
+    let mut config = (*loaded.config).clone();
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(Arc::new(config))
+}
+
+/// Greeting, then commands; with `acceptor`, `STARTTLS` is offered and the session goes on
+/// over TLS after it.
+async fn sink_session(
+    mut stream: TcpStream,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    counters: &SinkCounters,
+) -> io::Result<()> {
     stream.set_nodelay(true)?;
     stream
         .write_all(b"220 sink.bench.example ESMTP\r\n")
         .await?;
+    match sink_commands(&mut stream, acceptor.is_some(), counters).await? {
+        SinkEnd::Closed => Ok(()),
+        SinkEnd::StartTls => {
+            let acceptor = acceptor.expect("STARTTLS is offered only with a certificate");
+            let mut tls = acceptor.accept(stream).await?;
+            counters.tls_sessions.fetch_add(1, Ordering::Relaxed);
+            sink_commands(&mut tls, false, counters).await?;
+            let _ = tls.shutdown().await;
+            Ok(())
+        }
+    }
+}
+
+/// How a run of [`sink_commands`] ended.
+enum SinkEnd {
+    /// QUIT or the peer closed.
+    Closed,
+    /// `220` sent to `STARTTLS`: the caller starts the handshake.
+    StartTls,
+}
+
+/// Replies without pipelining tricks; DATA bodies are scanned with memmem and never stored.
+async fn sink_commands<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    offer_starttls: bool,
+    counters: &SinkCounters,
+) -> io::Result<SinkEnd> {
     let mut buf = vec![0u8; 64 * 1024];
     let (mut start, mut end) = (0usize, 0usize);
     loop {
@@ -220,23 +342,33 @@ async fn sink_session(mut stream: TcpStream) -> io::Result<()> {
             }
             let n = stream.read(&mut buf[end..]).await?;
             if n == 0 {
-                return Ok(());
+                return Ok(SinkEnd::Closed);
             }
             end += n;
         };
         let verb = buf[start..line_end.min(start + 4)].to_ascii_uppercase();
         start = line_end;
         match &verb[..] {
+            b"EHLO" if offer_starttls => stream
+                .write_all(
+                    b"250-sink.bench.example\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-STARTTLS\r\n250 SIZE 0\r\n",
+                )
+                .await?,
             b"EHLO" => stream
                 .write_all(
                     b"250-sink.bench.example\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 0\r\n",
                 )
                 .await?,
+            b"STAR" if offer_starttls => {
+                // Bytes pipelined after STARTTLS are dropped with `buf` (RFC 3207 §4.2).
+                stream.write_all(b"220 2.0.0 go ahead\r\n").await?;
+                return Ok(SinkEnd::StartTls);
+            }
             b"HELO" => stream.write_all(b"250 sink.bench.example\r\n").await?,
             b"MAIL" | b"RCPT" | b"RSET" | b"NOOP" => stream.write_all(b"250 2.0.0 ok\r\n").await?,
             b"QUIT" => {
                 stream.write_all(b"221 2.0.0 bye\r\n").await?;
-                return Ok(());
+                return Ok(SinkEnd::Closed);
             }
             b"DATA" => {
                 stream.write_all(b"354 go ahead\r\n").await?;
@@ -249,9 +381,10 @@ async fn sink_session(mut stream: TcpStream) -> io::Result<()> {
                     start = 0;
                     end = stream.read(&mut buf).await?;
                     if end == 0 {
-                        return Ok(());
+                        return Ok(SinkEnd::Closed);
                     }
                 }
+                counters.messages.fetch_add(1, Ordering::Relaxed);
                 stream.write_all(b"250 2.0.0 queued\r\n").await?;
             }
             _ => stream.write_all(b"502 5.5.2 not here\r\n").await?,
@@ -290,6 +423,53 @@ impl EndOfData {
             head[head.len().saturating_sub(4)..].to_vec()
         };
         None
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// MTA-STS policy host
+
+async fn policy_host(
+    listen: SocketAddr,
+    tls: Arc<rustls::ServerConfig>,
+    policy: Vec<u8>,
+) -> io::Result<()> {
+    let listener = TcpListener::bind(listen).await?;
+    eprintln!(
+        "event=listening role=policy_host addr={}",
+        listener.local_addr()?
+    );
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let mut reply = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        policy.len()
+    )
+    .into_bytes();
+    reply.extend_from_slice(&policy);
+    let reply: Arc<[u8]> = reply.into();
+    loop {
+        let (stream, peer) = listener.accept().await?;
+        let (acceptor, reply) = (acceptor.clone(), reply.clone());
+        tokio::spawn(async move {
+            let Ok(mut stream) = acceptor.accept(stream).await else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            let mut seen = Vec::new();
+            while memchr::memmem::find(&seen, b"\r\n\r\n").is_none() {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+            let line = seen.split(|b| *b == b'\r').next().unwrap_or_default();
+            eprintln!(
+                "event=fetch peer={peer} request=\"{}\"",
+                String::from_utf8_lossy(line)
+            );
+            let _ = stream.write_all(&reply).await;
+            let _ = stream.shutdown().await;
+        });
     }
 }
 
@@ -554,11 +734,12 @@ struct Meter {
 }
 
 impl Meter {
+    /// The root and all its descendants (Postfix's master starts its daemons as children).
     fn pids(&self) -> Vec<u32> {
         let Some(root) = self.root else {
             return Vec::new();
         };
-        let mut pids = vec![root];
+        let mut parent_of = Vec::new();
         if let Ok(dir) = std::fs::read_dir("/proc") {
             for entry in dir.flatten() {
                 let Some(pid) = entry
@@ -568,10 +749,22 @@ impl Meter {
                 else {
                     continue;
                 };
-                if stat_fields(pid).and_then(|f| f.get(1)?.parse::<u32>().ok()) == Some(root) {
-                    pids.push(pid);
+                if let Some(ppid) = stat_fields(pid).and_then(|f| f.get(1)?.parse::<u32>().ok()) {
+                    parent_of.push((pid, ppid));
                 }
             }
+        }
+        let mut pids = vec![root];
+        let mut i = 0;
+        while i < pids.len() {
+            let parent = pids[i];
+            pids.extend(
+                parent_of
+                    .iter()
+                    .filter(|(_, pp)| *pp == parent)
+                    .map(|(p, _)| *p),
+            );
+            i += 1;
         }
         pids
     }
@@ -582,14 +775,18 @@ impl Meter {
         user + sys
     }
 
-    /// (utime, stime) of the tree, in seconds.
+    /// (utime, stime) of the tree, in seconds, with what its processes' reaped children used
+    /// (cutime, cstime): a Postfix daemon that exits during the run is still counted.
     fn cpu_split(&self) -> (f64, f64) {
         self.pids()
             .into_iter()
             .filter_map(stat_fields)
             .map(|f| {
                 let t = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-                (t(11) as f64 / 100.0, t(12) as f64 / 100.0)
+                (
+                    (t(11) + t(13)) as f64 / 100.0,
+                    (t(12) + t(14)) as f64 / 100.0,
+                )
             })
             .fold((0.0, 0.0), |(u, s), (a, b)| (u + a, s + b))
     }
@@ -608,7 +805,8 @@ impl Meter {
     }
 }
 
-/// Fields of /proc/PID/stat after the command name: [0] state, [1] ppid, [11] utime, [12] stime.
+/// Fields of /proc/PID/stat after the command name: [0] state, [1] ppid, [11] utime, [12] stime,
+/// [13] cutime, [14] cstime.
 fn stat_fields(pid: u32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -621,6 +819,32 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
     let i = ((sorted.len() - 1) as f64 * p).round() as usize;
     sorted[i]
+}
+
+/// The sink's counters: (TLS sessions, messages).
+async fn sink_stats(addr: SocketAddr) -> io::Result<(u64, u64)> {
+    let mut s = TcpStream::connect(addr).await?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).await?;
+    let row = parse_line(&text);
+    let get = |k: &str| {
+        row.get(k)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| io::Error::other(format!("sink stats without {k}: {text:?}")))
+    };
+    Ok((get("tls_sessions")?, get("messages")?))
+}
+
+/// Polls the sink until it has `want` messages or `limit` passed; returns its last counters.
+async fn await_messages(addr: SocketAddr, want: u64, limit: Duration) -> io::Result<(u64, u64)> {
+    let started = Instant::now();
+    loop {
+        let stats = sink_stats(addr).await?;
+        if stats.1 >= want || started.elapsed() > limit {
+            return Ok(stats);
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 async fn load(args: LoadArgs) -> io::Result<()> {
@@ -648,6 +872,12 @@ async fn load(args: LoadArgs) -> io::Result<()> {
             } else {
                 args.concurrency.max(1)
             };
+            let stats0 = match args.await_delivered {
+                Some(addr) => Some(sink_stats(addr).await?),
+                None => None,
+            };
+            // One client waiting for each message to reach the sink: end-to-end latency too.
+            let each = stats0.filter(|_| concurrency == 1).map(|s| s.1);
             let started = Instant::now();
             let (user0, sys0) = meter.cpu_split();
             let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -655,8 +885,10 @@ async fn load(args: LoadArgs) -> io::Result<()> {
             for _ in 0..concurrency {
                 let (next, tls, chunk) = (next.clone(), tls.clone(), chunk.clone());
                 let (count, size, target) = (args.count, args.size, args.target);
+                let stats_addr = args.await_delivered;
                 workers.spawn(async move {
                     let mut lat = Vec::new();
+                    let mut e2e = Vec::new();
                     let mut errors = 0usize;
                     let mut first_error = None;
                     while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < count
@@ -668,22 +900,63 @@ async fn load(args: LoadArgs) -> io::Result<()> {
                             Err(e) => {
                                 errors += 1;
                                 first_error.get_or_insert(e.to_string());
+                                continue;
+                            }
+                        }
+                        if let (Some(m0), Some(addr)) = (each, stats_addr) {
+                            let want = m0 + lat.len() as u64;
+                            match await_messages(addr, want, Duration::from_secs(60)).await {
+                                Ok((_, m)) if m >= want => {
+                                    e2e.push(t.elapsed().as_secs_f64() * 1000.0)
+                                }
+                                Ok(_) => {
+                                    errors += 1;
+                                    first_error.get_or_insert("not delivered in 60 s".into());
+                                }
+                                Err(e) => return Err(e),
                             }
                         }
                     }
-                    (lat, errors, first_error)
+                    Ok((lat, e2e, errors, first_error))
                 });
             }
             let mut lat = Vec::new();
+            let mut e2e = Vec::new();
             let mut errors = 0;
             let mut first_error = None;
             while let Some(r) = workers.join_next().await {
-                let (l, e, f) = r.map_err(io::Error::other)?;
+                let (l, d, e, f) = r.map_err(io::Error::other)??;
                 lat.extend(l);
+                e2e.extend(d);
                 errors += e;
                 first_error = first_error.or(f);
             }
             let wall = started.elapsed().as_secs_f64();
+            let mut delivered = String::new();
+            if let (Some((tls0, m0)), Some(addr)) = (stats0, args.await_delivered) {
+                let want = m0 + lat.len() as u64;
+                let (tls1, m1) = await_messages(addr, want, Duration::from_secs(300)).await?;
+                let (n, handshakes) = (m1 - m0, tls1 - tls0);
+                let secs = started.elapsed().as_secs_f64();
+                if m1 < want {
+                    errors += (want - m1) as usize;
+                    first_error
+                        .get_or_insert(format!("{} message(s) never reached the sink", want - m1));
+                }
+                e2e.sort_by(f64::total_cmp);
+                delivered = format!(
+                    " delivered={n} delivered_s={secs:.2} delivered_rate_per_s={:.0} sink_tls_sessions={handshakes} msgs_per_tls_session={:.2}",
+                    n as f64 / secs,
+                    n as f64 / handshakes.max(1) as f64
+                );
+                if !e2e.is_empty() {
+                    delivered += &format!(
+                        " e2e_p50_ms={:.2} e2e_p99_ms={:.2}",
+                        percentile(&e2e, 0.5),
+                        percentile(&e2e, 0.99)
+                    );
+                }
+            }
             // Let the proxy finish closing (its last log lines) before reading its clock.
             tokio::time::sleep(Duration::from_millis(200)).await;
             let (user1, sys1) = meter.cpu_split();
@@ -705,6 +978,7 @@ async fn load(args: LoadArgs) -> io::Result<()> {
                     if cpu > 0.0 { sys / cpu } else { f64::NAN }
                 );
             }
+            out += &delivered;
             if let Some(e) = first_error {
                 out += &format!(" first_error=\"{}\"", e.replace('"', "'"));
             }
@@ -712,6 +986,10 @@ async fn load(args: LoadArgs) -> io::Result<()> {
         Scenario::Bulk => {
             let bytes = args.size * 1024 * 1024;
             let mut buf = Vec::new();
+            let stats0 = match args.await_delivered {
+                Some(addr) => Some(sink_stats(addr).await?.1),
+                None => None,
+            };
             let mut session = open(args.target, tls.as_ref(), &mut buf).await?;
             let cpu0 = meter.cpu_seconds();
             let started = Instant::now();
@@ -719,8 +997,14 @@ async fn load(args: LoadArgs) -> io::Result<()> {
                 Session::Tls(s) => transaction(&mut **s, &mut buf, bytes, &chunk).await?,
                 Session::Plain(s) => transaction(s, &mut buf, bytes, &chunk).await?,
             }
-            let wall = started.elapsed().as_secs_f64();
             drop(session);
+            if let (Some(m0), Some(addr)) = (stats0, args.await_delivered) {
+                let (_, m1) = await_messages(addr, m0 + 1, Duration::from_secs(300)).await?;
+                if m1 <= m0 {
+                    return Err(io::Error::other("the bulk message never reached the sink"));
+                }
+            }
+            let wall = started.elapsed().as_secs_f64();
             tokio::time::sleep(Duration::from_millis(200)).await;
             let cpu = meter.cpu_seconds() - cpu0;
             let mb = bytes as f64 / 1e6;
@@ -817,6 +1101,243 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     })
 }
 
+/// Median of `key` over the outbound rows of `system` and `scenario`.
+fn outbound_value(rows: &[Row], system: &str, scenario: &str, key: &str) -> Option<f64> {
+    median(
+        rows.iter()
+            .filter(|r| {
+                r.get("cert").map(String::as_str) == Some("outbound")
+                    && r.get("system").map(String::as_str) == Some(system)
+                    && r.get("scenario").map(String::as_str) == Some(scenario)
+            })
+            .filter_map(|r| r.get(key)?.parse().ok())
+            .collect(),
+    )
+}
+
+fn fmt_value(v: Option<f64>) -> String {
+    match v {
+        Some(x) if x >= 100.0 => format!("{x:.0}"),
+        Some(x) if x >= 10.0 => format!("{x:.1}"),
+        Some(x) => format!("{x:.2}"),
+        None => "-".into(),
+    }
+}
+
+fn fmt_ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b != 0.0 => format!("{:.2}", a / b),
+        _ => "-".into(),
+    }
+}
+
+/// The outbound tables: the three relays side by side, then starttls-proxy without and with
+/// DANE (MX routing through the signed zone, caches warm).
+fn report_outbound(rows: &[Row]) {
+    let metrics: [(&str, &str, &str); 9] = [
+        (
+            "CPU per relayed message, 32 clients (µs)",
+            "sessions",
+            "cpu_us_per_session",
+        ),
+        (
+            "  of which in the kernel (share)",
+            "sessions",
+            "kernel_share",
+        ),
+        (
+            "messages delivered per second, 32 clients (wall)",
+            "sessions",
+            "delivered_rate_per_s",
+        ),
+        (
+            "messages per TLS session at the sink",
+            "sessions",
+            "msgs_per_tls_session",
+        ),
+        (
+            "latency p50, one client, to the relay's 250 (ms)",
+            "latency",
+            "p50_ms",
+        ),
+        (
+            "latency p50, one client, until delivered (ms)",
+            "latency",
+            "e2e_p50_ms",
+        ),
+        (
+            "latency p99, one client, until delivered (ms)",
+            "latency",
+            "e2e_p99_ms",
+        ),
+        (
+            "CPU per MB, one large message (ms)",
+            "bulk",
+            "cpu_ms_per_mb",
+        ),
+        (
+            "bulk throughput until delivered (MB/s, wall)",
+            "bulk",
+            "mb_per_s",
+        ),
+    ];
+    let has = |system: &str| {
+        rows.iter().any(|r| {
+            r.get("cert").map(String::as_str) == Some("outbound")
+                && r.get("system").map(String::as_str) == Some(system)
+        })
+    };
+    if has("starttls-proxy") || has("postfix") || has("stunnel") {
+        println!();
+        println!(
+            "Outbound: legacy MTA (plaintext) → relay → STARTTLS sink, one 10 KiB message per \
+             session; CPU = the relay's process tree (Postfix: master and every daemon)."
+        );
+        println!();
+        println!(
+            "| {:<50} | {:>14} | {:>10} | {:>10} | {:>9} | {:>9} |",
+            "metric", "starttls-proxy", "postfix", "stunnel", "/postfix", "/stunnel"
+        );
+        println!(
+            "|{:-<52}|{:->16}|{:->12}|{:->12}|{:->11}|{:->11}|",
+            "", "", "", "", "", ""
+        );
+        for (label, scenario, key) in metrics {
+            let v: Vec<Option<f64>> = ["starttls-proxy", "postfix", "stunnel"]
+                .iter()
+                .map(|s| outbound_value(rows, s, scenario, key))
+                .collect();
+            println!(
+                "| {:<50} | {:>14} | {:>10} | {:>10} | {:>9} | {:>9} |",
+                label,
+                fmt_value(v[0]),
+                fmt_value(v[1]),
+                fmt_value(v[2]),
+                fmt_ratio(v[0], v[1]),
+                fmt_ratio(v[0], v[2])
+            );
+        }
+    }
+    if has("proxy-nodane") || has("proxy-dane") {
+        println!();
+        println!(
+            "starttls-proxy routed by MX through the signed zone, caches warm: without DANE or \
+             MTA-STS (opportunistic, mta_sts = false); with DANE (the defaults: dane, MTA-STS on; \
+             TLSA 3 1 1); verify (WebPKI, configured); with MTA-STS alone (opportunistic, enforce \
+             policy, WebPKI). Postfix: dane level."
+        );
+        println!();
+        println!(
+            "| {:<50} | {:>8} | {:>9} | {:>8} | {:>8} | {:>8} | {:>10} | {:>12} |",
+            "metric",
+            "without",
+            "with DANE",
+            "verify",
+            "MTA-STS",
+            "DANE/w/o",
+            "STS/verify",
+            "postfix dane"
+        );
+        println!(
+            "|{:-<52}|{:->10}|{:->11}|{:->10}|{:->10}|{:->10}|{:->12}|{:->14}|",
+            "", "", "", "", "", "", "", ""
+        );
+        for (label, scenario, key) in metrics {
+            let a = outbound_value(rows, "proxy-nodane", scenario, key);
+            let b = outbound_value(rows, "proxy-dane", scenario, key);
+            let v = outbound_value(rows, "proxy-verify", scenario, key);
+            let c = outbound_value(rows, "proxy-sts", scenario, key);
+            let d = outbound_value(rows, "postfix-dane", scenario, key);
+            println!(
+                "| {:<50} | {:>8} | {:>9} | {:>8} | {:>8} | {:>8} | {:>10} | {:>12} |",
+                label,
+                fmt_value(a),
+                fmt_value(b),
+                fmt_value(v),
+                fmt_value(c),
+                fmt_ratio(b, a),
+                fmt_ratio(c, v),
+                fmt_value(d)
+            );
+        }
+        // Per round: the variants ran back to back, so their ratio is less exposed to the
+        // machine's load drifting between rounds than the ratio of medians.
+        let per_round = |variant: &str, base: &str| -> Vec<f64> {
+            let cpu = |system: &str, round: &str| -> Option<f64> {
+                rows.iter()
+                    .find(|r| {
+                        r.get("system").map(String::as_str) == Some(system)
+                            && r.get("scenario").map(String::as_str) == Some("sessions")
+                            && r.get("round").map(String::as_str) == Some(round)
+                    })?
+                    .get("cpu_us_per_session")?
+                    .parse()
+                    .ok()
+            };
+            rows.iter()
+                .filter(|r| {
+                    r.get("system").map(String::as_str) == Some(variant)
+                        && r.get("scenario").map(String::as_str) == Some("sessions")
+                })
+                .filter_map(|r| {
+                    let round = r.get("round")?;
+                    Some(cpu(variant, round)? / cpu(base, round)?)
+                })
+                .collect()
+        };
+        println!();
+        for (variant, base, name) in [
+            ("proxy-dane", "proxy-nodane", "DANE / without"),
+            ("proxy-verify", "proxy-nodane", "verify / without"),
+            ("proxy-sts", "proxy-nodane", "MTA-STS / without"),
+            ("proxy-sts", "proxy-verify", "MTA-STS / verify"),
+        ] {
+            let mut ratios = per_round(variant, base);
+            if ratios.is_empty() {
+                continue;
+            }
+            ratios.sort_by(f64::total_cmp);
+            println!(
+                "CPU per message, {name}, per run pair ({}): median {:.3}, \
+                 quartiles {:.3}–{:.3}, range {:.3}–{:.3}",
+                ratios.len(),
+                median(ratios.clone()).unwrap_or(f64::NAN),
+                percentile(&ratios, 0.25),
+                percentile(&ratios, 0.75),
+                ratios[0],
+                ratios[ratios.len() - 1]
+            );
+        }
+        let total = |system: &str, key: &str| -> u64 {
+            rows.iter()
+                .filter(|r| {
+                    r.get("cert").map(String::as_str) == Some("outbound")
+                        && r.get("system").map(String::as_str) == Some(system)
+                })
+                .filter_map(|r| r.get(key)?.parse::<u64>().ok())
+                .sum()
+        };
+        let sessions = |system: &str| total(system, "sessions");
+        for system in [
+            "proxy-nodane",
+            "proxy-dane",
+            "proxy-verify",
+            "proxy-sts",
+            "postfix-dane",
+        ] {
+            if has(system) {
+                println!(
+                    "{system}: {} DNS queries reached the resolver and {} policy fetches the \
+                     policy host during the measured runs ({} sessions)",
+                    total(system, "dns_queries"),
+                    total(system, "https_fetches"),
+                    sessions(system)
+                );
+            }
+        }
+    }
+}
+
 fn report(results: &std::path::Path, ceilings: Option<&std::path::Path>) -> io::Result<()> {
     let text = std::fs::read_to_string(results)?;
     let rows: Vec<Row> = text
@@ -852,163 +1373,169 @@ fn report(results: &std::path::Path, ceilings: Option<&std::path::Path>) -> io::
         "wall-clock figures (rate, latency, MB/s) depend on the machine's load and are noisy."
     );
     println!();
-    let systems = ["starttls-proxy", "nginx", "stunnel"];
-    println!(
-        "| {:<44} | {:>14} | {:>10} | {:>10} | {:>8} | {:>10} | {:>10} |",
-        "metric", "starttls-proxy", "nginx", "stunnel", "/nginx", "/stunnel", "target"
-    );
-    println!(
-        "|{:-<46}|{:->16}|{:->12}|{:->12}|{:->10}|{:->12}|{:->12}|",
-        "", "", "", "", "", "", ""
-    );
-    type Metric = (
-        &'static str,
-        &'static str,
-        &'static str,
-        &'static str,
-        &'static str,
-        &'static str,
-    );
-    let metrics: [Metric; 14] = [
-        (
-            "CPU per session, TLS 1.3, ECDSA (µs)",
-            "ecdsa",
-            "sessions",
-            "1.3",
-            "cpu_us_per_session",
-            "≤ 150",
-        ),
-        (
-            "  of which in the kernel (share)",
-            "ecdsa",
-            "sessions",
-            "1.3",
-            "kernel_share",
-            "",
-        ),
-        (
-            "CPU per session, TLS 1.2, ECDSA (µs)",
-            "ecdsa",
-            "sessions",
-            "1.2",
-            "cpu_us_per_session",
-            "",
-        ),
-        (
-            "CPU per session, TLS 1.3, RSA-2048 (µs)",
-            "rsa",
-            "sessions",
-            "1.3",
-            "cpu_us_per_session",
-            "",
-        ),
-        (
-            "CPU per session, TLS 1.2, RSA-2048 (µs)",
-            "rsa",
-            "sessions",
-            "1.2",
-            "cpu_us_per_session",
-            "",
-        ),
-        (
-            "session rate, TLS 1.3 ECDSA (/s, wall)",
-            "ecdsa",
-            "sessions",
-            "1.3",
-            "rate_per_s",
-            "",
-        ),
-        (
-            "latency p50, one client, TLS 1.3 (ms, wall)",
-            "ecdsa",
-            "latency",
-            "1.3",
-            "p50_ms",
-            "≤ 1",
-        ),
-        (
-            "latency p99, one client, TLS 1.3 (ms, wall)",
-            "ecdsa",
-            "latency",
-            "1.3",
-            "p99_ms",
-            "",
-        ),
-        (
-            "CPU per MB through TLS 1.3 (ms)",
-            "ecdsa",
-            "bulk",
-            "1.3",
-            "cpu_ms_per_mb",
-            "≤ 0.35",
-        ),
-        (
-            "bulk throughput through TLS 1.3 (MB/s, wall)",
-            "ecdsa",
-            "bulk",
-            "1.3",
-            "mb_per_s",
-            "",
-        ),
-        (
-            "CPU per MB, plaintext session (ms)",
-            "ecdsa",
-            "bulk",
-            "plain",
-            "cpu_ms_per_mb",
-            "≤ 0.38",
-        ),
-        (
-            "RSS per idle TLS 1.3 session (KiB)",
-            "ecdsa",
-            "idle",
-            "1.3",
-            "rss_kib_per_session",
-            "≤ 12",
-        ),
-        (
-            "idle TLS sessions held",
-            "ecdsa",
-            "idle",
-            "1.3",
-            "idle_held",
-            "",
-        ),
-        (
-            "new session while idle ones held (ms, wall)",
-            "ecdsa",
-            "idle",
-            "1.3",
-            "probe_ms",
-            "",
-        ),
-    ];
-    for (label, cert, scenario, tls, key, target) in metrics {
-        let vals: Vec<Option<f64>> = systems
-            .iter()
-            .map(|s| value(s, cert, scenario, tls, key).map(|(m, _)| m))
-            .collect();
-        let fmt = |v: Option<f64>| match v {
-            Some(x) if x >= 100.0 => format!("{x:.0}"),
-            Some(x) if x >= 10.0 => format!("{x:.1}"),
-            Some(x) => format!("{x:.2}"),
-            None => "-".into(),
-        };
-        let ratio = |other: Option<f64>| match (vals[0], other) {
-            (Some(a), Some(b)) if b != 0.0 => format!("{:.2}", a / b),
-            _ => "-".into(),
-        };
+    let inbound = rows
+        .iter()
+        .any(|r| matches!(r.get("cert").map(String::as_str), Some("ecdsa" | "rsa")));
+    if inbound {
+        let systems = ["starttls-proxy", "nginx", "stunnel"];
         println!(
             "| {:<44} | {:>14} | {:>10} | {:>10} | {:>8} | {:>10} | {:>10} |",
-            label,
-            fmt(vals[0]),
-            fmt(vals[1]),
-            fmt(vals[2]),
-            ratio(vals[1]),
-            ratio(vals[2]),
-            target
+            "metric", "starttls-proxy", "nginx", "stunnel", "/nginx", "/stunnel", "target"
         );
+        println!(
+            "|{:-<46}|{:->16}|{:->12}|{:->12}|{:->10}|{:->12}|{:->12}|",
+            "", "", "", "", "", "", ""
+        );
+        type Metric = (
+            &'static str,
+            &'static str,
+            &'static str,
+            &'static str,
+            &'static str,
+            &'static str,
+        );
+        let metrics: [Metric; 14] = [
+            (
+                "CPU per session, TLS 1.3, ECDSA (µs)",
+                "ecdsa",
+                "sessions",
+                "1.3",
+                "cpu_us_per_session",
+                "≤ 150",
+            ),
+            (
+                "  of which in the kernel (share)",
+                "ecdsa",
+                "sessions",
+                "1.3",
+                "kernel_share",
+                "",
+            ),
+            (
+                "CPU per session, TLS 1.2, ECDSA (µs)",
+                "ecdsa",
+                "sessions",
+                "1.2",
+                "cpu_us_per_session",
+                "",
+            ),
+            (
+                "CPU per session, TLS 1.3, RSA-2048 (µs)",
+                "rsa",
+                "sessions",
+                "1.3",
+                "cpu_us_per_session",
+                "",
+            ),
+            (
+                "CPU per session, TLS 1.2, RSA-2048 (µs)",
+                "rsa",
+                "sessions",
+                "1.2",
+                "cpu_us_per_session",
+                "",
+            ),
+            (
+                "session rate, TLS 1.3 ECDSA (/s, wall)",
+                "ecdsa",
+                "sessions",
+                "1.3",
+                "rate_per_s",
+                "",
+            ),
+            (
+                "latency p50, one client, TLS 1.3 (ms, wall)",
+                "ecdsa",
+                "latency",
+                "1.3",
+                "p50_ms",
+                "≤ 1",
+            ),
+            (
+                "latency p99, one client, TLS 1.3 (ms, wall)",
+                "ecdsa",
+                "latency",
+                "1.3",
+                "p99_ms",
+                "",
+            ),
+            (
+                "CPU per MB through TLS 1.3 (ms)",
+                "ecdsa",
+                "bulk",
+                "1.3",
+                "cpu_ms_per_mb",
+                "≤ 0.35",
+            ),
+            (
+                "bulk throughput through TLS 1.3 (MB/s, wall)",
+                "ecdsa",
+                "bulk",
+                "1.3",
+                "mb_per_s",
+                "",
+            ),
+            (
+                "CPU per MB, plaintext session (ms)",
+                "ecdsa",
+                "bulk",
+                "plain",
+                "cpu_ms_per_mb",
+                "≤ 0.38",
+            ),
+            (
+                "RSS per idle TLS 1.3 session (KiB)",
+                "ecdsa",
+                "idle",
+                "1.3",
+                "rss_kib_per_session",
+                "≤ 12",
+            ),
+            (
+                "idle TLS sessions held",
+                "ecdsa",
+                "idle",
+                "1.3",
+                "idle_held",
+                "",
+            ),
+            (
+                "new session while idle ones held (ms, wall)",
+                "ecdsa",
+                "idle",
+                "1.3",
+                "probe_ms",
+                "",
+            ),
+        ];
+        for (label, cert, scenario, tls, key, target) in metrics {
+            let vals: Vec<Option<f64>> = systems
+                .iter()
+                .map(|s| value(s, cert, scenario, tls, key).map(|(m, _)| m))
+                .collect();
+            let fmt = |v: Option<f64>| match v {
+                Some(x) if x >= 100.0 => format!("{x:.0}"),
+                Some(x) if x >= 10.0 => format!("{x:.1}"),
+                Some(x) => format!("{x:.2}"),
+                None => "-".into(),
+            };
+            let ratio = |other: Option<f64>| match (vals[0], other) {
+                (Some(a), Some(b)) if b != 0.0 => format!("{:.2}", a / b),
+                _ => "-".into(),
+            };
+            println!(
+                "| {:<44} | {:>14} | {:>10} | {:>10} | {:>8} | {:>10} | {:>10} |",
+                label,
+                fmt(vals[0]),
+                fmt(vals[1]),
+                fmt(vals[2]),
+                ratio(vals[1]),
+                ratio(vals[2]),
+                target
+            );
+        }
     }
+    report_outbound(&rows);
     let errors: Vec<String> = rows
         .iter()
         .filter(|r| {
