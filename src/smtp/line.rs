@@ -4,6 +4,9 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// How much we ask the kernel for at once when more is expected (a long line, a message body).
 const READ_CHUNK: usize = 4096;
+/// What a message body is read in: one TLS record's worth, so relaying a body to a TLS peer
+/// writes full records (4 KiB reads cost four records, four writes and four scans each).
+const BODY_CHUNK: usize = 16 * 1024;
 /// What an empty reader asks for: commands and most replies fit, and a session waiting for
 /// its peer's next command holds no more than this (many idle sessions are the common case).
 const FIRST_READ: usize = 512;
@@ -154,7 +157,7 @@ impl<S: AsyncRead + Unpin> LineReader<S> {
     /// What is buffered, reading more first if nothing is (for relaying a message body).
     pub async fn fill_buf(&mut self) -> Result<&[u8], LineError> {
         if self.buffered().is_empty() {
-            self.fill(READ_CHUNK).await?;
+            self.fill(BODY_CHUNK).await?;
         }
         Ok(self.buffered())
     }
