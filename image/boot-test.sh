@@ -365,7 +365,9 @@ C=$T/console.txt   # the serial console without carriage returns, read as a file
 tr -d '\r' < "$T/serial.log" > "$C"
 if [ -n "$intercept" ]; then
     grep -q 'starttls-proxy-firstboot: inline interception ON' "$C" || fail "firstboot did not turn interception on"
-    pass "console: $(grep -m1 -o 'starttls-proxy-firstboot: installed interception.env.*' "$C")"
+    grep -q 'starttls-proxy-firstboot: reloaded systemd units (proxy capability drop-in changed)' "$C" \
+        || fail "firstboot did not install the CAP_NET_ADMIN drop-in and reload systemd"
+    pass "console: $(grep -m1 -o 'starttls-proxy-firstboot: installed interception.env.*' "$C"); drop-in installed, systemd reloaded"
     grep -q 'starttls-proxy-interception: MARK=25 TABLE=125 FORWARD=yes (from /etc/starttls-proxy/interception.env)' "$C" \
         || fail "the interception unit did not read MARK=25 TABLE=125 from interception.env"
     grep -q 'starttls-proxy-interception: loaded table inet starttls_proxy_tproxy' "$C" || fail "the nft table was not loaded"
@@ -456,4 +458,4 @@ else
     results_lines "$T/r2" | head -n "$n1" | grep '"tls_version":"TLSv1.3"' | tail -n 1 | sed 's/^/    /' >&2
     results_lines "$T/r2" | tail -n $((n2 - n1)) | grep '"tls_version":"TLSv1.3"' | tail -n 1 | sed 's/^/    /' >&2
 fi
-log "PASS ($firmware, config drive: $drive${datadisk:+, data disk + simulated upgrade}): ready after ${READY}s, total $(( $(date +%s) - T0 ))s"
+log "PASS ($firmware, config drive: $drive${datadisk:+, data disk + simulated upgrade}${intercept:+, interception}): ready after ${READY}s, total $(( $(date +%s) - T0 ))s"
