@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Boot the appliance under qemu (TCG: no KVM needed) and prove it proxies mail.
 #
-#   image/boot-test.sh [--uefi] [--no-drive | --vfat] [--data-disk] [IMAGE]
+#   image/boot-test.sh [--uefi] [--no-drive | --vfat] [--data-disk] [--interception] [IMAGE]
 #                                  (default image/out/starttls-proxy.qcow2)
 #   image/boot-test.sh --install-tools     only install the host tools (ci.sh: once, before parallel runs)
 #
@@ -26,19 +26,28 @@
 # simulated upgrade boots a FRESH overlay of the image with the SAME data disk and config drive:
 # no formatting, a second message over TLS, and after shutdown the data disk holds every earlier
 # line unchanged plus the new session's, owned again by the service's user.
+# With --interception (needs a config drive): the drive also carries starttls-proxy/interception.nft
+# (the README's TPROXY recipe for a 10.0.9.0/24 + 2001:db8:25::/64 MTA network) and
+# interception.env (MARK=25 TABLE=125, not the defaults, so the file is proven to be read), and
+# the configuration gets a second listener with interception = "tproxy" (it only starts with the
+# CAP_NET_ADMIN drop-in). Checks on the console: firstboot turned interception on, the unit printed
+# the loaded table with its tproxy rules, exactly one IPv4 and one IPv6 "fwmark 0x19 lookup 125"
+# rule, the "local default dev lo" routes in table 125, forwarding on; the proxy serves as above.
+# Without --interception: firstboot says interception is off and the unit printed nothing.
 # qemu is killed by its PID on every exit. Exit status 0 only if every check passed.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-firmware=bios drive=iso install_only= datadisk=
+firmware=bios drive=iso install_only= datadisk= intercept=
 while [ $# -gt 0 ]; do
     case $1 in
     --uefi) firmware=uefi ;;
     --no-drive) drive=none ;;
     --vfat) drive=vfat ;;
     --data-disk) datadisk=1 ;;
+    --interception) intercept=1 ;;
     --install-tools) install_only=1 ;;
-    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
     *) break ;;
     esac
@@ -48,6 +57,7 @@ IMAGE=$(readlink -f "${1:-$HERE/out/starttls-proxy.qcow2}")
 BOOT_TIMEOUT=${BOOT_TIMEOUT:-420}
 [ -n "$install_only" ] || [ -f "$IMAGE" ] || { echo "no image at $IMAGE (run image/build.sh)" >&2; exit 2; }
 [ -z "$datadisk" ] || [ "$drive" != none ] || { echo "--data-disk needs a config drive (no --no-drive)" >&2; exit 2; }
+[ -z "$intercept" ] || [ "$drive" != none ] || { echo "--interception needs a config drive (no --no-drive)" >&2; exit 2; }
 
 T0=$(date +%s)
 log() { printf '[boot-test %s +%3ds] %s\n' "$(date +%T)" "$(( $(date +%s) - T0 ))" "$*" >&2; }
@@ -88,7 +98,7 @@ cleanup() {
     fi
     if [ -n "$SINK_PID" ]; then kill "$SINK_PID" 2>/dev/null || true; wait "$SINK_PID" 2>/dev/null || true; fi
     if [ "$rc" != 0 ]; then
-        log "FAILED ($firmware, drive=$drive${datadisk:+, data disk}); last lines of the serial console:"
+        log "FAILED ($firmware, drive=$drive${datadisk:+, data disk}${intercept:+, interception}); last lines of the serial console:"
         tail -n 60 "$T/serial.log" 2>/dev/null | sed 's/^/    | /' >&2 || true
         if [ -n "${KEEP_LOGS:-}" ]; then log "logs kept in $T"; else rm -rf "$T"; fi
     else
@@ -133,6 +143,27 @@ name = "mx"
 listen = "0.0.0.0:25"
 backend = "10.0.2.2:$SINK_PORT"
 EOF
+    if [ -n "$intercept" ]; then
+        cat >> "$cd_dir/starttls-proxy/config.toml" <<EOF
+
+[[inbound]]
+name = "inline"
+listen = "0.0.0.0:10025"
+interception = "tproxy"
+backend = "original-destination"
+EOF
+        cat > "$cd_dir/starttls-proxy/interception.nft" <<'EOF'
+table inet starttls_proxy_tproxy {
+  chain prerouting {
+    type filter hook prerouting priority mangle; policy accept;
+    meta l4proto tcp socket transparent 1 meta mark set 25 accept
+    meta nfproto ipv4 ip daddr 10.0.9.0/24 tcp dport 25 tproxy ip to :10025 meta mark set 25 accept
+    meta nfproto ipv6 ip6 daddr 2001:db8:25::/64 tcp dport 25 tproxy ip6 to :10026 meta mark set 25 accept
+  }
+}
+EOF
+        printf '# fwmark of the rules above and its routing table\nMARK=25\nTABLE=125\n' > "$cd_dir/starttls-proxy/interception.env"
+    fi
     # A static address (the one slirp's DHCP would give) exercises the network files path.
     cat > "$cd_dir/network/10-static.network" <<'EOF'
 [Match]
@@ -173,7 +204,7 @@ boot_vm() {
                  -drive "if=pflash,format=raw,file=$T/vars.fd")
     fi
     [ ! -f "$T/serial.log" ] || mv "$T/serial.log" "$T/serial-$((BOOTS - 1)).log"
-    log "boot $BOOTS: $(basename "$IMAGE") ($firmware, config drive: $drive${datadisk:+, data disk}); smtp 127.0.0.1:$SMTP_PORT admin 127.0.0.1:$ADMIN_PORT"
+    log "boot $BOOTS: $(basename "$IMAGE") ($firmware, config drive: $drive${datadisk:+, data disk}${intercept:+, interception}); smtp 127.0.0.1:$SMTP_PORT admin 127.0.0.1:$ADMIN_PORT"
     qemu-system-x86_64 -machine pc -accel tcg,thread=multi -cpu max -smp 2 -m 1024 \
         "${fw_args[@]}" \
         -drive "file=$T/disk.qcow2,if=virtio,format=qcow2" \
@@ -329,6 +360,45 @@ else
 fi
 curl -fsS -m 10 "http://127.0.0.1:$ADMIN_PORT/healthz" >/dev/null || fail "/healthz"
 
+# --- inline interception (on only with the drive's interception.nft) --------------------------------
+C=$T/console.txt   # the serial console without carriage returns, read as a file (no SIGPIPE under pipefail)
+tr -d '\r' < "$T/serial.log" > "$C"
+if [ -n "$intercept" ]; then
+    grep -q 'starttls-proxy-firstboot: inline interception ON' "$C" || fail "firstboot did not turn interception on"
+    grep -q 'starttls-proxy-firstboot: reloaded systemd units (proxy capability drop-in changed)' "$C" \
+        || fail "firstboot did not install the CAP_NET_ADMIN drop-in and reload systemd"
+    pass "console: $(grep -m1 -o 'starttls-proxy-firstboot: installed interception.env.*' "$C"); drop-in installed, systemd reloaded"
+    grep -q 'starttls-proxy-interception: MARK=25 TABLE=125 FORWARD=yes (from /etc/starttls-proxy/interception.env)' "$C" \
+        || fail "the interception unit did not read MARK=25 TABLE=125 from interception.env"
+    grep -q 'starttls-proxy-interception: loaded table inet starttls_proxy_tproxy' "$C" || fail "the nft table was not loaded"
+    for r in 'socket transparent 1 meta mark set 0x00000019 accept' \
+             'ip daddr 10.0.9.0/24 tcp dport 25 tproxy ip to :10025 meta mark set 0x00000019 accept' \
+             'ip6 daddr 2001:db8:25::/64 tcp dport 25 tproxy ip6 to :10026 meta mark set 0x00000019 accept'; do
+        grep -q "starttls-proxy-interception: | .*$r" "$C" || fail "nft list table lacks the rule: $r"
+    done
+    pass "console: nft table inet starttls_proxy_tproxy loaded with its 3 rules (socket transparent, tproxy ip, tproxy ip6):"
+    grep 'starttls-proxy-interception: | ' "$C" | sed 's/^starttls-proxy-interception: | /    /' >&2
+    for f in -4 -6; do
+        n=$(grep -c "starttls-proxy-interception: ip $f rule: .*from all fwmark 0x19 lookup 125" "$C" || true)
+        [ "$n" = 1 ] || fail "expected exactly one 'ip $f rule' fwmark 0x19 lookup 125, the console shows $n"
+        grep -q "starttls-proxy-interception: ip $f route table 125: local default dev lo" "$C" \
+            || fail "no 'local default dev lo' route in table 125 ($f)"
+        pass "console: $(grep -m1 -o "ip $f rule: .*" "$C"); $(grep -m1 -o "ip $f route table 125: local default dev lo" "$C")"
+    done
+    grep -q 'starttls-proxy-interception: forwarding: net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1' "$C" \
+        || fail "IP forwarding is not on"
+    pass "console: $(grep -m1 -o 'forwarding: .*' "$C")"
+    l=$(grep -m1 -o 'event=listening listener=inline .*addr=[^ ]*' "$C") \
+        || fail "the proxy did not log its interception = \"tproxy\" listener 'inline' (IP_TRANSPARENT needs CAP_NET_ADMIN)"
+    pass "proxy runs the interception = \"tproxy\" listener (IP_TRANSPARENT: CAP_NET_ADMIN from the drop-in): $l"
+else
+    if [ "$drive" = none ]; then off='inline interception off (no config drive)'; else off='inline interception off (no starttls-proxy/interception.nft on the config drive)'; fi
+    grep -q "starttls-proxy-firstboot: $off" "$C" || fail "the console does not say: $off"
+    ! grep -q 'starttls-proxy-interception:' "$C" \
+        || fail "the interception unit ran without interception.nft: $(grep -m3 'starttls-proxy-interception:' "$C")"
+    pass "console: $off; starttls-proxy-interception.service skipped (no output: no rules, no routing loaded)"
+fi
+
 # --- the data disk and a simulated upgrade ----------------------------------------------------------
 if [ -z "$datadisk" ]; then
     grep -q 'starttls-proxy-datadisk: WARNING: no data disk' "$T/serial.log" \
@@ -388,4 +458,4 @@ else
     results_lines "$T/r2" | head -n "$n1" | grep '"tls_version":"TLSv1.3"' | tail -n 1 | sed 's/^/    /' >&2
     results_lines "$T/r2" | tail -n $((n2 - n1)) | grep '"tls_version":"TLSv1.3"' | tail -n 1 | sed 's/^/    /' >&2
 fi
-log "PASS ($firmware, config drive: $drive${datadisk:+, data disk + simulated upgrade}): ready after ${READY}s, total $(( $(date +%s) - T0 ))s"
+log "PASS ($firmware, config drive: $drive${datadisk:+, data disk + simulated upgrade}${intercept:+, interception}): ready after ${READY}s, total $(( $(date +%s) - T0 ))s"

@@ -98,7 +98,7 @@ mmdebstrap --variant=minbase --mode=root --format=directory \
     --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/locale/locale.alias' \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
     --dpkgopt='path-exclude=/usr/share/info/*' \
-    --include="systemd,systemd-sysv,udev,dbus,procps,systemd-resolved,systemd-timesyncd,mount,e2fsprogs,ca-certificates,zstd,initramfs-tools,linux-image-$KERNEL-amd64" \
+    --include="systemd,systemd-sysv,udev,dbus,procps,iproute2,nftables,systemd-resolved,systemd-timesyncd,mount,e2fsprogs,ca-certificates,zstd,initramfs-tools,linux-image-$KERNEL-amd64" \
     --hook-dir=/usr/share/mmdebstrap/hooks/eatmydata \
     --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
     --essential-hook="tar -C '$HERE/rootfs' --owner=0 --group=0 -c etc/initramfs-tools | tar -C \"\$1\" -x" \

@@ -7,9 +7,13 @@
 #                             simulated upgrade (a fresh image, the same data disk and config
 #                             drive, a second boot after the parallel ones): earlier lines kept,
 #                             a new one added
-#   UEFI + vfat config drive  the same checks through the other firmware and drive format
+#   UEFI + vfat config drive  the same checks through the other firmware and drive format, with
+#   + interception.nft        inline interception on: the drive's nft TPROXY rules, the policy
+#                             routing (MARK/TABLE from interception.env), forwarding, printed by
+#                             the unit on the console; a tproxy listener (CAP_NET_ADMIN drop-in)
 #   UEFI, no config drive     the default configuration (self-signed, said on the console)
 # The two boots without a data disk check the console's warning that state stays on the system disk.
+# The two boots without interception.nft check that interception is off and nothing was loaded.
 # Exits non-zero, with the failing VM's console, on any problem. Run as root (build.sh needs it).
 #
 # Environment: STARTTLS_PROXY_DEB (skip the package build), KERNEL, DEBIAN_SNAPSHOT,
@@ -31,7 +35,7 @@ log "image has the package: $(grep -P '^starttls-proxy\t' "$HERE/out/starttls-pr
 # Host tools once, before the parallel boots: three concurrent apt-get runs fight over its lock.
 "$HERE/boot-test.sh" --install-tools
 
-scenarios=("--data-disk" "--uefi --vfat" "--uefi --no-drive")
+scenarios=("--data-disk" "--uefi --vfat --interception" "--uefi --no-drive")
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 pids=()

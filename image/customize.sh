@@ -32,8 +32,11 @@ ln -sf ../run/systemd/resolve/stub-resolv.conf "$root/etc/resolv.conf"
 
 # Services: network, resolver, time, the proxy, its first-boot configuration and its data disk.
 chroot "$root" systemctl enable systemd-networkd.service systemd-resolved.service \
-    systemd-timesyncd.service starttls-proxy-firstboot.service starttls-proxy-datadisk.service \
+    systemd-timesyncd.service starttls-proxy-firstboot.service starttls-proxy-datadisk.service starttls-proxy-interception.service \
     starttls-proxy.service
+# nftables.service would load /etc/nftables.conf ("flush ruleset"): the appliance's rules come from
+# the config drive only (starttls-proxy-interception.service). Off unless the drive has them.
+chroot "$root" systemctl disable nftables.service
 # No package manager timers, no interactive first-boot prompts on the console.
 chroot "$root" systemctl mask apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer \
     systemd-firstboot.service

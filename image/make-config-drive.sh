@@ -13,6 +13,8 @@
 #   starttls-proxy/tls/key.pem          private key; the configuration refers to it as
 #                                       private_key = "${CREDENTIALS_DIRECTORY}/tls-key"
 #   starttls-proxy/root-password-hash   optional crypt(3) hash (openssl passwd -6) for console login
+#   starttls-proxy/interception.nft     optional nft TPROXY ruleset: inline interception ON
+#   starttls-proxy/interception.env     optional MARK=1 TABLE=100 FORWARD=yes (the defaults)
 #   network/*.network, *.netdev, *.link optional systemd-networkd files (static addresses)
 #   meta-data                           optional NoCloud meta-data; "local-hostname: NAME"
 #
