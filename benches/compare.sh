@@ -92,6 +92,7 @@ cleanup() {
 }
 trap cleanup EXIT
 base=$((20000 + RANDOM % 20000))
+# Ports: base..base+6 the inbound systems, +7..+16 outbound, +20..+23 client_address modes.
 sink_port=$base; auth_port=$((base + 1)); proxy_port=$((base + 2)); nginx_port=$((base + 3))
 stunnel_port=$((base + 4)); splice_port=$((base + 5)); buffered_port=$((base + 6))
 results="$work/results.txt"
@@ -260,7 +261,8 @@ done
 # the header), interleaved rounds of full TLS 1.3 sessions. transparent binds the client's own
 # address with IP_TRANSPARENT (on loopback that address is local, so no routing is involved).
 if want client_address; then
-  ca_sink_port=$((base + 7))
+  # base+7..16 belong to the outbound section, which runs after this one.
+  ca_sink_port=$((base + 20))
   taskset -c "$load_cpu" "$bench_bin" sink --listen "127.0.0.1:$ca_sink_port" --proxy-header \
     2>>"$work/sink.log" &
   pids+=($!)
@@ -269,7 +271,7 @@ if want client_address; then
   declare -A ca_pid=() ca_port=()
   for k in 0 1 2; do
     mode=${modes[$k]}
-    ca_port[$mode]=$((base + 8 + k))
+    ca_port[$mode]=$((base + 21 + k))
     backend=$sink_port
     [ "$mode" = proxy-v2 ] && backend=$ca_sink_port
     cat > "$work/ca-$mode.toml" <<EOF
