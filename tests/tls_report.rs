@@ -285,6 +285,14 @@ fn reports_of_several_nodes_go_by_https_and_by_mail_once_and_never_about_themsel
     );
 }
 
+/// Every delivery ledger line under `state`, all reports together.
+fn ledger_text(state: &Path) -> String {
+    std::fs::read_dir(state.join("reports/ledger"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect()
+}
+
 /// A standalone world for the failure cases: results written by hand, no proxy running.
 struct Offline {
     dir: TempDir,
@@ -406,11 +414,7 @@ fn a_relay_that_does_not_answer_is_a_failed_mailto_delivery() {
         out.contains("mailto:tlsrpt@rpt.test: FAILED: relay"),
         "{out}"
     );
-    let ledger_dir = w.dir.join("state/reports/ledger");
-    let ledger: String = std::fs::read_dir(&ledger_dir)
-        .unwrap()
-        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
-        .collect();
+    let ledger = ledger_text(&w.dir.join("state"));
     assert!(ledger.contains("\"result\":\"failed\""), "{ledger}");
 }
 
@@ -442,11 +446,7 @@ fn an_endpoint_that_never_answers_is_a_failed_delivery_at_the_bound() {
         out.contains("https://silent.rpt.test/report: FAILED"),
         "{out}"
     );
-    let ledger_dir = w.dir.join("state/reports/ledger");
-    let ledger: String = std::fs::read_dir(&ledger_dir)
-        .unwrap()
-        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
-        .collect();
+    let ledger = ledger_text(&w.dir.join("state"));
     assert!(ledger.contains("\"result\":\"failed\""), "{ledger}");
 }
 
