@@ -17,7 +17,7 @@
 
 #![no_main]
 
-use fuzz_support::{block_on, Input, Peer, READ_CHUNK};
+use fuzz_support::{block_on, Input, Peer, LARGEST_READ};
 use libfuzzer_sys::fuzz_target;
 use starttls_proxy::smtp::{LineError, LineReader};
 use std::sync::OnceLock;
@@ -77,13 +77,13 @@ fuzz_target!(|bytes: &[u8]| {
         let delivered = seen.delivered.get();
         let buffered = reader.buffered();
         assert!(
-            skip_bounds() || buffered.len() <= max + READ_CHUNK,
-            "{what}: {} bytes buffered with max {max} (bound: max + {READ_CHUNK})",
+            skip_bounds() || buffered.len() <= max + LARGEST_READ,
+            "{what}: {} bytes buffered with max {max} (bound: max + {LARGEST_READ})",
             buffered.len()
         );
         assert!(
-            skip_bounds() || seen.largest_request.get() <= max + READ_CHUNK,
-            "{what}: one read offered room for {} bytes with max {max} (bound: max + {READ_CHUNK})",
+            skip_bounds() || seen.largest_request.get() <= max + LARGEST_READ,
+            "{what}: one read offered room for {} bytes with max {max} (bound: max + {LARGEST_READ})",
             seen.largest_request.get()
         );
         assert!(
@@ -176,7 +176,7 @@ fuzz_target!(|bytes: &[u8]| {
                             assert_eq!(at, end, "Ok: reader not just after the line's LF");
                             let held = seen.reach.get() - pos;
                             assert!(
-                                skip_bounds() || held <= max + READ_CHUNK,
+                                skip_bounds() || held <= max + LARGEST_READ,
                                 "read_line Ok: ready to hold {held} bytes with max {max}"
                             );
                             at_line_boundary = true;

@@ -9,9 +9,11 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use tokio::io::{AsyncRead, ReadBuf};
 
-/// The line reader's own read size (`READ_CHUNK` in src/smtp/line.rs, private there): the
-/// buffering bound the targets check is "the limit plus one such read".
+/// The line reader's own read size (`READ_CHUNK` in src/smtp/line.rs, private there).
 pub const READ_CHUNK: usize = 4096;
+/// Its largest read, a message body's (`BODY_CHUNK` there): the buffering bound the targets
+/// check is "the limit plus one such read".
+pub const LARGEST_READ: usize = 16 * 1024;
 
 /// What the peer saw of the reader's reads, shared with the target while the reader owns the
 /// stream.
