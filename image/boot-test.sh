@@ -323,6 +323,9 @@ if [ "$drive" = none ]; then
     grep -q "installed the DEFAULT configuration" "$T/serial.log" \
         || fail "the console does not report the default configuration"
     pass "console: $(grep -m1 -o 'no config drive.*' "$T/serial.log" | tr -d '\r')"
+    # /healthz answers as soon as the admin listener is up; the proxy's next lines reach the
+    # console a little later (journald forwarding), so wait for this one.
+    for _ in $(seq 1 60); do grep -q 'event=self_signed_certificate' "$T/serial.log" && break; sleep 1; done
     grep -q 'event=self_signed_certificate' "$T/serial.log" || fail "the proxy did not log its self-signed certificate"
     pass "proxy log: $(grep -m1 -o 'event=self_signed_certificate subject=[^ ]*' "$T/serial.log")"
     out=$(smtp_ehlo) || fail "SMTP: $out"
