@@ -239,16 +239,7 @@ fn run_in_backend_namespace(nft: &str, test: &str) {
         .env(NETNS_MARKER, format!("{} {}", ns.client, ns.proxy))
         .output()
         .expect("run the namespace half");
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "namespace half failed:\n{all}");
-    assert!(
-        all.contains("1 passed"),
-        "namespace half did not run:\n{all}"
-    );
+    common::netns::assert_half_passed(&out);
 }
 
 /// Inside the backend's namespace: Postfix (IPv4) and a recording backend (IPv6) here, the
